@@ -1,0 +1,178 @@
+//! Where objects live under a snapshot root, and the timestamps in their names.
+//!
+//! ```text
+//! _CURRENT
+//! manifests/<TS>_run_id=<RUN>/manifest
+//! shards/run_id=<RUN>/db=<NNNNN>/attempt=<AA>/shard.db
+//! ```
+
+use crate::error::{Error, Result};
+
+pub const CURRENT: &str = "_CURRENT";
+pub const MANIFESTS_DIR: &str = "manifests";
+pub const MANIFEST_FILE: &str = "manifest";
+pub const SHARDS_DIR: &str = "shards";
+pub const SHARD_DB_FILE: &str = "shard.db";
+pub const SIDECAR_FILE: &str = "shard.sidecar";
+/// `build_meta.db_path_template` as shardyfusion writes it.
+pub const DB_PATH_TEMPLATE: &str = "db={db_id:05d}";
+
+/// A run id becomes a path segment, so it must not contain `/` (nor be empty).
+pub fn validate_run_id(run_id: &str) -> Result<()> {
+    if run_id.is_empty() || run_id.contains('/') || run_id.contains('\\') {
+        return Err(Error::InvalidArgument(format!(
+            "run id {run_id:?} must be non-empty and contain no '/'"
+        )));
+    }
+    Ok(())
+}
+
+/// `manifests/<TS>_run_id=<RUN>` (the folder), relative to the root.
+pub fn manifest_dir(timestamp: &str, run_id: &str) -> String {
+    format!("{MANIFESTS_DIR}/{timestamp}_run_id={run_id}")
+}
+
+/// `manifests/<TS>_run_id=<RUN>/manifest`, relative to the root.
+pub fn manifest_path(timestamp: &str, run_id: &str) -> String {
+    format!("{}/{MANIFEST_FILE}", manifest_dir(timestamp, run_id))
+}
+
+/// Splits a manifest folder name `<TS>_run_id=<RUN>` into its timestamp and run id.
+pub fn parse_manifest_dir_name(name: &str) -> Option<(&str, &str)> {
+    let (ts, run) = name.split_once("_run_id=")?;
+    (is_timestamp(ts) && !run.is_empty()).then_some((ts, run))
+}
+
+/// `shards/run_id=<RUN>/db=<NNNNN>/attempt=<AA>`, relative to the root.
+pub fn shard_dir(run_id: &str, db_id: u32, attempt: u32) -> String {
+    format!("{SHARDS_DIR}/run_id={run_id}/db={db_id:05}/attempt={attempt:02}")
+}
+
+/// Joins a root (path or URL, with or without a trailing `/`) and a relative path.
+pub fn join(root: &str, relative: &str) -> String {
+    format!("{}/{}", root.trim_end_matches('/'), relative.trim_start_matches('/'))
+}
+
+/// Where a recorded URL (`manifest_ref`, `db_url`) lies relative to the snapshot root.
+///
+/// Snapshots are moved (copied from S3 to disk, served over HTTP), so recorded absolute URLs are
+/// not followed blindly: the part after the recorded root is kept, and failing that the part from
+/// the first `marker` segment (`manifests/` or `shards/`) on.
+pub fn relative_to_root<'a>(url: &'a str, recorded_root: &str, marker: &str) -> Option<&'a str> {
+    let recorded_root = recorded_root.trim_end_matches('/');
+    if let Some(rest) = url.strip_prefix(recorded_root) {
+        if let Some(rest) = rest.strip_prefix('/') {
+            return Some(rest);
+        }
+    }
+    let needle = format!("{marker}/");
+    if url.starts_with(&needle) {
+        return Some(url);
+    }
+    url.find(&format!("/{needle}")).map(|i| &url[i + 1..])
+}
+
+/// Whether `s` is a timestamp of the form `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 27
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            26 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Formats microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, always six
+/// fractional digits so that names sort by time).
+pub fn format_timestamp(unix_micros: i64) -> String {
+    let secs = unix_micros.div_euclid(1_000_000);
+    let micros = unix_micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_spec() {
+        assert_eq!(
+            shard_dir("abc", 7, 1),
+            "shards/run_id=abc/db=00007/attempt=01"
+        );
+        assert_eq!(
+            manifest_path("2026-03-14T10:30:00.123456Z", "abc"),
+            "manifests/2026-03-14T10:30:00.123456Z_run_id=abc/manifest"
+        );
+        assert_eq!(join("file:///x/", "_CURRENT"), "file:///x/_CURRENT");
+    }
+
+    #[test]
+    fn timestamps_have_six_fraction_digits() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-03-14T10:30:00.123456Z
+        assert_eq!(
+            format_timestamp(1_773_484_200_123_456),
+            "2026-03-14T10:30:00.123456Z"
+        );
+        assert_eq!(format_timestamp(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+        assert!(is_timestamp(&format_timestamp(1_773_484_200_123_456)));
+        assert!(!is_timestamp("2026-03-14T10:30:00Z"));
+    }
+
+    #[test]
+    fn manifest_dir_names_parse() {
+        assert_eq!(
+            parse_manifest_dir_name("2026-03-14T10:30:00.123456Z_run_id=r1"),
+            Some(("2026-03-14T10:30:00.123456Z", "r1"))
+        );
+        assert_eq!(parse_manifest_dir_name("garbage_run_id=r1"), None);
+    }
+
+    #[test]
+    fn recorded_urls_are_relocated() {
+        let url = "s3://bucket/prefix/shards/run_id=r/db=00000/attempt=00";
+        assert_eq!(
+            relative_to_root(url, "s3://bucket/prefix", SHARDS_DIR),
+            Some("shards/run_id=r/db=00000/attempt=00")
+        );
+        assert_eq!(
+            relative_to_root(url, "file:///elsewhere", SHARDS_DIR),
+            Some("shards/run_id=r/db=00000/attempt=00")
+        );
+        assert_eq!(relative_to_root("s3://b/x/y", "file:///e", SHARDS_DIR), None);
+    }
+
+    #[test]
+    fn run_ids_cannot_be_paths() {
+        assert!(validate_run_id("a/b").is_err());
+        assert!(validate_run_id("").is_err());
+        assert!(validate_run_id("0123abc").is_ok());
+    }
+}

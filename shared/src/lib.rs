@@ -1,0 +1,21 @@
+//! Pure logic shared by every edgeshard component: the builder, the native runtime and the wasm
+//! runtime. Nothing in this crate performs I/O; callers hand it bytes and get bytes or values back.
+//!
+//! The format implemented here is shardyfusion's snapshot format v4
+//! (see `README.md`, section "Snapshot format").
+
+pub mod current;
+pub mod error;
+pub mod json;
+pub mod key;
+pub mod layout;
+pub mod manifest;
+pub mod merge;
+pub mod npy;
+pub mod routing;
+pub mod vector;
+
+pub use error::{Error, Result};
+pub use key::{Key, KeyEncoding};
+pub use manifest::Manifest;
+pub use vector::Metric;

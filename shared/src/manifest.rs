@@ -1,0 +1,688 @@
+//! The manifest: a small SQLite database describing one snapshot run (format version 4).
+//!
+//! Parsing and writing go through SQLite's in-memory `deserialize`/`serialize`, so this module
+//! handles bytes only and runs unchanged on wasm32 (rusqlite there sits on sqlite-wasm-rs).
+
+use crate::error::{Error, Result};
+use crate::json::{to_string_sorted, Style};
+use crate::key::KeyEncoding;
+use crate::vector::Metric;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+
+pub const FORMAT_VERSION: i64 = 4;
+pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+pub const PAGE_SIZE: u32 = 4096;
+pub const HASH_ALGORITHM: &str = "xxh3_64";
+/// `key_col` of KV and unified snapshots.
+pub const KEY_COL_KV: &str = "_key";
+/// `key_col` of vector-only snapshots.
+pub const KEY_COL_VECTOR: &str = "_vector_id";
+
+/// The manifest DDL exactly as shardyfusion writes it (same text in `sqlite_master`).
+pub const BUILD_META_DDL: &str = "CREATE TABLE build_meta (
+    run_id           TEXT    NOT NULL,
+    created_at       TEXT    NOT NULL,
+    num_dbs          INTEGER NOT NULL,
+    s3_prefix        TEXT    NOT NULL,
+    key_col          TEXT    NOT NULL,
+    sharding         TEXT    NOT NULL,
+    db_path_template TEXT    NOT NULL,
+    shard_prefix     TEXT    NOT NULL,
+    format_version   INTEGER NOT NULL,
+    key_encoding     TEXT    NOT NULL,
+    custom           TEXT    NOT NULL DEFAULT '{}'
+)";
+pub const SHARDS_DDL: &str = "CREATE TABLE shards (
+    db_id         INTEGER NOT NULL PRIMARY KEY,
+    db_url        TEXT,
+    attempt       INTEGER NOT NULL,
+    row_count     INTEGER NOT NULL,
+    db_bytes      INTEGER NOT NULL,
+    min_key       TEXT,
+    max_key       TEXT,
+    checkpoint_id TEXT,
+    writer_info   TEXT    NOT NULL DEFAULT '{}'
+)";
+
+const SHARDING_KEYS: [&str; 5] = [
+    "strategy",
+    "hash_algorithm",
+    "routing_values",
+    "cel_expr",
+    "cel_columns",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Hash,
+    Cel,
+}
+
+/// `build_meta.sharding`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sharding {
+    pub strategy: Strategy,
+    pub hash_algorithm: String,
+    pub routing_values: Option<Vec<Value>>,
+    pub cel_expr: Option<String>,
+    pub cel_columns: Option<Map<String, Value>>,
+}
+
+impl Sharding {
+    /// Plain hash routing, what `edgeshard build` writes.
+    pub fn hash() -> Self {
+        Self {
+            strategy: Strategy::Hash,
+            hash_algorithm: HASH_ALGORITHM.into(),
+            routing_values: None,
+            cel_expr: None,
+            cel_columns: None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "strategy": match self.strategy { Strategy::Hash => "hash", Strategy::Cel => "cel" },
+            "hash_algorithm": self.hash_algorithm,
+            "routing_values": self.routing_values,
+            "cel_expr": self.cel_expr,
+            "cel_columns": self.cel_columns,
+        })
+    }
+
+    /// Parses the JSON text; any key beyond the five known ones makes the manifest invalid
+    /// (an unknown routing rule must never be silently ignored).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |why: String| Error::InvalidManifest(format!("sharding: {why}"));
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
+        if let Some(extra) = obj.keys().find(|k| !SHARDING_KEYS.contains(&k.as_str())) {
+            return Err(bad(format!("unknown key {extra:?}")));
+        }
+        let strategy = match obj.get("strategy").and_then(Value::as_str) {
+            Some("hash") => Strategy::Hash,
+            Some("cel") => Strategy::Cel,
+            other => return Err(bad(format!("strategy {other:?} is not \"hash\" or \"cel\""))),
+        };
+        let hash_algorithm = match obj.get("hash_algorithm").and_then(Value::as_str) {
+            Some(HASH_ALGORITHM) => HASH_ALGORITHM.to_string(),
+            Some(other) => {
+                return Err(bad(format!("hash_algorithm {other:?} is not \"xxh3_64\"")))
+            }
+            None => return Err(bad("hash_algorithm is missing".into())),
+        };
+        let routing_values = match obj.get("routing_values") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(values)) => Some(values.clone()),
+            Some(_) => return Err(bad("routing_values is not a list".into())),
+        };
+        let cel_expr = match obj.get("cel_expr") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(bad("cel_expr is not a string".into())),
+        };
+        let cel_columns = match obj.get("cel_columns") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(_) => return Err(bad("cel_columns is not an object".into())),
+        };
+        Ok(Self {
+            strategy,
+            hash_algorithm,
+            routing_values,
+            cel_expr,
+            cel_columns,
+        })
+    }
+}
+
+/// The single row of `build_meta`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildMeta {
+    pub run_id: String,
+    pub created_at: String,
+    /// Shard slots including empty ones: the routing modulus.
+    pub num_dbs: u32,
+    /// The snapshot root the writer published to.
+    pub s3_prefix: String,
+    pub key_col: String,
+    pub sharding: Sharding,
+    pub db_path_template: String,
+    pub shard_prefix: String,
+    pub format_version: i64,
+    pub key_encoding: KeyEncoding,
+    /// `custom` JSON object (vector config, sidecar config, anything else a writer adds).
+    pub custom: Map<String, Value>,
+}
+
+/// One row of `shards` (non-empty shards only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardEntry {
+    pub db_id: u32,
+    /// Full URL of the shard folder (`.../attempt=AA`).
+    pub db_url: Option<String>,
+    pub attempt: u32,
+    pub row_count: u64,
+    pub db_bytes: u64,
+    pub min_key: Option<Value>,
+    pub max_key: Option<Value>,
+    /// Opaque content identity, used as a cache key.
+    pub checkpoint_id: Option<String>,
+    pub writer_info: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorBackend {
+    SqliteVec,
+    LanceDb,
+}
+
+impl VectorBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SqliteVec => "sqlite-vec",
+            Self::LanceDb => "lancedb",
+        }
+    }
+}
+
+/// `custom.vector`, the part readers need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorSpec {
+    pub dim: usize,
+    pub metric: Metric,
+    /// `None` on shardyfusion's vector-only manifests, which name no backend.
+    pub backend: Option<VectorBackend>,
+    /// KV and vectors in one snapshot (a record's vector id is its key).
+    pub unified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub meta: BuildMeta,
+    /// Sorted by `db_id`.
+    pub shards: Vec<ShardEntry>,
+}
+
+impl Manifest {
+    /// The row of shard `db_id`, or `None` when that slot is empty.
+    pub fn shard(&self, db_id: u32) -> Option<&ShardEntry> {
+        self.shards
+            .binary_search_by_key(&db_id, |s| s.db_id)
+            .ok()
+            .map(|i| &self.shards[i])
+    }
+
+    /// `custom.vector`, if this snapshot holds vectors.
+    pub fn vector_spec(&self) -> Result<Option<VectorSpec>> {
+        let Some(vector) = self.meta.custom.get("vector") else {
+            return Ok(None);
+        };
+        let bad = |why: &str| Error::InvalidManifest(format!("custom.vector: {why}"));
+        let obj = vector.as_object().ok_or_else(|| bad("not an object"))?;
+        let dim = obj
+            .get("dim")
+            .and_then(Value::as_u64)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| bad("dim is missing or not a positive integer"))?;
+        let metric = Metric::parse(
+            obj.get("metric")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("metric is missing"))?,
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let backend = match obj.get("backend").and_then(Value::as_str) {
+            None => None,
+            Some("sqlite-vec") => Some(VectorBackend::SqliteVec),
+            Some("lancedb") => Some(VectorBackend::LanceDb),
+            Some(other) => return Err(bad(&format!("unknown backend {other:?}"))),
+        };
+        Ok(Some(VectorSpec {
+            dim: dim as usize,
+            metric,
+            backend,
+            unified: obj.get("unified").and_then(Value::as_bool).unwrap_or(false),
+        }))
+    }
+
+    /// Every rule of the format (spec section 3). Called by the parser and by writers before
+    /// anything is published.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidManifest(why));
+        let meta = &self.meta;
+        if meta.format_version != FORMAT_VERSION {
+            return bad(format!(
+                "format_version is {}, this reader understands {FORMAT_VERSION}",
+                meta.format_version
+            ));
+        }
+        if meta.num_dbs == 0 {
+            return bad("num_dbs is 0".into());
+        }
+        if self.shards.len() > meta.num_dbs as usize {
+            return bad(format!(
+                "{} shard rows but num_dbs is {}",
+                self.shards.len(),
+                meta.num_dbs
+            ));
+        }
+        let mut seen = HashSet::new();
+        for shard in &self.shards {
+            if shard.db_id >= meta.num_dbs {
+                return bad(format!(
+                    "shard db_id {} is not below num_dbs {}",
+                    shard.db_id, meta.num_dbs
+                ));
+            }
+            if !seen.insert(shard.db_id) {
+                return bad(format!("shard db_id {} appears twice", shard.db_id));
+            }
+        }
+        let sharding = &meta.sharding;
+        if sharding.hash_algorithm != HASH_ALGORITHM {
+            return bad(format!(
+                "hash_algorithm {:?} is not {HASH_ALGORITHM:?}",
+                sharding.hash_algorithm
+            ));
+        }
+        if sharding.strategy == Strategy::Cel {
+            if sharding.cel_expr.is_none() {
+                return bad("CEL sharding without cel_expr".into());
+            }
+            if let Some(values) = &sharding.routing_values {
+                if values.len() != meta.num_dbs as usize {
+                    return bad(format!(
+                        "categorical CEL sharding has {} routing_values but num_dbs is {}",
+                        values.len(),
+                        meta.num_dbs
+                    ));
+                }
+            }
+        }
+        if meta.run_id.is_empty() || meta.run_id.contains('/') {
+            return bad(format!("run_id {:?} is empty or contains '/'", meta.run_id));
+        }
+        self.vector_spec()?;
+        Ok(())
+    }
+
+    /// Reads and validates a manifest from the bytes of its SQLite file.
+    pub fn from_sqlite_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 100 || &bytes[..16] != SQLITE_MAGIC {
+            return Err(Error::InvalidManifest(
+                "not a SQLite database (the 16-byte 'SQLite format 3' magic is missing)".into(),
+            ));
+        }
+        let sql_err = |e: rusqlite::Error| Error::InvalidManifest(format!("unreadable: {e}"));
+        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
+        conn.deserialize_read_exact("main", bytes, bytes.len(), true)
+            .map_err(sql_err)?;
+        let manifest = Self::read_tables(&conn).map_err(|e| match e {
+            Error::InvalidManifest(_) => e,
+            other => Error::InvalidManifest(other.to_string()),
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn read_tables(conn: &Connection) -> Result<Self> {
+        let sql_err = |e: rusqlite::Error| Error::InvalidManifest(format!("unreadable: {e}"));
+        let bad = |why: String| Error::InvalidManifest(why);
+        let meta_rows: i64 = conn
+            .query_row("SELECT count(*) FROM build_meta", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if meta_rows != 1 {
+            return Err(bad(format!("build_meta has {meta_rows} rows, expected 1")));
+        }
+        let raw = conn
+            .query_row(
+                "SELECT run_id, created_at, num_dbs, s3_prefix, key_col, sharding,
+                        db_path_template, shard_prefix, format_version, key_encoding, custom
+                 FROM build_meta",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, String>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(sql_err)?
+            .ok_or_else(|| bad("build_meta is empty".into()))?;
+        let num_dbs = u32::try_from(raw.2)
+            .map_err(|_| bad(format!("num_dbs {} is out of range", raw.2)))?;
+        let key_encoding = KeyEncoding::parse(&raw.9).map_err(|e| bad(e.to_string()))?;
+        let custom = parse_object(raw.10.as_deref().unwrap_or("{}"), "custom")?;
+        let meta = BuildMeta {
+            run_id: raw.0,
+            created_at: raw.1,
+            num_dbs,
+            s3_prefix: raw.3,
+            key_col: raw.4,
+            sharding: Sharding::parse(&raw.5)?,
+            db_path_template: raw.6,
+            shard_prefix: raw.7,
+            format_version: raw.8,
+            key_encoding,
+            custom,
+        };
+
+        let mut stmt = conn
+            .prepare(
+                "SELECT db_id, db_url, attempt, row_count, db_bytes, min_key, max_key,
+                        checkpoint_id, writer_info
+                 FROM shards ORDER BY db_id",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })
+            .map_err(sql_err)?;
+        let mut shards = Vec::new();
+        for row in rows {
+            let row = row.map_err(sql_err)?;
+            let field_u = |name: &str, v: i64| {
+                u64::try_from(v).map_err(|_| bad(format!("shard {}: {name} is {v}", row.0)))
+            };
+            let db_id = u32::try_from(row.0)
+                .map_err(|_| bad(format!("shard db_id {} is out of range", row.0)))?;
+            shards.push(ShardEntry {
+                db_id,
+                db_url: row.1,
+                attempt: field_u("attempt", row.2)? as u32,
+                row_count: field_u("row_count", row.3)?,
+                db_bytes: field_u("db_bytes", row.4)?,
+                min_key: parse_optional_json(row.5.as_deref()),
+                max_key: parse_optional_json(row.6.as_deref()),
+                checkpoint_id: row.7,
+                writer_info: parse_object(row.8.as_deref().unwrap_or("{}"), "writer_info")?,
+            });
+        }
+        Ok(Self { meta, shards })
+    }
+
+    /// Writes the manifest as a SQLite file image (page size 4096), after validating it.
+    pub fn to_sqlite_bytes(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        let sql_err = |e: rusqlite::Error| Error::InvalidManifest(format!("cannot write: {e}"));
+        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = {PAGE_SIZE}; {BUILD_META_DDL}; {SHARDS_DDL};"
+        ))
+        .map_err(sql_err)?;
+        let meta = &self.meta;
+        let tx = conn.transaction().map_err(sql_err)?;
+        tx.execute(
+            "INSERT INTO build_meta VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                meta.run_id,
+                meta.created_at,
+                meta.num_dbs,
+                meta.s3_prefix,
+                meta.key_col,
+                to_string_sorted(&meta.sharding.to_json(), Style::Python),
+                meta.db_path_template,
+                meta.shard_prefix,
+                meta.format_version,
+                meta.key_encoding.as_str(),
+                to_string_sorted(&Value::Object(meta.custom.clone()), Style::Python),
+            ],
+        )
+        .map_err(sql_err)?;
+        for shard in &self.shards {
+            let json_text =
+                |v: &Option<Value>| v.as_ref().map(|v| to_string_sorted(v, Style::Python));
+            tx.execute(
+                "INSERT INTO shards VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    shard.db_id,
+                    shard.db_url,
+                    shard.attempt,
+                    shard.row_count as i64,
+                    shard.db_bytes as i64,
+                    json_text(&shard.min_key),
+                    json_text(&shard.max_key),
+                    shard.checkpoint_id,
+                    to_string_sorted(&Value::Object(shard.writer_info.clone()), Style::Python),
+                ],
+            )
+            .map_err(sql_err)?;
+        }
+        tx.commit().map_err(sql_err)?;
+        let image = conn.serialize("main").map_err(sql_err)?;
+        Ok(image.to_vec())
+    }
+}
+
+fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::InvalidManifest(format!("{what} is not a JSON object"))),
+        Err(e) => Err(Error::InvalidManifest(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+/// `min_key`/`max_key` are informational: unparsable text is kept as a string rather than
+/// failing the whole manifest.
+fn parse_optional_json(text: Option<&str>) -> Option<Value> {
+    text.map(|t| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            meta: BuildMeta {
+                run_id: "run1".into(),
+                created_at: "2026-03-14T10:30:00.123456Z".into(),
+                num_dbs: 4,
+                s3_prefix: "file:///snap".into(),
+                key_col: KEY_COL_KV.into(),
+                sharding: Sharding::hash(),
+                db_path_template: crate::layout::DB_PATH_TEMPLATE.into(),
+                shard_prefix: crate::layout::SHARDS_DIR.into(),
+                format_version: FORMAT_VERSION,
+                key_encoding: KeyEncoding::U64Be,
+                custom: Map::new(),
+            },
+            shards: vec![
+                ShardEntry {
+                    db_id: 0,
+                    db_url: Some("file:///snap/shards/run_id=run1/db=00000/attempt=00".into()),
+                    attempt: 0,
+                    row_count: 10,
+                    db_bytes: 8192,
+                    min_key: Some(json!(3)),
+                    max_key: Some(json!(97)),
+                    checkpoint_id: Some("ab".into()),
+                    writer_info: Map::new(),
+                },
+                ShardEntry {
+                    db_id: 2,
+                    db_url: None,
+                    attempt: 1,
+                    row_count: 5,
+                    db_bytes: 4096,
+                    min_key: None,
+                    max_key: None,
+                    checkpoint_id: None,
+                    writer_info: Map::new(),
+                },
+            ],
+        }
+    }
+
+    fn assert_invalid(m: &Manifest, needle: &str) {
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+        // The writer refuses it too, so a bad manifest can never be published.
+        assert!(m.to_sqlite_bytes().is_err());
+    }
+
+    #[test]
+    fn round_trips_through_sqlite() {
+        let m = sample();
+        let bytes = m.to_sqlite_bytes().unwrap();
+        assert_eq!(&bytes[..16], SQLITE_MAGIC);
+        assert_eq!(u16::from_be_bytes([bytes[16], bytes[17]]), 4096);
+        assert_eq!(Manifest::from_sqlite_bytes(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_wrong_magic() {
+        let mut bytes = sample().to_sqlite_bytes().unwrap();
+        bytes[0] = b'X';
+        let err = Manifest::from_sqlite_bytes(&bytes).unwrap_err();
+        assert!(err.to_string().contains("magic"), "{err}");
+        assert!(Manifest::from_sqlite_bytes(b"short").is_err());
+    }
+
+    #[test]
+    fn rejects_truncated_file() {
+        let bytes = sample().to_sqlite_bytes().unwrap();
+        assert!(Manifest::from_sqlite_bytes(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn rejects_other_format_versions() {
+        let mut m = sample();
+        m.meta.format_version = 3;
+        assert_invalid(&m, "format_version is 3");
+    }
+
+    #[test]
+    fn rejects_duplicate_db_id() {
+        let mut m = sample();
+        m.shards[1].db_id = 0;
+        assert_invalid(&m, "appears twice");
+    }
+
+    #[test]
+    fn rejects_db_id_out_of_range() {
+        let mut m = sample();
+        m.shards[1].db_id = 4;
+        assert_invalid(&m, "not below num_dbs 4");
+    }
+
+    #[test]
+    fn rejects_more_rows_than_slots() {
+        let mut m = sample();
+        m.meta.num_dbs = 1;
+        assert_invalid(&m, "2 shard rows but num_dbs is 1");
+    }
+
+    #[test]
+    fn rejects_wrong_or_missing_hash_algorithm() {
+        let mut m = sample();
+        m.meta.sharding.hash_algorithm = "murmur3".into();
+        assert_invalid(&m, "hash_algorithm");
+        let err = Sharding::parse(r#"{"strategy": "hash", "routing_values": null}"#).unwrap_err();
+        assert!(err.to_string().contains("hash_algorithm is missing"), "{err}");
+        let err = Sharding::parse(r#"{"strategy": "hash", "hash_algorithm": "md5"}"#).unwrap_err();
+        assert!(err.to_string().contains("md5"), "{err}");
+    }
+
+    #[test]
+    fn rejects_extra_sharding_key() {
+        let err = Sharding::parse(
+            r#"{"strategy": "hash", "hash_algorithm": "xxh3_64", "routing_values": null,
+                "cel_expr": null, "cel_columns": null, "seed": 7}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown key \"seed\""), "{err}");
+    }
+
+    #[test]
+    fn rejects_categorical_cel_with_wrong_value_count() {
+        let mut m = sample();
+        m.meta.sharding = Sharding {
+            strategy: Strategy::Cel,
+            hash_algorithm: HASH_ALGORITHM.into(),
+            routing_values: Some(vec![json!("eu"), json!("us")]),
+            cel_expr: Some("region".into()),
+            cel_columns: Some(Map::new()),
+        };
+        assert_invalid(&m, "2 routing_values but num_dbs is 4");
+        m.meta.sharding.routing_values = Some((0..4).map(|i| json!(i)).collect());
+        assert!(m.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_vector_config() {
+        let mut m = sample();
+        m.meta
+            .custom
+            .insert("vector".into(), json!({"dim": 0, "metric": "cosine"}));
+        assert_invalid(&m, "dim");
+        m.meta
+            .custom
+            .insert("vector".into(), json!({"dim": 4, "metric": "hamming"}));
+        assert_invalid(&m, "hamming");
+    }
+
+    /// Duplicate db_ids cannot come from our own writer (db_id is the primary key), so build a
+    /// manifest file by hand whose `shards` table lacks that constraint.
+    #[test]
+    fn rejects_duplicate_db_id_in_file() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let loose_shards = SHARDS_DDL.replace("INTEGER NOT NULL PRIMARY KEY", "INTEGER NOT NULL");
+        conn.execute_batch(&format!("{BUILD_META_DDL}; {loose_shards};")).unwrap();
+        conn.execute(
+            "INSERT INTO build_meta VALUES ('r', 't', 4, 'file:///x', '_key', ?1, 'db={db_id:05d}',
+             'shards', 4, 'u64be', '{}')",
+            [to_string_sorted(&Sharding::hash().to_json(), Style::Python)],
+        )
+        .unwrap();
+        for _ in 0..2 {
+            conn.execute("INSERT INTO shards VALUES (1, NULL, 0, 1, 1, NULL, NULL, NULL, '{}')", [])
+                .unwrap();
+        }
+        let bytes = conn.serialize("main").unwrap().to_vec();
+        let err = Manifest::from_sqlite_bytes(&bytes).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_key_encoding_and_missing_tables() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(BUILD_META_DDL).unwrap();
+        let bytes = conn.serialize("main").unwrap().to_vec();
+        assert!(Manifest::from_sqlite_bytes(&bytes).is_err());
+
+        let mut m = sample().to_sqlite_bytes().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.deserialize_read_exact("main", &m[..], m.len(), false).unwrap();
+        conn.execute("UPDATE build_meta SET key_encoding = 'u128'", []).unwrap();
+        m = conn.serialize("main").unwrap().to_vec();
+        let err = Manifest::from_sqlite_bytes(&m).unwrap_err();
+        assert!(err.to_string().contains("u128"), "{err}");
+    }
+}
