@@ -1,0 +1,398 @@
+//! `edgeshard build`: records in, a published snapshot out.
+//!
+//! 1. read and validate every record, routing each to its shard (nothing is written yet, so bad
+//!    input publishes nothing);
+//! 2. per shard, in parallel: sort by stored key and resolve duplicates;
+//! 3. per shard, in parallel: write the SQLite file into staging;
+//! 4. publish shards, then the manifest, then `_CURRENT`.
+
+use crate::error::{Error, Result};
+use crate::input::{read_records, FieldMapping, InputFormat, Record};
+use crate::publish::LocalPublisher;
+use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
+use edgeshard_native::Root;
+use edgeshard_shared::current::CurrentPointer;
+use edgeshard_shared::manifest::{
+    BuildMeta, Manifest, ShardEntry, Sharding, FORMAT_VERSION, KEY_COL_KV,
+};
+use edgeshard_shared::{layout, routing, vector, KeyEncoding, Metric};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub const MAX_SHARDS: u32 = 65_536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DuplicatePolicy {
+    /// Refuse the input, naming both records.
+    Error,
+    /// Keep the record that comes later in the input.
+    LastWins,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub input: PathBuf,
+    pub input_format: Option<InputFormat>,
+    pub fields: FieldMapping,
+    pub shards: u32,
+    /// `None`: inferred from the first record.
+    pub key_encoding: Option<KeyEncoding>,
+    pub metric: Metric,
+    pub page_size: u32,
+    pub out: String,
+    pub on_duplicate: DuplicatePolicy,
+    pub run_id: Option<String>,
+    /// Worker threads for sorting and writing shards (default: all cores).
+    pub threads: Option<usize>,
+    /// Progress bars and phase lines on stderr.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub run_id: String,
+    pub root: String,
+    pub manifest: String,
+    pub rows: u64,
+    pub duplicates_dropped: u64,
+    pub shards: u32,
+    pub non_empty_shards: usize,
+    pub bytes: u64,
+    pub key_encoding: &'static str,
+    pub vector_dim: Option<usize>,
+    pub metric: Option<&'static str>,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+}
+
+pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
+    let started = Instant::now();
+    check_options(opts)?;
+    let root = Root::parse(&opts.out)?;
+    let Root::Local(root_dir) = &root;
+    let run_id = match &opts.run_id {
+        Some(id) => {
+            layout::validate_run_id(id)?;
+            id.clone()
+        }
+        None => new_run_id(),
+    };
+    let log = |msg: String| {
+        if opts.progress {
+            eprintln!("{msg}");
+        }
+    };
+
+    // 1. Read, validate, route.
+    let (buckets, encoding, dim, read_count) = read_and_route(opts)?;
+    log(format!(
+        "read {read_count} records in {:.1}s (key encoding {}{})",
+        started.elapsed().as_secs_f64(),
+        encoding.as_str(),
+        dim.map(|d| format!(", {d}-d vectors, {}", opts.metric.as_str()))
+            .unwrap_or_default()
+    ));
+
+    // 2. Sort and resolve duplicates per shard.
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let buckets = Mutex::new(buckets.into_iter().map(Some).collect::<Vec<_>>());
+    let sorted = parallel_map(opts.shards as usize, threads, |db_id| {
+        let bucket = take(&buckets, db_id);
+        sort_and_dedup(bucket, opts.on_duplicate)
+    })?;
+    let duplicates_dropped: u64 = sorted.iter().map(|(_, dropped)| *dropped).sum();
+    let shards: Vec<Vec<Record>> = sorted.into_iter().map(|(records, _)| records).collect();
+    let rows: u64 = shards.iter().map(|s| s.len() as u64).sum();
+
+    // 3. Write shards into staging.
+    std::fs::create_dir_all(root_dir).map_err(Error::io(root_dir.display()))?;
+    let mut publisher = LocalPublisher::new(root_dir, &run_id)?;
+    let bar = progress_bar(opts.progress, rows, "writing shards");
+    let vectors = dim.map(|dim| VectorLayout {
+        dim,
+        metric: opts.metric,
+    });
+    let stats: Vec<Option<ShardStats>> = parallel_map(opts.shards as usize, threads, |db_id| {
+        let records = &shards[db_id];
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let path = publisher.staged_shard_path(db_id as u32)?;
+        write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| bar.inc(n)).map(Some)
+    })?;
+    bar.finish_and_clear();
+    drop(shards);
+    log(format!(
+        "wrote {} shards in {:.1}s",
+        stats.iter().flatten().count(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    // 4. Publish: shards, manifest, _CURRENT.
+    let root_url = root.url();
+    let now = layout::format_timestamp(unix_micros());
+    let manifest = Manifest {
+        meta: BuildMeta {
+            run_id: run_id.clone(),
+            created_at: now.clone(),
+            num_dbs: opts.shards,
+            s3_prefix: root_url.clone(),
+            key_col: KEY_COL_KV.into(),
+            sharding: Sharding::hash(),
+            db_path_template: layout::DB_PATH_TEMPLATE.into(),
+            shard_prefix: layout::SHARDS_DIR.into(),
+            format_version: FORMAT_VERSION,
+            key_encoding: encoding,
+            custom: custom_json(dim, opts.metric),
+        },
+        shards: stats
+            .iter()
+            .enumerate()
+            .filter_map(|(db_id, s)| s.as_ref().map(|s| (db_id as u32, s)))
+            .map(|(db_id, s)| ShardEntry {
+                db_id,
+                db_url: Some(layout::join(&root_url, &layout::shard_dir(&run_id, db_id, 0))),
+                attempt: 0,
+                row_count: s.rows,
+                db_bytes: s.bytes,
+                min_key: s.min_key.as_ref().and_then(|k| k.to_json()),
+                max_key: s.max_key.as_ref().and_then(|k| k.to_json()),
+                checkpoint_id: Some(s.checkpoint_id.clone()),
+                writer_info: writer_info(s.duration_ms),
+            })
+            .collect(),
+    };
+    let manifest_bytes = manifest.to_sqlite_bytes()?;
+    publisher.publish_shards()?;
+    let manifest_path = publisher.publish_manifest(&now, &manifest_bytes)?;
+    publisher.publish_current(&CurrentPointer {
+        manifest_ref: layout::join(&root_url, &manifest_path),
+        run_id: run_id.clone(),
+        updated_at: now,
+    })?;
+    publisher.finish()?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BuildSummary {
+        run_id,
+        root: root_url,
+        manifest: manifest_path,
+        rows,
+        duplicates_dropped,
+        shards: opts.shards,
+        non_empty_shards: manifest.shards.len(),
+        bytes: manifest.shards.iter().map(|s| s.db_bytes).sum(),
+        key_encoding: encoding.as_str(),
+        vector_dim: dim,
+        metric: dim.map(|_| opts.metric.as_str()),
+        seconds,
+        rows_per_s: rows as f64 / seconds.max(1e-9),
+    })
+}
+
+fn check_options(opts: &BuildOptions) -> Result<()> {
+    if !(1..=MAX_SHARDS).contains(&opts.shards) {
+        return Err(Error::Usage(format!(
+            "--shards must be between 1 and {MAX_SHARDS}, got {}",
+            opts.shards
+        )));
+    }
+    if !(4096..=65536).contains(&opts.page_size) || !opts.page_size.is_power_of_two() {
+        return Err(Error::Usage(format!(
+            "--page-size must be a power of two from 4096 to 65536, got {}",
+            opts.page_size
+        )));
+    }
+    if opts.fields.vector_field.is_some() && opts.metric == Metric::DotProduct {
+        return Err(Error::Usage(
+            "--metric dot_product is not supported by the sqlite-vec backend (it has no inner \
+             product distance); use cosine or l2"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+type Routed = (Vec<Vec<Record>>, KeyEncoding, Option<usize>, u64);
+
+fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
+    let format = match opts.input_format {
+        Some(f) => f,
+        None => InputFormat::from_path(&opts.input).ok_or_else(|| {
+            Error::Usage(format!(
+                "cannot tell the format of {} from its extension; pass --input-format",
+                opts.input.display()
+            ))
+        })?,
+    };
+    let needed = opts.fields.needed_columns();
+    let rows = read_records(&opts.input, format, needed.as_deref())?;
+    let spinner = progress_bar(opts.progress, 0, "reading records");
+    let mut buckets: Vec<Vec<Record>> = (0..opts.shards).map(|_| Vec::new()).collect();
+    let mut encoding = opts.key_encoding;
+    let mut dim: Option<usize> = None;
+    let mut count = 0u64;
+    for raw in rows {
+        let raw = raw?;
+        let enc = *encoding.get_or_insert_with(|| opts.fields.infer_key_encoding(&raw));
+        let record = opts.fields.to_record(raw, enc)?;
+        if let Some(v) = &record.vector {
+            let want = *dim.get_or_insert(v.len());
+            vector::check_vector(v, want, opts.metric).map_err(|e| Error::InvalidRecord {
+                record: record.number,
+                field: opts.fields.vector_field.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        }
+        let shard = routing::shard_for_key(&record.key, opts.shards)?;
+        buckets[shard as usize].push(record);
+        count += 1;
+        if count % 4096 == 0 {
+            spinner.set_position(count);
+        }
+    }
+    spinner.finish_and_clear();
+    if count == 0 {
+        return Err(Error::InvalidInput {
+            location: opts.input.display().to_string(),
+            reason: "no records".into(),
+        });
+    }
+    let encoding = encoding.unwrap_or(KeyEncoding::Utf8);
+    Ok((buckets, encoding, dim, count))
+}
+
+/// Sorts by stored key (stable, so equal keys stay in input order) and applies the duplicate
+/// policy. Returns the records and how many duplicates were dropped.
+fn sort_and_dedup(mut records: Vec<Record>, policy: DuplicatePolicy) -> Result<(Vec<Record>, u64)> {
+    records.sort_by(|a, b| a.encoded_key.cmp(&b.encoded_key));
+    let before = records.len();
+    let mut kept: Vec<Record> = Vec::with_capacity(records.len());
+    for record in records {
+        match kept.last_mut() {
+            Some(last) if last.encoded_key == record.encoded_key => match policy {
+                DuplicatePolicy::Error => {
+                    return Err(Error::DuplicateKey {
+                        key: record.key.to_string(),
+                        first: last.number,
+                        second: record.number,
+                    })
+                }
+                DuplicatePolicy::LastWins => *last = record,
+            },
+            _ => kept.push(record),
+        }
+    }
+    let dropped = (before - kept.len()) as u64;
+    Ok((kept, dropped))
+}
+
+/// Runs `f(0..n)` on `threads` workers; results in index order. The first error (lowest index)
+/// wins, so error messages do not depend on thread timing.
+fn parallel_map<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(n.max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let result = f(i);
+                if let Ok(mut slots) = results.lock() {
+                    slots[i] = Some(result);
+                }
+            });
+        }
+    });
+    let slots = results
+        .into_inner()
+        .map_err(|_| Error::Usage("a worker thread panicked".into()))?;
+    slots
+        .into_iter()
+        .map(|slot| slot.unwrap_or_else(|| Err(Error::Usage("a worker thread panicked".into()))))
+        .collect()
+}
+
+fn take(buckets: &Mutex<Vec<Option<Vec<Record>>>>, i: usize) -> Vec<Record> {
+    buckets
+        .lock()
+        .ok()
+        .and_then(|mut b| b[i].take())
+        .unwrap_or_default()
+}
+
+fn custom_json(dim: Option<usize>, metric: Metric) -> Map<String, Value> {
+    let mut custom = Map::new();
+    if let Some(dim) = dim {
+        custom.insert(
+            "vector".into(),
+            json!({
+                "backend": "sqlite-vec",
+                "dim": dim,
+                "index_type": "flat",
+                "kv_backend": "sqlite-vec",
+                "metric": metric.as_str(),
+                "quantization": null,
+                "unified": true,
+            }),
+        );
+    }
+    custom
+}
+
+fn writer_info(duration_ms: u64) -> Map<String, Value> {
+    let Value::Object(map) = json!({
+        "attempt": 0,
+        "duration_ms": duration_ms,
+        "stage_id": null,
+        "task_attempt_id": null,
+        "writer": concat!("edgeshard/", env!("CARGO_PKG_VERSION")),
+    }) else {
+        return Map::new();
+    };
+    map
+}
+
+fn progress_bar(enabled: bool, total: u64, label: &'static str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = if total == 0 {
+        "{spinner} {msg}: {pos} [{elapsed}]"
+    } else {
+        "{msg} [{bar:30}] {pos}/{len} rows ({per_sec}, eta {eta})"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label);
+    bar
+}
+
+/// A fresh 32-hex-digit run id (time-ordered prefix, random suffix).
+pub fn new_run_id() -> String {
+    let micros = unix_micros() as u64;
+    format!("{:016x}{:016x}", micros, rand::random::<u64>())
+}
+
+pub fn unix_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

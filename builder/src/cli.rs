@@ -1,0 +1,509 @@
+//! The `edgeshard` command line. Read commands print one JSON object per line by default
+//! (`--format table` for people); errors go to stderr with a non-zero exit code.
+
+use crate::build::{build, BuildOptions, DuplicatePolicy};
+use crate::error::{Error, Result};
+use crate::input::{FieldMapping, InputFormat};
+use crate::publish::write_current;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edgeshard_native::{current_manifest_path, Root, SearchResponse, Snapshot};
+use edgeshard_shared::current::CurrentPointer;
+use edgeshard_shared::{layout, routing, Key, KeyEncoding, Metric};
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgeshard",
+    version,
+    about = "Build and read sharded, versioned KV + vector snapshots (shardyfusion format v4)",
+    after_help = "Examples:\n  edgeshard build --input docs.jsonl --key-field id --value-field text \\\n      --vector-field embedding --shards 8 --out ./snap\n  edgeshard get --root ./snap some-key\n  edgeshard search --root ./snap --vector '[0.1, 0.2, 0.3]' --k 5"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object per line.
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Snapshot root: a directory or file:// URL.
+    #[arg(long, env = "EDGESHARD_ROOT")]
+    pub root: String,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a snapshot from JSONL, CSV or Parquet records and publish it.
+    Build(BuildArgs),
+    /// Look up keys (parsed per the snapshot's key encoding: integers for u64be/u32be).
+    Get {
+        #[command(flatten)]
+        read: ReadArgs,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Look up many keys, from arguments or one per line on stdin; results in input order.
+    Multiget {
+        #[command(flatten)]
+        read: ReadArgs,
+        keys: Vec<String>,
+    },
+    /// Nearest vectors to a query, over all shards (or --shards), merged.
+    Search {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// The query as a JSON array.
+        #[arg(long, conflicts_with = "vector_file", required_unless_present = "vector_file")]
+        vector: Option<String>,
+        /// A file holding the query as a JSON array.
+        #[arg(long)]
+        vector_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Only these shard ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        shards: Option<Vec<u32>>,
+    },
+    /// Summary of the current snapshot.
+    Info {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// The shards of the current snapshot.
+    Shards {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Which shard a key routes to: from a snapshot (--root) or for --num-dbs slots.
+    Route {
+        key: String,
+        #[arg(long, env = "EDGESHARD_ROOT", conflicts_with = "num_dbs")]
+        root: Option<String>,
+        #[arg(long, required_unless_present = "root")]
+        num_dbs: Option<u32>,
+        /// How to read KEY without a snapshot: int, str, or hex bytes (default: int if it
+        /// parses as one, else str).
+        #[arg(long, value_enum)]
+        key_type: Option<KeyType>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: OutputFormat,
+    },
+    /// Published manifests, newest first.
+    History {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Point _CURRENT at an older manifest.
+    Rollback {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// How many versions back from the current one (1 = the previous).
+        #[arg(long, conflicts_with = "run_id", required_unless_present = "run_id")]
+        offset: Option<usize>,
+        /// The run id to make current.
+        #[arg(long)]
+        run_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyType {
+    Int,
+    Str,
+    Hex,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Input file (.jsonl, .csv, .parquet), or - for JSONL/CSV on stdin.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, value_enum)]
+    pub input_format: Option<InputFormat>,
+    /// Field holding the record key.
+    #[arg(long)]
+    pub key_field: String,
+    /// Field holding the value (default: the whole record minus the vector, as JSON).
+    #[arg(long)]
+    pub value_field: Option<String>,
+    /// Field holding the vector (JSON array, or Parquet list of floats). Makes the snapshot
+    /// unified: KV plus a sqlite-vec index, the vector id being the key.
+    #[arg(long)]
+    pub vector_field: Option<String>,
+    /// Fields copied into each vector's JSON payload (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub payload_fields: Vec<String>,
+    /// Number of shard slots.
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// u64be, u32be, utf8 or raw (default: u64be for integer keys, utf8 otherwise).
+    #[arg(long, value_parser = parse_key_encoding)]
+    pub key_encoding: Option<KeyEncoding>,
+    #[arg(long, value_parser = parse_metric, default_value = "cosine")]
+    pub metric: Metric,
+    /// SQLite page size of the shards (power of two, 4096..65536).
+    #[arg(long, default_value_t = 4096)]
+    pub page_size: u32,
+    /// Snapshot root to publish to: a directory or file:// URL.
+    #[arg(long)]
+    pub out: String,
+    #[arg(long, value_enum, default_value = "error")]
+    pub on_duplicate: DuplicatePolicy,
+    /// Run id (default: a fresh time-ordered id).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+}
+
+fn parse_key_encoding(s: &str) -> std::result::Result<KeyEncoding, String> {
+    KeyEncoding::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_metric(s: &str) -> std::result::Result<Metric, String> {
+    Metric::parse(s).map_err(|e| e.to_string())
+}
+
+/// Runs one command, writing results to `out` and reading stdin-fed keys from `input`.
+pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()> {
+    match cli.command {
+        Command::Build(args) => run_build(args, out),
+        Command::Get { read, keys } => run_get(&read, &keys, out),
+        Command::Multiget { read, keys } => {
+            let keys = if keys.is_empty() {
+                input
+                    .lines()
+                    .map(|l| l.map_err(Error::io("stdin")))
+                    .filter(|l| !matches!(l, Ok(l) if l.trim().is_empty()))
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                keys
+            };
+            run_get(&read, &keys, out)
+        }
+        Command::Search {
+            read,
+            vector,
+            vector_file,
+            k,
+            shards,
+        } => {
+            let text = match (vector, vector_file) {
+                (Some(text), _) => text,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .map_err(Error::io(path.display()))?,
+                (None, None) => return Err(Error::Usage("give --vector or --vector-file".into())),
+            };
+            let query: Vec<f32> = serde_json::from_str::<Vec<f64>>(text.trim())
+                .map_err(|e| Error::Usage(format!("the query vector is not a JSON array of numbers: {e}")))?
+                .into_iter()
+                .map(|x| x as f32)
+                .collect();
+            let snap = Snapshot::open(&read.root)?;
+            let started = Instant::now();
+            let response = snap.search(&query, k, shards.as_deref())?;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            print_search(&response, latency_ms, read.format, out)
+        }
+        Command::Info { read } => {
+            let info = Snapshot::open(&read.root)?.info();
+            let value = serde_json::to_value(&info).map_err(json_err)?;
+            emit_records(&[value], read.format, out)
+        }
+        Command::Shards { read } => {
+            let snap = Snapshot::open(&read.root)?;
+            let rows: Vec<Value> = snap
+                .manifest()
+                .shards
+                .iter()
+                .map(|s| {
+                    json!({
+                        "db_id": s.db_id, "rows": s.row_count, "bytes": s.db_bytes,
+                        "min_key": s.min_key, "max_key": s.max_key,
+                        "checkpoint_id": s.checkpoint_id, "db_url": s.db_url,
+                    })
+                })
+                .collect();
+            emit_records(&rows, read.format, out)
+        }
+        Command::Route {
+            key,
+            root,
+            num_dbs,
+            key_type,
+            format,
+        } => {
+            let (key, shard) = match (root, num_dbs) {
+                (Some(root), _) => {
+                    let snap = Snapshot::open(&root)?;
+                    let key = snap.manifest().meta.key_encoding.parse_key_text(&key)?;
+                    let shard = snap.route(&key)?;
+                    (key, shard)
+                }
+                (None, Some(n)) => {
+                    let key = key_from_text(&key, key_type)?;
+                    let shard = routing::shard_for_key(&key, n)?;
+                    (key, shard)
+                }
+                (None, None) => return Err(Error::Usage("give --root or --num-dbs".into())),
+            };
+            let row = json!({
+                "key": key_json(&key),
+                "shard": shard,
+                "xxh3_64": format!("0x{:016x}", routing::digest(&key)),
+            });
+            emit_records(&[row], format, out)
+        }
+        Command::History { read } => {
+            let root = Root::parse(&read.root)?;
+            let current = current_manifest_path(&root).ok();
+            let rows: Vec<Value> = root
+                .list_manifests()?
+                .into_iter()
+                .map(|m| {
+                    json!({
+                        "timestamp": m.timestamp, "run_id": m.run_id,
+                        "current": current.as_deref() == Some(m.manifest_path.as_str()),
+                        "manifest": m.manifest_path,
+                    })
+                })
+                .collect();
+            emit_records(&rows, read.format, out)
+        }
+        Command::Rollback {
+            read,
+            offset,
+            run_id,
+        } => run_rollback(&read, offset, run_id, out),
+    }
+}
+
+fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
+    let opts = BuildOptions {
+        input: args.input,
+        input_format: args.input_format,
+        fields: FieldMapping {
+            key_field: args.key_field,
+            value_field: args.value_field,
+            vector_field: args.vector_field,
+            payload_fields: args.payload_fields,
+        },
+        shards: args.shards,
+        key_encoding: args.key_encoding,
+        metric: args.metric,
+        page_size: args.page_size,
+        out: args.out,
+        on_duplicate: args.on_duplicate,
+        run_id: args.run_id,
+        threads: args.threads,
+        progress: !args.quiet,
+    };
+    let summary = build(&opts)?;
+    let value = serde_json::to_value(&summary).map_err(json_err)?;
+    emit_records(&[value], args.format, out)
+}
+
+fn run_get(read: &ReadArgs, keys: &[String], out: &mut dyn Write) -> Result<()> {
+    let snap = Snapshot::open(&read.root)?;
+    let encoding = snap.manifest().meta.key_encoding;
+    let parsed: Vec<Key> = keys
+        .iter()
+        .map(|k| encoding.parse_key_text(k))
+        .collect::<std::result::Result<_, _>>()?;
+    let values = snap.multi_get(&parsed)?;
+    let rows: Vec<Value> = parsed
+        .iter()
+        .zip(values)
+        .map(|(key, value)| {
+            let mut row = json!({"key": key_json(key), "found": value.is_some(), "value": null});
+            if let Some(bytes) = value {
+                match String::from_utf8(bytes) {
+                    Ok(text) => row["value"] = Value::String(text),
+                    Err(e) => {
+                        row["value"] = Value::String(
+                            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+                        );
+                        row["value_encoding"] = Value::String("base64".into());
+                    }
+                }
+            }
+            row
+        })
+        .collect();
+    emit_records(&rows, read.format, out)
+}
+
+fn run_rollback(
+    read: &ReadArgs,
+    offset: Option<usize>,
+    run_id: Option<String>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let root = Root::parse(&read.root)?;
+    let Root::Local(root_dir) = &root;
+    let history = root.list_manifests()?;
+    let current = current_manifest_path(&root)?;
+    let current_index = history
+        .iter()
+        .position(|m| m.manifest_path == current)
+        .ok_or_else(|| Error::Usage(format!("the current manifest {current} is not listed under manifests/")))?;
+    let target = match (offset, run_id) {
+        (Some(n), _) => history.get(current_index + n).ok_or_else(|| {
+            Error::Usage(format!(
+                "no manifest {n} versions before the current one ({} older exist)",
+                history.len() - current_index - 1
+            ))
+        })?,
+        (None, Some(id)) => history
+            .iter()
+            .find(|m| m.run_id == id)
+            .ok_or_else(|| Error::Usage(format!("no manifest with run id {id:?}")))?,
+        (None, None) => return Err(Error::Usage("give --offset or --run-id".into())),
+    };
+    // Never point readers at something they cannot open.
+    Snapshot::open_manifest(root.clone(), &target.manifest_path)?;
+    let pointer = CurrentPointer {
+        manifest_ref: layout::join(&root.url(), &target.manifest_path),
+        run_id: target.run_id.clone(),
+        updated_at: layout::format_timestamp(crate::build::unix_micros()),
+    };
+    let temp = root_dir.join(format!(".{}.rollback.tmp", layout::CURRENT));
+    write_current(root_dir, &temp, &pointer)?;
+    let row = json!({
+        "run_id": target.run_id, "manifest": target.manifest_path, "previous": current,
+    });
+    emit_records(&[row], read.format, out)
+}
+
+fn key_from_text(text: &str, key_type: Option<KeyType>) -> Result<Key> {
+    match key_type {
+        Some(KeyType::Int) => text
+            .parse()
+            .map(Key::Int)
+            .map_err(|_| Error::Usage(format!("{text:?} is not a 64-bit integer"))),
+        Some(KeyType::Str) => Ok(Key::Str(text.to_string())),
+        Some(KeyType::Hex) => {
+            let digits = text.trim_start_matches("0x");
+            if digits.len() % 2 != 0 {
+                return Err(Error::Usage(format!("{text:?} has an odd number of hex digits")));
+            }
+            (0..digits.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&digits[i..i + 2], 16))
+                .collect::<std::result::Result<Vec<u8>, _>>()
+                .map(Key::Bytes)
+                .map_err(|_| Error::Usage(format!("{text:?} is not hex")))
+        }
+        None => Ok(text
+            .parse()
+            .map(Key::Int)
+            .unwrap_or_else(|_| Key::Str(text.to_string()))),
+    }
+}
+
+fn key_json(key: &Key) -> Value {
+    key.to_json().unwrap_or_else(|| Value::String(key.to_string()))
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Usage(format!("cannot serialise output: {e}"))
+}
+
+fn print_search(
+    response: &SearchResponse,
+    latency_ms: f64,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match format {
+        OutputFormat::Json => {
+            let value = json!({
+                "results": response.results,
+                "shards_queried": response.shards_queried,
+                "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
+            });
+            writeln!(out, "{value}").map_err(Error::io("stdout"))
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Value> = response
+                .results
+                .iter()
+                .enumerate()
+                .map(|(rank, hit)| {
+                    json!({"rank": rank + 1, "id": hit.id, "score": hit.score,
+                           "shard": hit.shard, "payload": hit.payload})
+                })
+                .collect();
+            emit_records(&rows, format, out)?;
+            writeln!(
+                out,
+                "{} results from {} shards in {latency_ms:.2} ms",
+                response.results.len(),
+                response.shards_queried
+            )
+            .map_err(Error::io("stdout"))
+        }
+    }
+}
+
+/// Prints objects as JSON lines, or as a table whose columns are the first object's keys.
+fn emit_records(rows: &[Value], format: OutputFormat, out: &mut dyn Write) -> Result<()> {
+    let io = |e| Error::io("stdout")(e);
+    match format {
+        OutputFormat::Json => {
+            for row in rows {
+                writeln!(out, "{row}").map_err(io)?;
+            }
+            Ok(())
+        }
+        OutputFormat::Table => {
+            let Some(Value::Object(first)) = rows.first() else {
+                return Ok(());
+            };
+            let columns: Vec<&String> = first.keys().collect();
+            let cell = |row: &Value, col: &str| match &row[col] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".to_string(),
+                other => other.to_string(),
+            };
+            let widths: Vec<usize> = columns
+                .iter()
+                .map(|c| rows.iter().map(|r| cell(r, c).chars().count()).max().unwrap_or(0).max(c.len()))
+                .collect();
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            writeln!(out, "{}", line(columns.iter().map(|c| c.to_string()).collect())).map_err(io)?;
+            for row in rows {
+                writeln!(out, "{}", line(columns.iter().map(|c| cell(row, c)).collect())).map_err(io)?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The edgeshard builder and CLI.
+//!
+//! - [`input`]: JSONL / CSV / Parquet readers and record validation;
+//! - [`build`]: routing, sorting, duplicate handling, parallel shard writing;
+//! - [`shard_writer`]: one shard's SQLite (+ sqlite-vec) file;
+//! - [`publish`]: staged, atomic publication to a local root;
+//! - [`cli`]: the `edgeshard` command line.
+
+pub mod build;
+pub mod cli;
+pub mod error;
+pub mod input;
+pub mod publish;
+pub mod shard_writer;
+
+pub use error::{Error, Result};

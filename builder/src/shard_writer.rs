@@ -1,0 +1,188 @@
+//! Writes one shard: a SQLite file with the `kv` table and, for unified snapshots, the sqlite-vec
+//! tables (`vec_index`, `vec_payloads`, `vec_id_map`), with exactly the schema of the format spec.
+
+use crate::error::{Error, Result};
+use crate::input::Record;
+use edgeshard_shared::json::{to_string_sorted, Style};
+use edgeshard_shared::{vector, Key, Metric};
+use rusqlite::{params, Connection};
+use serde_json::Value;
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+pub const KV_DDL: &str = "CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID";
+pub const VEC_PAYLOADS_DDL: &str =
+    "CREATE TABLE vec_payloads (rowid INTEGER PRIMARY KEY, payload TEXT NOT NULL)";
+pub const VEC_ID_MAP_DDL: &str =
+    "CREATE TABLE vec_id_map (internal_id INTEGER PRIMARY KEY, original_id TEXT NOT NULL)";
+
+/// `CREATE VIRTUAL TABLE vec_index ...` for a dimension and metric (cosine or l2).
+pub fn vec_index_ddl(dim: usize, metric: Metric) -> String {
+    format!(
+        "CREATE VIRTUAL TABLE vec_index USING vec0(embedding float[{dim}] distance_metric={})",
+        metric.as_str()
+    )
+}
+
+/// What the manifest records about a written shard.
+#[derive(Debug, Clone)]
+pub struct ShardStats {
+    pub rows: u64,
+    pub bytes: u64,
+    pub checkpoint_id: String,
+    pub min_key: Option<Key>,
+    pub max_key: Option<Key>,
+    pub duration_ms: u64,
+}
+
+pub struct VectorLayout {
+    pub dim: usize,
+    pub metric: Metric,
+}
+
+/// Writes `records` (sorted by encoded key, no duplicates) to a new SQLite file at `path`.
+/// `on_rows` is called as rows are written, for progress reporting.
+pub fn write_shard(
+    path: &Path,
+    records: &[Record],
+    vectors: Option<&VectorLayout>,
+    page_size: u32,
+    on_rows: &(dyn Fn(u64) + Sync),
+) -> Result<ShardStats> {
+    let started = Instant::now();
+    let location = path.display().to_string();
+    let sql = Error::sqlite(&location);
+    edgeshard_native::sqlite_vec_ext::register();
+    let mut conn = Connection::open(path).map_err(Error::sqlite(&location))?;
+    // The file is private until published and rebuilt from scratch on failure, so no journal
+    // or fsync is needed while filling it.
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {page_size};
+         PRAGMA journal_mode = OFF;
+         PRAGMA synchronous = OFF;
+         PRAGMA locking_mode = EXCLUSIVE;
+         PRAGMA cache_size = -65536;
+         {KV_DDL};"
+    ))
+    .map_err(Error::sqlite(&location))?;
+    if let Some(v) = vectors {
+        conn.execute_batch(&format!(
+            "{}; {VEC_PAYLOADS_DDL}; {VEC_ID_MAP_DDL};",
+            vec_index_ddl(v.dim, v.metric)
+        ))
+        .map_err(Error::sqlite(&location))?;
+    }
+    let tx = conn.transaction().map_err(Error::sqlite(&location))?;
+    {
+        let mut kv = tx
+            .prepare("INSERT INTO kv (k, v) VALUES (?1, ?2)")
+            .map_err(Error::sqlite(&location))?;
+        let mut vec_insert = match vectors {
+            Some(_) => Some((
+                tx.prepare("INSERT INTO vec_index (rowid, embedding) VALUES (?1, ?2)")
+                    .map_err(Error::sqlite(&location))?,
+                tx.prepare("INSERT INTO vec_id_map (internal_id, original_id) VALUES (?1, ?2)")
+                    .map_err(Error::sqlite(&location))?,
+                tx.prepare("INSERT INTO vec_payloads (rowid, payload) VALUES (?1, ?2)")
+                    .map_err(Error::sqlite(&location))?,
+            )),
+            None => None,
+        };
+        let mut pending = 0u64;
+        for (row, record) in records.iter().enumerate() {
+            kv.execute(params![record.encoded_key, record.value])
+                .map_err(Error::sqlite(&location))?;
+            if let (Some((index, id_map, payloads)), Some(v)) = (&mut vec_insert, &record.vector) {
+                // In a unified snapshot the vector id is the record key; rowids are 0.. per shard.
+                let rowid = row as i64;
+                index
+                    .execute(params![rowid, vector::to_le_bytes(v)])
+                    .map_err(Error::sqlite(&location))?;
+                id_map
+                    .execute(params![rowid, original_id_json(&record.key, record.number)?])
+                    .map_err(Error::sqlite(&location))?;
+                if let Some(payload) = &record.payload {
+                    payloads
+                        .execute(params![rowid, to_string_sorted(payload, Style::Python)])
+                        .map_err(Error::sqlite(&location))?;
+                }
+            }
+            pending += 1;
+            if pending == 1024 {
+                on_rows(pending);
+                pending = 0;
+            }
+        }
+        on_rows(pending);
+    }
+    tx.commit().map_err(Error::sqlite(&location))?;
+    conn.close().map_err(|(_, e)| sql(e))?;
+
+    let (bytes, checkpoint_id) = hash_file(path)?;
+    Ok(ShardStats {
+        rows: records.len() as u64,
+        bytes,
+        checkpoint_id,
+        min_key: records.first().map(|r| r.key.clone()),
+        max_key: records.last().map(|r| r.key.clone()),
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `vec_id_map.original_id`, in shardyfusion's exact form: `{"v": 7, "t": "int"}`.
+fn original_id_json(key: &Key, record: u64) -> Result<String> {
+    let (v, t) = match key {
+        Key::Int(i) => (Value::from(*i), "int"),
+        Key::Str(s) => (Value::from(s.as_str()), "str"),
+        Key::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => (Value::from(s), "str"),
+            Err(_) => {
+                return Err(Error::InvalidRecord {
+                    record,
+                    field: "key".into(),
+                    reason: "a vector id must be an integer or UTF-8 text; this raw key is neither"
+                        .into(),
+                })
+            }
+        },
+    };
+    Ok(format!(
+        "{{\"v\": {}, \"t\": \"{t}\"}}",
+        to_string_sorted(&v, Style::Python)
+    ))
+}
+
+/// Size and content hash (xxh3-128, hex) of a file: the shard's `checkpoint_id`, a cache
+/// identity that changes whenever the bytes do.
+fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let location = path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(Error::io(&location))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(Error::io(&location))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, format!("{:032x}", hasher.digest128())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_ids_match_shardyfusion_text() {
+        assert_eq!(original_id_json(&Key::Int(0), 1).unwrap(), r#"{"v": 0, "t": "int"}"#);
+        assert_eq!(
+            original_id_json(&Key::Str("id-1".into()), 1).unwrap(),
+            r#"{"v": "id-1", "t": "str"}"#
+        );
+        assert!(original_id_json(&Key::Bytes(vec![0xff]), 3).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! The wasm-bindgen API under Node (wasm-bindgen-test's default environment):
+//! `cargo test -p edgeshard-wasm --target wasm32-unknown-unknown`, with
+//! `wasm-bindgen-test-runner` as the target's runner (see `.cargo/config.toml`).
+//! On native targets this file compiles to nothing.
+#![cfg(target_arch = "wasm32")]
+
+use edgeshard_wasm::{parse_manifest, route_key};
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+/// shardyfusion's manifest example (format 4): 4 slots, shards 0 and 2, u64be keys.
+const MANIFEST: &[u8] = include_bytes!("fixtures/manifest_v4_example.sqlite");
+
+#[wasm_bindgen_test]
+fn parses_the_shardyfusion_manifest() {
+    let text = parse_manifest(MANIFEST).expect("fixture manifest parses");
+    let summary: Value = serde_json::from_str(&text).expect("summary is JSON");
+    assert_eq!(summary["num_dbs"], 4);
+    assert_eq!(summary["key_encoding"], "u64be");
+    assert_eq!(summary["shard_ids"], serde_json::json!([0, 2]));
+    assert_eq!(summary["run_id"], "0123456789abcdef0123456789abcdef");
+    assert_eq!(summary["format_version"], 4);
+}
+
+#[wasm_bindgen_test]
+fn corrupted_manifest_is_an_error() {
+    let mut bytes = MANIFEST.to_vec();
+    bytes[0] ^= 0xff;
+    assert!(parse_manifest(&bytes).is_err());
+    assert!(parse_manifest(&[]).is_err());
+}
+
+#[wasm_bindgen_test]
+fn integer_keys_route_like_shardyfusion() {
+    let shards: Vec<u32> = (0..10)
+        .map(|i| route_key(JsValue::from(i), 3).expect("integer key routes"))
+        .collect();
+    assert_eq!(shards, [2, 2, 1, 1, 0, 2, 0, 2, 0, 0]);
+    // A bigint is the same integer key as a number.
+    let big: Vec<u32> = (0..10i64)
+        .map(|i| route_key(JsValue::from(i), 3).expect("bigint key routes"))
+        .collect();
+    assert_eq!(big, shards);
+    // Golden table (spec section 4): i64::MAX and -1.
+    assert_eq!(route_key(JsValue::from(i64::MAX), 16).ok(), Some(6));
+    assert_eq!(route_key(JsValue::from(-1), 16).ok(), Some(3));
+}
+
+#[wasm_bindgen_test]
+fn string_and_bytes_keys_route_like_shardyfusion() {
+    assert_eq!(route_key(JsValue::from_str("user-1"), 16).ok(), Some(9));
+    let bytes = js_sys::Uint8Array::from(&[1u8, 2, 3][..]);
+    assert_eq!(route_key(bytes.into(), 16).ok(), Some(11));
+}
+
+#[wasm_bindgen_test]
+fn bad_keys_and_zero_shards_are_errors() {
+    assert!(route_key(JsValue::from(1.5), 3).is_err());
+    assert!(route_key(JsValue::from(9_007_199_254_740_992.0), 3).is_err());
+    assert!(route_key(JsValue::NULL, 3).is_err());
+    assert!(route_key(JsValue::TRUE, 3).is_err());
+    assert!(route_key(JsValue::from(1), 0).is_err());
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs what building and testing edgeshard needs on a Debian 12 machine (root, rustup, node,
+# npm). Idempotent: each step checks first and does nothing when its tool is already there, so a
+# second run takes a second or two.
+#   - apt: clang (sqlite-wasm-rs compiles SQLite's C for wasm32 with it),
+#          protobuf-compiler (LanceDB's build needs protoc)
+#   - rustup target wasm32-unknown-unknown
+#   - wasm-bindgen-cli, exactly the version runtime-wasm pins (wasm-bindgen and the CLI must match)
+set -euo pipefail
+
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+# Must equal the `wasm-bindgen = "=..."` pin in runtime-wasm/Cargo.toml.
+WASM_BINDGEN_VERSION=0.2.130
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
+
+# --- apt packages -------------------------------------------------------------------------------
+# package:command pairs; a package counts as present when dpkg says so or its command is on PATH.
+missing=()
+for entry in clang:clang protobuf-compiler:protoc; do
+    pkg=${entry%%:*}
+    cmd=${entry#*:}
+    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \
+        || command -v "$cmd" >/dev/null 2>&1; then
+        log "apt: $pkg present"
+    else
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "apt: installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" >&2
+fi
+
+# --- Rust wasm target ---------------------------------------------------------------------------
+if rustup target list --installed | grep -qx 'wasm32-unknown-unknown'; then
+    log "rustup: wasm32-unknown-unknown present"
+else
+    log "rustup: adding target wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown >&2
+fi
+
+# --- wasm-bindgen-cli ---------------------------------------------------------------------------
+# No --locked: the CLI's lockfile wants a webpki-roots version the reachable registry may lack.
+# Takes several minutes the first time; the binaries land in ~/.cargo/bin.
+have_cli_version() {
+    local tool=$1
+    command -v "$tool" >/dev/null 2>&1 \
+        && [ "$("$tool" --version 2>/dev/null | awk '{print $2}')" = "$WASM_BINDGEN_VERSION" ]
+}
+if have_cli_version wasm-bindgen && command -v wasm-bindgen-test-runner >/dev/null 2>&1; then
+    log "cargo: wasm-bindgen-cli $WASM_BINDGEN_VERSION present"
+else
+    log "cargo: installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (takes several minutes)"
+    # CARGO_TARGET_DIR is not for this build: keep the project's build directory free of it.
+    env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force >&2
+fi
+
+# --- Node (runs the wasm tests) -----------------------------------------------------------------
+if command -v node >/dev/null 2>&1; then
+    log "node: $(node --version) present"
+else
+    log "node: missing; wasm-bindgen-test-runner needs Node (20 or newer) on PATH"
+    exit 1
+fi
+
+log "done"
