@@ -126,7 +126,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             return Ok(None);
         }
         let path = publisher.staged_shard_path(db_id as u32)?;
-        write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| bar.inc(n)).map(Some)
+        write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| {
+            bar.inc(n)
+        })
+        .map(Some)
     })?;
     bar.finish_and_clear();
     drop(shards);
@@ -159,7 +162,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             .filter_map(|(db_id, s)| s.as_ref().map(|s| (db_id as u32, s)))
             .map(|(db_id, s)| ShardEntry {
                 db_id,
-                db_url: Some(layout::join(&root_url, &layout::shard_dir(&run_id, db_id, 0))),
+                db_url: Some(layout::join(
+                    &root_url,
+                    &layout::shard_dir(&run_id, db_id, 0),
+                )),
                 attempt: 0,
                 row_count: s.rows,
                 db_bytes: s.bytes,
@@ -255,7 +261,7 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
         let shard = routing::shard_for_key(&record.key, opts.shards)?;
         buckets[shard as usize].push(record);
         count += 1;
-        if count % 4096 == 0 {
+        if count.is_multiple_of(4096) {
             spinner.set_position(count);
         }
     }

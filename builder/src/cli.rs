@@ -66,7 +66,11 @@ pub enum Command {
         #[command(flatten)]
         read: ReadArgs,
         /// The query as a JSON array.
-        #[arg(long, conflicts_with = "vector_file", required_unless_present = "vector_file")]
+        #[arg(
+            long,
+            conflicts_with = "vector_file",
+            required_unless_present = "vector_file"
+        )]
         vector: Option<String>,
         /// A file holding the query as a JSON array.
         #[arg(long)]
@@ -209,12 +213,17 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
         } => {
             let text = match (vector, vector_file) {
                 (Some(text), _) => text,
-                (None, Some(path)) => std::fs::read_to_string(&path)
-                    .map_err(Error::io(path.display()))?,
+                (None, Some(path)) => {
+                    std::fs::read_to_string(&path).map_err(Error::io(path.display()))?
+                }
                 (None, None) => return Err(Error::Usage("give --vector or --vector-file".into())),
             };
             let query: Vec<f32> = serde_json::from_str::<Vec<f64>>(text.trim())
-                .map_err(|e| Error::Usage(format!("the query vector is not a JSON array of numbers: {e}")))?
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "the query vector is not a JSON array of numbers: {e}"
+                    ))
+                })?
                 .into_iter()
                 .map(|x| x as f32)
                 .collect();
@@ -365,7 +374,11 @@ fn run_rollback(
     let current_index = history
         .iter()
         .position(|m| m.manifest_path == current)
-        .ok_or_else(|| Error::Usage(format!("the current manifest {current} is not listed under manifests/")))?;
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "the current manifest {current} is not listed under manifests/"
+            ))
+        })?;
     let target = match (offset, run_id) {
         (Some(n), _) => history.get(current_index + n).ok_or_else(|| {
             Error::Usage(format!(
@@ -403,8 +416,10 @@ fn key_from_text(text: &str, key_type: Option<KeyType>) -> Result<Key> {
         Some(KeyType::Str) => Ok(Key::Str(text.to_string())),
         Some(KeyType::Hex) => {
             let digits = text.trim_start_matches("0x");
-            if digits.len() % 2 != 0 {
-                return Err(Error::Usage(format!("{text:?} has an odd number of hex digits")));
+            if !digits.len().is_multiple_of(2) {
+                return Err(Error::Usage(format!(
+                    "{text:?} has an odd number of hex digits"
+                )));
             }
             (0..digits.len())
                 .step_by(2)
@@ -421,7 +436,8 @@ fn key_from_text(text: &str, key_type: Option<KeyType>) -> Result<Key> {
 }
 
 fn key_json(key: &Key) -> Value {
-    key.to_json().unwrap_or_else(|| Value::String(key.to_string()))
+    key.to_json()
+        .unwrap_or_else(|| Value::String(key.to_string()))
 }
 
 fn json_err(e: serde_json::Error) -> Error {
@@ -487,7 +503,13 @@ fn emit_records(rows: &[Value], format: OutputFormat, out: &mut dyn Write) -> Re
             };
             let widths: Vec<usize> = columns
                 .iter()
-                .map(|c| rows.iter().map(|r| cell(r, c).chars().count()).max().unwrap_or(0).max(c.len()))
+                .map(|c| {
+                    rows.iter()
+                        .map(|r| cell(r, c).chars().count())
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.len())
+                })
                 .collect();
             let line = |cells: Vec<String>| {
                 cells
@@ -499,9 +521,19 @@ fn emit_records(rows: &[Value], format: OutputFormat, out: &mut dyn Write) -> Re
                     .trim_end()
                     .to_string()
             };
-            writeln!(out, "{}", line(columns.iter().map(|c| c.to_string()).collect())).map_err(io)?;
+            writeln!(
+                out,
+                "{}",
+                line(columns.iter().map(|c| c.to_string()).collect())
+            )
+            .map_err(io)?;
             for row in rows {
-                writeln!(out, "{}", line(columns.iter().map(|c| cell(row, c)).collect())).map_err(io)?;
+                writeln!(
+                    out,
+                    "{}",
+                    line(columns.iter().map(|c| cell(row, c)).collect())
+                )
+                .map_err(io)?;
             }
             Ok(())
         }

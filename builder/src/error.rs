@@ -16,7 +16,11 @@ pub enum Error {
     InvalidInput { location: String, reason: String },
     /// Two records share a key and `--on-duplicate error` is in force.
     #[error("duplicate key {key}: records {first} and {second} (use --on-duplicate last-wins to keep the later one)")]
-    DuplicateKey { key: String, first: u64, second: u64 },
+    DuplicateKey {
+        key: String,
+        first: u64,
+        second: u64,
+    },
     /// A flag or argument is wrong.
     #[error("{0}")]
     Usage(String),

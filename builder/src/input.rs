@@ -56,7 +56,9 @@ impl FieldValue {
     fn to_json(&self) -> Value {
         match self {
             FieldValue::Json(v) => v.clone(),
-            FieldValue::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            FieldValue::Bytes(b) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+            }
             FieldValue::Floats(f) => Value::from(f.iter().map(|x| *x as f64).collect::<Vec<_>>()),
         }
     }
@@ -144,7 +146,9 @@ fn csv_records(
     reader: Box<dyn BufRead>,
     location: String,
 ) -> Result<Box<dyn Iterator<Item = Result<RawRecord>>>> {
-    let mut csv_reader = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    let mut csv_reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(reader);
     let headers: Vec<String> = csv_reader
         .headers()
         .map_err(|e| Error::InvalidInput {
@@ -218,13 +222,15 @@ fn parquet_records(
         next_number += rows.len() as u64;
         Ok(rows)
     });
-    Ok(Box::new(batches.flat_map(|batch: Result<Vec<RawRecord>>| {
-        let items: Vec<Result<RawRecord>> = match batch {
-            Ok(rows) => rows.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        items
-    })))
+    Ok(Box::new(batches.flat_map(
+        |batch: Result<Vec<RawRecord>>| {
+            let items: Vec<Result<RawRecord>> = match batch {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
+        },
+    )))
 }
 
 fn batch_to_rows(batch: &RecordBatch, first_number: u64, location: &str) -> Result<Vec<RawRecord>> {
@@ -261,13 +267,19 @@ fn arrow_cell(col: &dyn Array, row: usize) -> std::result::Result<FieldValue, St
         DataType::UInt16 => json(col.as_primitive::<UInt16Type>().value(row).into()),
         DataType::UInt32 => json(col.as_primitive::<UInt32Type>().value(row).into()),
         DataType::UInt64 => json(col.as_primitive::<UInt64Type>().value(row).into()),
-        DataType::Float32 => json(float_json(col.as_primitive::<Float32Type>().value(row) as f64)),
+        DataType::Float32 => json(float_json(
+            col.as_primitive::<Float32Type>().value(row) as f64
+        )),
         DataType::Float64 => json(float_json(col.as_primitive::<Float64Type>().value(row))),
         DataType::Utf8 => json(col.as_string::<i32>().value(row).into()),
         DataType::LargeUtf8 => json(col.as_string::<i64>().value(row).into()),
         DataType::Utf8View => json(col.as_string_view().value(row).into()),
-        DataType::Binary => Ok(FieldValue::Bytes(col.as_binary::<i32>().value(row).to_vec())),
-        DataType::LargeBinary => Ok(FieldValue::Bytes(col.as_binary::<i64>().value(row).to_vec())),
+        DataType::Binary => Ok(FieldValue::Bytes(
+            col.as_binary::<i32>().value(row).to_vec(),
+        )),
+        DataType::LargeBinary => Ok(FieldValue::Bytes(
+            col.as_binary::<i64>().value(row).to_vec(),
+        )),
         DataType::FixedSizeList(_, _) => float_list(col.as_fixed_size_list().value(row).as_ref()),
         DataType::List(_) => float_list(col.as_list::<i32>().value(row).as_ref()),
         DataType::LargeList(_) => float_list(col.as_list::<i64>().value(row).as_ref()),
@@ -368,7 +380,9 @@ impl FieldMapping {
         };
         let vector = match &self.vector_field {
             None => None,
-            Some(field) => Some(parse_vector(raw.fields.get(field)).map_err(|r| invalid(field, r))?),
+            Some(field) => {
+                Some(parse_vector(raw.fields.get(field)).map_err(|r| invalid(field, r))?)
+            }
         };
         let payload = if self.payload_fields.is_empty() {
             None
@@ -475,7 +489,10 @@ fn parse_vector(field: Option<&FieldValue>) -> std::result::Result<Vec<f32>, Str
             }
         }
         Some(FieldValue::Json(Value::Null)) => Err("vector is null".into()),
-        Some(other) => Err(format!("expected an array of numbers, got {}", other.to_json())),
+        Some(other) => Err(format!(
+            "expected an array of numbers, got {}",
+            other.to_json()
+        )),
     }
 }
 
@@ -487,7 +504,10 @@ mod tests {
         let Value::Object(map) = fields else { panic!() };
         RawRecord {
             number: 7,
-            fields: map.into_iter().map(|(k, v)| (k, FieldValue::Json(v))).collect(),
+            fields: map
+                .into_iter()
+                .map(|(k, v)| (k, FieldValue::Json(v)))
+                .collect(),
         }
     }
 
@@ -518,28 +538,49 @@ mod tests {
     #[test]
     fn errors_name_record_and_field() {
         let err = mapping()
-            .to_record(raw(serde_json::json!({"text": "hi", "emb": [1]})), KeyEncoding::U64Be)
+            .to_record(
+                raw(serde_json::json!({"text": "hi", "emb": [1]})),
+                KeyEncoding::U64Be,
+            )
             .unwrap_err()
             .to_string();
         assert_eq!(err, "record 7, field \"id\": missing key");
         let err = mapping()
-            .to_record(raw(serde_json::json!({"id": "a", "text": "t", "emb": [1]})), KeyEncoding::U64Be)
+            .to_record(
+                raw(serde_json::json!({"id": "a", "text": "t", "emb": [1]})),
+                KeyEncoding::U64Be,
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains("not an integer"), "{err}");
         let err = mapping()
-            .to_record(raw(serde_json::json!({"id": 1, "text": "t", "emb": "[1, NaN]"})), KeyEncoding::U64Be)
+            .to_record(
+                raw(serde_json::json!({"id": 1, "text": "t", "emb": "[1, NaN]"})),
+                KeyEncoding::U64Be,
+            )
             .map(|r| r.vector)
             .unwrap();
-        assert!(err.unwrap()[1].is_nan(), "NaN text parses to NaN for the dimension/finite check");
+        assert!(
+            err.unwrap()[1].is_nan(),
+            "NaN text parses to NaN for the dimension/finite check"
+        );
     }
 
     #[test]
     fn default_value_is_record_without_vector() {
-        let m = FieldMapping { value_field: None, ..mapping() };
+        let m = FieldMapping {
+            value_field: None,
+            ..mapping()
+        };
         let r = m
-            .to_record(raw(serde_json::json!({"id": "k", "emb": [1], "b": 2, "a": 1})), KeyEncoding::Utf8)
+            .to_record(
+                raw(serde_json::json!({"id": "k", "emb": [1], "b": 2, "a": 1})),
+                KeyEncoding::Utf8,
+            )
             .unwrap();
-        assert_eq!(String::from_utf8(r.value).unwrap(), r#"{"a":1,"b":2,"id":"k"}"#);
+        assert_eq!(
+            String::from_utf8(r.value).unwrap(),
+            r#"{"a":1,"b":2,"id":"k"}"#
+        );
     }
 }

@@ -31,7 +31,11 @@ impl LocalPublisher {
                 staging.display()
             )));
         }
-        if root.join(layout::SHARDS_DIR).join(format!("run_id={run_id}")).exists() {
+        if root
+            .join(layout::SHARDS_DIR)
+            .join(format!("run_id={run_id}"))
+            .exists()
+        {
             return Err(Error::Usage(format!(
                 "run id {run_id:?} already exists under {}",
                 root.display()
@@ -73,7 +77,9 @@ impl LocalPublisher {
     pub fn publish_manifest(&self, timestamp: &str, bytes: &[u8]) -> Result<String> {
         let relative = layout::manifest_path(timestamp, &self.run_id);
         let target = self.root.join(&relative);
-        let parent = self.root.join(layout::manifest_dir(timestamp, &self.run_id));
+        let parent = self
+            .root
+            .join(layout::manifest_dir(timestamp, &self.run_id));
         fs::create_dir_all(&parent).map_err(Error::io(parent.display()))?;
         write_atomically(&self.staging.join("manifest"), &target, bytes)?;
         Ok(relative)

@@ -100,7 +100,10 @@ pub fn write_shard(
                     .execute(params![rowid, vector::to_le_bytes(v)])
                     .map_err(Error::sqlite(&location))?;
                 id_map
-                    .execute(params![rowid, original_id_json(&record.key, record.number)?])
+                    .execute(params![
+                        rowid,
+                        original_id_json(&record.key, record.number)?
+                    ])
                     .map_err(Error::sqlite(&location))?;
                 if let Some(payload) = &record.payload {
                     payloads
@@ -178,7 +181,10 @@ mod tests {
 
     #[test]
     fn original_ids_match_shardyfusion_text() {
-        assert_eq!(original_id_json(&Key::Int(0), 1).unwrap(), r#"{"v": 0, "t": "int"}"#);
+        assert_eq!(
+            original_id_json(&Key::Int(0), 1).unwrap(),
+            r#"{"v": 0, "t": "int"}"#
+        );
         assert_eq!(
             original_id_json(&Key::Str("id-1".into()), 1).unwrap(),
             r#"{"v": "id-1", "t": "str"}"#

@@ -16,4 +16,6 @@ pub mod sqlite_vec_ext;
 
 pub use error::{Error, Result};
 pub use root::{ManifestVersion, Root};
-pub use snapshot::{current_manifest_path, SearchHit, SearchResponse, Snapshot, SnapshotInfo, VectorId};
+pub use snapshot::{
+    current_manifest_path, SearchHit, SearchResponse, Snapshot, SnapshotInfo, VectorId,
+};

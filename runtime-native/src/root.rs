@@ -151,8 +151,14 @@ mod tests {
     #[test]
     fn parses_paths_and_file_urls() {
         assert_eq!(Root::parse("/a/b").unwrap(), Root::Local("/a/b".into()));
-        assert_eq!(Root::parse("file:///a/b%20c").unwrap(), Root::Local("/a/b c".into()));
-        assert!(matches!(Root::parse("s3://bucket/x"), Err(Error::Unsupported(_))));
+        assert_eq!(
+            Root::parse("file:///a/b%20c").unwrap(),
+            Root::Local("/a/b c".into())
+        );
+        assert!(matches!(
+            Root::parse("s3://bucket/x"),
+            Err(Error::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -298,7 +298,7 @@ impl Snapshot {
         let db_id = shard.entry.db_id;
         let rows = self.with_conn(shard, |conn| {
             let mut stmt = conn.prepare_cached(
-                "WITH knn AS (
+                "WITH knn AS MATERIALIZED (
                      SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
                  )
                  SELECT knn.rowid, knn.distance, m.original_id, p.payload
@@ -382,8 +382,10 @@ impl Snapshot {
             .map_err(|e| corrupt(e.to_string()))?;
             // Reading the schema here turns "not a database" into an error at open, with the
             // shard named, instead of at the first query.
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-                .map_err(|e| corrupt(e.to_string()))?;
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| corrupt(e.to_string()))?;
             *guard = Some(conn);
         }
         let conn = guard

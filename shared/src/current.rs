@@ -79,7 +79,8 @@ mod tests {
     #[test]
     fn writes_exact_bytes() {
         let p = CurrentPointer {
-            manifest_ref: "s3://b/p/manifests/2026-03-14T10:30:00.123456Z_run_id=r1/manifest".into(),
+            manifest_ref: "s3://b/p/manifests/2026-03-14T10:30:00.123456Z_run_id=r1/manifest"
+                .into(),
             run_id: "r1".into(),
             updated_at: "2026-03-14T10:30:00.123456Z".into(),
         };
@@ -101,7 +102,10 @@ mod tests {
     #[test]
     fn rejects_bad_pointers() {
         assert!(CurrentPointer::parse(b"not json").is_err());
-        assert!(CurrentPointer::parse(br#"{"format_version":2,"manifest_ref":"x","run_id":"r"}"#).is_err());
+        assert!(
+            CurrentPointer::parse(br#"{"format_version":2,"manifest_ref":"x","run_id":"r"}"#)
+                .is_err()
+        );
         assert!(CurrentPointer::parse(br#"{"format_version":1,"run_id":"r"}"#).is_err());
         assert!(CurrentPointer::parse(
             br#"{"format_version":1,"manifest_ref":"x","run_id":"r","manifest_content_type":"text/plain"}"#

@@ -163,7 +163,10 @@ mod tests {
     fn u32be_round_trips_and_bounds() {
         let bytes = KeyEncoding::U32Be.encode(&Key::Int(0x01020304)).unwrap();
         assert_eq!(bytes, [1, 2, 3, 4]);
-        assert_eq!(KeyEncoding::U32Be.decode(&bytes).unwrap(), Key::Int(0x01020304));
+        assert_eq!(
+            KeyEncoding::U32Be.decode(&bytes).unwrap(),
+            Key::Int(0x01020304)
+        );
         assert!(KeyEncoding::U32Be.encode(&Key::Int(1 << 32)).is_err());
         assert!(KeyEncoding::U32Be.encode(&Key::Int(-1)).is_err());
     }
@@ -171,17 +174,31 @@ mod tests {
     #[test]
     fn integer_encodings_refuse_negative_and_strings() {
         assert!(KeyEncoding::U64Be.encode(&Key::Int(-1)).is_err());
-        let err = KeyEncoding::U64Be.encode(&Key::Str("a".into())).unwrap_err();
-        assert!(err.to_string().contains("does not fit key encoding u64be"), "{err}");
+        let err = KeyEncoding::U64Be
+            .encode(&Key::Str("a".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not fit key encoding u64be"),
+            "{err}"
+        );
     }
 
     #[test]
     fn utf8_and_raw() {
-        assert_eq!(KeyEncoding::Utf8.encode(&Key::Str("é".into())).unwrap(), "é".as_bytes());
+        assert_eq!(
+            KeyEncoding::Utf8.encode(&Key::Str("é".into())).unwrap(),
+            "é".as_bytes()
+        );
         assert!(KeyEncoding::Utf8.encode(&Key::Int(1)).is_err());
         assert!(KeyEncoding::Utf8.decode(&[0xff]).is_err());
-        assert_eq!(KeyEncoding::Raw.encode(&Key::Bytes(vec![0, 1])).unwrap(), [0, 1]);
-        assert_eq!(KeyEncoding::Raw.decode(&[0, 1]).unwrap(), Key::Bytes(vec![0, 1]));
+        assert_eq!(
+            KeyEncoding::Raw.encode(&Key::Bytes(vec![0, 1])).unwrap(),
+            [0, 1]
+        );
+        assert_eq!(
+            KeyEncoding::Raw.decode(&[0, 1]).unwrap(),
+            Key::Bytes(vec![0, 1])
+        );
     }
 
     #[test]
@@ -194,6 +211,9 @@ mod tests {
     fn key_text_follows_encoding() {
         assert_eq!(KeyEncoding::U64Be.parse_key_text("7").unwrap(), Key::Int(7));
         assert!(KeyEncoding::U64Be.parse_key_text("seven").is_err());
-        assert_eq!(KeyEncoding::Utf8.parse_key_text("7").unwrap(), Key::Str("7".into()));
+        assert_eq!(
+            KeyEncoding::Utf8.parse_key_text("7").unwrap(),
+            Key::Str("7".into())
+        );
     }
 }

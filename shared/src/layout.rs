@@ -50,7 +50,11 @@ pub fn shard_dir(run_id: &str, db_id: u32, attempt: u32) -> String {
 
 /// Joins a root (path or URL, with or without a trailing `/`) and a relative path.
 pub fn join(root: &str, relative: &str) -> String {
-    format!("{}/{}", root.trim_end_matches('/'), relative.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        root.trim_end_matches('/'),
+        relative.trim_start_matches('/')
+    )
 }
 
 /// Where a recorded URL (`manifest_ref`, `db_url`) lies relative to the snapshot root.
@@ -141,7 +145,10 @@ mod tests {
             format_timestamp(1_773_484_200_123_456),
             "2026-03-14T10:30:00.123456Z"
         );
-        assert_eq!(format_timestamp(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(
+            format_timestamp(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
         assert!(is_timestamp(&format_timestamp(1_773_484_200_123_456)));
         assert!(!is_timestamp("2026-03-14T10:30:00Z"));
     }
@@ -166,7 +173,10 @@ mod tests {
             relative_to_root(url, "file:///elsewhere", SHARDS_DIR),
             Some("shards/run_id=r/db=00000/attempt=00")
         );
-        assert_eq!(relative_to_root("s3://b/x/y", "file:///e", SHARDS_DIR), None);
+        assert_eq!(
+            relative_to_root("s3://b/x/y", "file:///e", SHARDS_DIR),
+            None
+        );
     }
 
     #[test]

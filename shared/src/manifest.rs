@@ -107,13 +107,15 @@ impl Sharding {
         let strategy = match obj.get("strategy").and_then(Value::as_str) {
             Some("hash") => Strategy::Hash,
             Some("cel") => Strategy::Cel,
-            other => return Err(bad(format!("strategy {other:?} is not \"hash\" or \"cel\""))),
+            other => {
+                return Err(bad(format!(
+                    "strategy {other:?} is not \"hash\" or \"cel\""
+                )))
+            }
         };
         let hash_algorithm = match obj.get("hash_algorithm").and_then(Value::as_str) {
             Some(HASH_ALGORITHM) => HASH_ALGORITHM.to_string(),
-            Some(other) => {
-                return Err(bad(format!("hash_algorithm {other:?} is not \"xxh3_64\"")))
-            }
+            Some(other) => return Err(bad(format!("hash_algorithm {other:?} is not \"xxh3_64\""))),
             None => return Err(bad("hash_algorithm is missing".into())),
         };
         let routing_values = match obj.get("routing_values") {
@@ -364,8 +366,8 @@ impl Manifest {
             .optional()
             .map_err(sql_err)?
             .ok_or_else(|| bad("build_meta is empty".into()))?;
-        let num_dbs = u32::try_from(raw.2)
-            .map_err(|_| bad(format!("num_dbs {} is out of range", raw.2)))?;
+        let num_dbs =
+            u32::try_from(raw.2).map_err(|_| bad(format!("num_dbs {} is out of range", raw.2)))?;
         let key_encoding = KeyEncoding::parse(&raw.9).map_err(|e| bad(e.to_string()))?;
         let custom = parse_object(raw.10.as_deref().unwrap_or("{}"), "custom")?;
         let meta = BuildMeta {
@@ -483,7 +485,9 @@ impl Manifest {
 fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::InvalidManifest(format!("{what} is not a JSON object"))),
+        Ok(_) => Err(Error::InvalidManifest(format!(
+            "{what} is not a JSON object"
+        ))),
         Err(e) => Err(Error::InvalidManifest(format!("{what} is not JSON: {e}"))),
     }
 }
@@ -605,7 +609,10 @@ mod tests {
         m.meta.sharding.hash_algorithm = "murmur3".into();
         assert_invalid(&m, "hash_algorithm");
         let err = Sharding::parse(r#"{"strategy": "hash", "routing_values": null}"#).unwrap_err();
-        assert!(err.to_string().contains("hash_algorithm is missing"), "{err}");
+        assert!(
+            err.to_string().contains("hash_algorithm is missing"),
+            "{err}"
+        );
         let err = Sharding::parse(r#"{"strategy": "hash", "hash_algorithm": "md5"}"#).unwrap_err();
         assert!(err.to_string().contains("md5"), "{err}");
     }
@@ -654,7 +661,8 @@ mod tests {
     fn rejects_duplicate_db_id_in_file() {
         let mut conn = Connection::open_in_memory().unwrap();
         let loose_shards = SHARDS_DDL.replace("INTEGER NOT NULL PRIMARY KEY", "INTEGER NOT NULL");
-        conn.execute_batch(&format!("{BUILD_META_DDL}; {loose_shards};")).unwrap();
+        conn.execute_batch(&format!("{BUILD_META_DDL}; {loose_shards};"))
+            .unwrap();
         conn.execute(
             "INSERT INTO build_meta VALUES ('r', 't', 4, 'file:///x', '_key', ?1, 'db={db_id:05d}',
              'shards', 4, 'u64be', '{}')",
@@ -662,8 +670,11 @@ mod tests {
         )
         .unwrap();
         for _ in 0..2 {
-            conn.execute("INSERT INTO shards VALUES (1, NULL, 0, 1, 1, NULL, NULL, NULL, '{}')", [])
-                .unwrap();
+            conn.execute(
+                "INSERT INTO shards VALUES (1, NULL, 0, 1, 1, NULL, NULL, NULL, '{}')",
+                [],
+            )
+            .unwrap();
         }
         let bytes = conn.serialize("main").unwrap().to_vec();
         let err = Manifest::from_sqlite_bytes(&bytes).unwrap_err();
@@ -679,8 +690,10 @@ mod tests {
 
         let mut m = sample().to_sqlite_bytes().unwrap();
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.deserialize_read_exact("main", &m[..], m.len(), false).unwrap();
-        conn.execute("UPDATE build_meta SET key_encoding = 'u128'", []).unwrap();
+        conn.deserialize_read_exact("main", &m[..], m.len(), false)
+            .unwrap();
+        conn.execute("UPDATE build_meta SET key_encoding = 'u128'", [])
+            .unwrap();
         m = conn.serialize("main").unwrap().to_vec();
         let err = Manifest::from_sqlite_bytes(&m).unwrap_err();
         assert!(err.to_string().contains("u128"), "{err}");

@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn takes_k_smallest() {
         let merged = merge_top_k(
-            vec![vec![s(0.1, "a"), s(0.5, "b")], vec![s(0.2, "c"), s(0.3, "d")]],
+            vec![
+                vec![s(0.1, "a"), s(0.5, "b")],
+                vec![s(0.2, "c"), s(0.3, "d")],
+            ],
             3,
         );
         let items: Vec<_> = merged.iter().map(|h| h.item).collect();

@@ -58,10 +58,15 @@ pub fn read(bytes: &[u8]) -> Result<Matrix> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad("shape is not a tuple of integers")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad("shape is not a tuple of integers"))
+        })
         .collect::<Result<_>>()?;
     let [rows, cols] = dims[..] else {
-        return Err(Error::InvalidNpy(format!("expected a 2-D array, shape is {shape}")));
+        return Err(Error::InvalidNpy(format!(
+            "expected a 2-D array, shape is {shape}"
+        )));
     };
     let body = &bytes[header_end..];
     let want = rows
@@ -128,7 +133,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Matrix { rows: 2, cols: 3, data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        let m = Matrix {
+            rows: 2,
+            cols: 3,
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
         let bytes = write(&m);
         assert_eq!((bytes.len() - 24) % 64, 0, "data is 64-byte aligned");
         assert_eq!(read(&bytes).unwrap(), m);
@@ -151,7 +160,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_files() {
-        let m = Matrix { rows: 2, cols: 2, data: vec![0.0; 4] };
+        let m = Matrix {
+            rows: 2,
+            cols: 2,
+            data: vec![0.0; 4],
+        };
         let mut bytes = write(&m);
         bytes.pop();
         assert!(read(&bytes).unwrap_err().to_string().contains("needs 16"));

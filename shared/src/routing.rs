@@ -44,14 +44,26 @@ mod tests {
             (Key::Int(i64::MIN), 0x828f2476789a0e5f, [0, 3, 7, 5, 15]),
             (Key::Str(String::new()), 0x2d06800538d394c2, [1, 2, 2, 8, 2]),
             (Key::Str("a".into()), 0xe6c632b61e964e1f, [1, 3, 7, 9, 15]),
-            (Key::Str("user-1".into()), 0x7c7615c11438e5c9, [2, 1, 1, 7, 9]),
+            (
+                Key::Str("user-1".into()),
+                0x7c7615c11438e5c9,
+                [2, 1, 1, 7, 9],
+            ),
             (Key::Bytes(vec![0]), 0xc44bdff4074eecdb, [0, 3, 3, 3, 11]),
-            (Key::Bytes(vec![1, 2, 3]), 0xebce9b7632ae733b, [2, 3, 3, 7, 11]),
+            (
+                Key::Bytes(vec![1, 2, 3]),
+                0xebce9b7632ae733b,
+                [2, 3, 3, 7, 11],
+            ),
         ];
         for (key, want_digest, want_shards) in rows {
             assert_eq!(digest(&key), want_digest, "digest of {key}");
             for (num_dbs, want) in [3, 4, 8, 10, 16].into_iter().zip(want_shards) {
-                assert_eq!(shard_for_key(&key, num_dbs).unwrap(), want, "{key} % {num_dbs}");
+                assert_eq!(
+                    shard_for_key(&key, num_dbs).unwrap(),
+                    want,
+                    "{key} % {num_dbs}"
+                );
             }
         }
     }

@@ -59,7 +59,11 @@ impl Metric {
                 .sum::<f64>()
                 .sqrt(),
             Self::DotProduct => {
-                1.0 - q.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                1.0 - q
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
             }
         }
     }
@@ -94,7 +98,7 @@ pub fn to_le_bytes(vector: &[f32]) -> Vec<u8> {
 
 /// Inverse of [`to_le_bytes`].
 pub fn from_le_bytes(bytes: &[u8]) -> Result<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(Error::InvalidVector(format!(
             "{} bytes is not a whole number of float32 values",
             bytes.len()
