@@ -1,0 +1,212 @@
+//! Benchmarks for docs/benchmarks.md.
+//!
+//! ```text
+//! cargo run --release -p edgeshard-builder --example bench -- kv [ROWS] [SHARDS]
+//! cargo run --release -p edgeshard-builder --example bench -- debian DIR [SHARDS]
+//! ```
+//! `kv`: builds ROWS (default 1,000,000) integer-keyed rows with 100-byte values, then times
+//! warm single-key `get`s (each timed alone) and batched `multi_get`.
+//! `debian`: builds DIR/packages.parquet (the debian-minilm set) as a unified sqlite-vec snapshot
+//! for cosine and l2, then times warm `search` k=10 for DIR/queries.parquet and reports
+//! recall@10 against the set's exact ground truth.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float32Type;
+use arrow_array::Array;
+use edgeshard_builder::build::{build, BuildOptions, DuplicatePolicy};
+use edgeshard_builder::input::{FieldMapping, InputFormat};
+use edgeshard_native::{Snapshot, VectorId};
+use edgeshard_shared::{Key, KeyEncoding, Metric};
+use rand::{Rng, SeedableRng};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> BoxResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("kv") => {
+            let rows = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+            let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
+            bench_kv(rows, shards)
+        }
+        Some("debian") => {
+            let dir = PathBuf::from(args.get(1).ok_or("debian needs the data set folder")?);
+            let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
+            bench_debian(&dir, shards)
+        }
+        _ => Err("usage: bench kv [ROWS] [SHARDS] | bench debian DIR [SHARDS]".into()),
+    }
+}
+
+fn options(input: PathBuf, out: &Path, fields: FieldMapping, shards: u32, metric: Metric) -> BuildOptions {
+    BuildOptions {
+        input,
+        input_format: None,
+        fields,
+        shards,
+        key_encoding: None,
+        metric,
+        page_size: 4096,
+        out: out.display().to_string(),
+        on_duplicate: DuplicatePolicy::Error,
+        run_id: None,
+        threads: None,
+        progress: false,
+    }
+}
+
+fn bench_kv(rows: u64, shards: u32) -> BoxResult<()> {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("kv.jsonl");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        for key in 0..rows {
+            let value: String = (0..100).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
+            writeln!(w, "{{\"id\":{key},\"value\":\"{value}\"}}")?;
+        }
+    }
+    let fields = FieldMapping {
+        key_field: "id".into(),
+        value_field: Some("value".into()),
+        vector_field: None,
+        payload_fields: vec![],
+    };
+    let out = dir.path().join("snap");
+    let summary = build(&options(input, &out, fields, shards, Metric::Cosine))?;
+    println!(
+        "| build KV | {} rows, 100-byte values, {shards} shards | {:.2} s | {:.0} rows/s | {:.1} MB |",
+        summary.rows,
+        summary.seconds,
+        summary.rows_per_s,
+        summary.bytes as f64 / 1e6
+    );
+
+    let snap = Snapshot::open(&out.display().to_string())?;
+    let keys: Vec<Key> = (0..20_000).map(|_| Key::Int(rng.random_range(0..rows as i64))).collect();
+    for key in &keys {
+        snap.get(key)?.ok_or("a written key is missing")?; // warm-up: opens shards, fills caches
+    }
+    let mut timings = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let t = Instant::now();
+        let v = snap.get(key)?;
+        timings.push(t.elapsed().as_secs_f64() * 1e6);
+        assert!(v.is_some());
+    }
+    let (p50, p99, mean) = percentiles(&mut timings);
+    println!("| get (warm, one key) | {} random keys | p50 {p50:.1} µs | p99 {p99:.1} µs | mean {mean:.1} µs |", keys.len());
+
+    let t = Instant::now();
+    let mut found = 0;
+    for batch in keys.chunks(1000) {
+        found += snap.multi_get(batch)?.iter().flatten().count();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(found, keys.len());
+    println!(
+        "| multi_get (warm, batches of 1,000) | {} keys | {:.0} keys/s | {:.2} µs/key | |",
+        keys.len(),
+        keys.len() as f64 / secs,
+        secs * 1e6 / keys.len() as f64
+    );
+    Ok(())
+}
+
+fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
+    let queries = read_queries(&dir.join("queries.parquet"))?;
+    for (metric, gt_column) in [(Metric::Cosine, "gt_cosine_ids"), (Metric::L2, "gt_l2_ids")] {
+        let work = tempfile::tempdir()?;
+        let fields = FieldMapping {
+            key_field: "id".into(),
+            value_field: Some("text".into()),
+            vector_field: Some("embedding".into()),
+            payload_fields: vec!["section".into()],
+        };
+        let mut opts = options(dir.join("packages.parquet"), work.path(), fields, shards, metric);
+        opts.input_format = Some(InputFormat::Parquet);
+        opts.key_encoding = Some(KeyEncoding::Utf8);
+        let summary = build(&opts)?;
+        println!(
+            "| build unified sqlite-vec ({}) | {} x 384-d, {shards} shards | {:.2} s | {:.0} rows/s | {:.1} MB |",
+            metric.as_str(),
+            summary.rows,
+            summary.seconds,
+            summary.rows_per_s,
+            summary.bytes as f64 / 1e6
+        );
+        let snap = Snapshot::open(&work.path().display().to_string())?;
+        for q in &queries {
+            snap.search(&q.vector, 10, None)?; // warm-up
+        }
+        let mut timings = Vec::new();
+        let mut hits = 0usize;
+        for q in &queries {
+            let t = Instant::now();
+            let response = snap.search(&q.vector, 10, None)?;
+            timings.push(t.elapsed().as_secs_f64() * 1e3);
+            let truth = if metric == Metric::Cosine { &q.gt_cosine } else { &q.gt_l2 };
+            hits += response
+                .results
+                .iter()
+                .filter(|h| matches!(&h.id, VectorId::Str(id) if truth[..10].contains(id)))
+                .count();
+        }
+        let (p50, p99, mean) = percentiles(&mut timings);
+        println!(
+            "| search k=10 (warm, {}) | {} queries, {gt_column} | p50 {p50:.2} ms | p99 {p99:.2} ms | mean {mean:.2} ms, recall@10 {:.4} |",
+            metric.as_str(),
+            queries.len(),
+            hits as f64 / (queries.len() * 10) as f64
+        );
+    }
+    Ok(())
+}
+
+struct Query {
+    vector: Vec<f32>,
+    gt_cosine: Vec<String>,
+    gt_l2: Vec<String>,
+}
+
+fn read_queries(path: &Path) -> BoxResult<Vec<Query>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| batch.column_by_name(name).ok_or(format!("no column {name}"));
+        let emb = col("embedding")?.as_fixed_size_list().clone();
+        let ids = |name: &str| -> BoxResult<Vec<Vec<String>>> {
+            let list = col(name)?.as_list::<i32>().clone();
+            Ok((0..list.len())
+                .map(|i| {
+                    let v = list.value(i);
+                    let s = v.as_string::<i32>();
+                    (0..s.len()).map(|j| s.value(j).to_string()).collect()
+                })
+                .collect())
+        };
+        let (cos, l2) = (ids("gt_cosine_ids")?, ids("gt_l2_ids")?);
+        for (i, (gt_cosine, gt_l2)) in cos.into_iter().zip(l2).enumerate() {
+            let v = emb.value(i);
+            out.push(Query {
+                vector: v.as_primitive::<Float32Type>().values().to_vec(),
+                gt_cosine,
+                gt_l2,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// (p50, p99, mean) of `samples`.
+fn percentiles(samples: &mut [f64]) -> (f64, f64, f64) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    (at(0.5), at(0.99), mean)
+}
