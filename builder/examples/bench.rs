@@ -28,7 +28,11 @@ fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("kv") => {
-            let rows = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+            let rows = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1_000_000);
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
             bench_kv(rows, shards)
         }
@@ -41,7 +45,13 @@ fn main() -> BoxResult<()> {
     }
 }
 
-fn options(input: PathBuf, out: &Path, fields: FieldMapping, shards: u32, metric: Metric) -> BuildOptions {
+fn options(
+    input: PathBuf,
+    out: &Path,
+    fields: FieldMapping,
+    shards: u32,
+    metric: Metric,
+) -> BuildOptions {
     BuildOptions {
         input,
         input_format: None,
@@ -65,7 +75,9 @@ fn bench_kv(rows: u64, shards: u32) -> BoxResult<()> {
     {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&input)?);
         for key in 0..rows {
-            let value: String = (0..100).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
+            let value: String = (0..100)
+                .map(|_| rng.random_range(b'a'..=b'z') as char)
+                .collect();
             writeln!(w, "{{\"id\":{key},\"value\":\"{value}\"}}")?;
         }
     }
@@ -86,7 +98,9 @@ fn bench_kv(rows: u64, shards: u32) -> BoxResult<()> {
     );
 
     let snap = Snapshot::open(&out.display().to_string())?;
-    let keys: Vec<Key> = (0..20_000).map(|_| Key::Int(rng.random_range(0..rows as i64))).collect();
+    let keys: Vec<Key> = (0..20_000)
+        .map(|_| Key::Int(rng.random_range(0..rows as i64)))
+        .collect();
     for key in &keys {
         snap.get(key)?.ok_or("a written key is missing")?; // warm-up: opens shards, fills caches
     }
@@ -126,7 +140,13 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
             vector_field: Some("embedding".into()),
             payload_fields: vec!["section".into()],
         };
-        let mut opts = options(dir.join("packages.parquet"), work.path(), fields, shards, metric);
+        let mut opts = options(
+            dir.join("packages.parquet"),
+            work.path(),
+            fields,
+            shards,
+            metric,
+        );
         opts.input_format = Some(InputFormat::Parquet);
         opts.key_encoding = Some(KeyEncoding::Utf8);
         let summary = build(&opts)?;
@@ -148,7 +168,11 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
             let t = Instant::now();
             let response = snap.search(&q.vector, 10, None)?;
             timings.push(t.elapsed().as_secs_f64() * 1e3);
-            let truth = if metric == Metric::Cosine { &q.gt_cosine } else { &q.gt_l2 };
+            let truth = if metric == Metric::Cosine {
+                &q.gt_cosine
+            } else {
+                &q.gt_l2
+            };
             hits += response
                 .results
                 .iter()
@@ -178,7 +202,11 @@ fn read_queries(path: &Path) -> BoxResult<Vec<Query>> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
-        let col = |name: &str| batch.column_by_name(name).ok_or(format!("no column {name}"));
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or(format!("no column {name}"))
+        };
         let emb = col("embedding")?.as_fixed_size_list().clone();
         let ids = |name: &str| -> BoxResult<Vec<Vec<String>>> {
             let list = col(name)?.as_list::<i32>().clone();

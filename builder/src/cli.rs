@@ -52,13 +52,14 @@ pub enum Command {
     Get {
         #[command(flatten)]
         read: ReadArgs,
-        #[arg(required = true)]
+        #[arg(required = true, allow_negative_numbers = true)]
         keys: Vec<String>,
     },
     /// Look up many keys, from arguments or one per line on stdin; results in input order.
     Multiget {
         #[command(flatten)]
         read: ReadArgs,
+        #[arg(allow_negative_numbers = true)]
         keys: Vec<String>,
     },
     /// Nearest vectors to a query, over all shards (or --shards), merged.
@@ -93,6 +94,8 @@ pub enum Command {
     },
     /// Which shard a key routes to: from a snapshot (--root) or for --num-dbs slots.
     Route {
+        /// Negative integers are keys too (`route -1 --num-dbs 3`).
+        #[arg(allow_negative_numbers = true)]
         key: String,
         #[arg(long, env = "EDGESHARD_ROOT", conflicts_with = "num_dbs")]
         root: Option<String>,

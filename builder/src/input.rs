@@ -469,9 +469,10 @@ fn parse_vector(field: Option<&FieldValue>) -> std::result::Result<Vec<f32>, Str
         Some(FieldValue::Json(Value::String(text))) => {
             // CSV cells carry vectors as JSON array text. Python writes NaN/Infinity bare;
             // accept those spellings so they are reported as non-finite, not as a parse error.
+            // (serde_json refuses out-of-range literals such as 1e999, so these become tokens.)
             let normalised = text
-                .replace("-Infinity", "-1e999")
-                .replace("Infinity", "1e999")
+                .replace("-Infinity", "\"-inf\"")
+                .replace("Infinity", "\"inf\"")
                 .replace("NaN", "\"NaN\"");
             match serde_json::from_str::<Value>(&normalised) {
                 Ok(Value::Array(items)) => items
@@ -479,6 +480,8 @@ fn parse_vector(field: Option<&FieldValue>) -> std::result::Result<Vec<f32>, Str
                     .enumerate()
                     .map(|(i, v)| match v {
                         Value::String(s) if s == "NaN" => Ok(f32::NAN),
+                        Value::String(s) if s == "inf" => Ok(f32::INFINITY),
+                        Value::String(s) if s == "-inf" => Ok(f32::NEG_INFINITY),
                         v => v
                             .as_f64()
                             .map(|x| x as f32)

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod merge;
 pub mod npy;
 pub mod routing;
+pub mod sidecar;
 pub mod vector;
 
 pub use error::{Error, Result};
