@@ -10,7 +10,7 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 /// shardyfusion's manifest example (format 4): 4 slots, shards 0 and 2, u64be keys.
-const MANIFEST: &[u8] = include_bytes!("fixtures/manifest_v4_example.sqlite");
+const MANIFEST: &[u8] = include_bytes!("../../tests/data/shardyfusion/manifest_v4_example.sqlite");
 
 #[wasm_bindgen_test]
 fn parses_the_shardyfusion_manifest() {

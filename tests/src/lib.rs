@@ -32,9 +32,9 @@ pub fn temp_dir() -> TempDir {
         .expect("create temp dir")
 }
 
-/// The shardyfusion fixtures folder (beside the repository, in the team's shared folder).
+/// The shardyfusion fixtures (copied from the team folder: files shardyfusion itself wrote).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/shardyfusion")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shardyfusion")
 }
 
 /// A deterministic RNG.
