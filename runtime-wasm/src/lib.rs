@@ -124,7 +124,8 @@ fn key_from_js(value: JsValue) -> Result<Key, String> {
 mod tests {
     use super::*;
 
-    const MANIFEST: &[u8] = include_bytes!("../../tests/data/shardyfusion/manifest_v4_example.sqlite");
+    const MANIFEST: &[u8] =
+        include_bytes!("../../tests/data/shardyfusion/manifest_v4_example.sqlite");
 
     #[test]
     fn summary_of_the_shardyfusion_fixture() {
