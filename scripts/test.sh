@@ -7,6 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 bash scripts/setup.sh
 
+# Test runner output is also collected here, to print one total at the end.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 
@@ -14,12 +18,15 @@ echo "== cargo clippy (all targets, warnings are errors)" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test --workspace" >&2
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$results"
 
 echo "== wasm tests under Node" >&2
-bash scripts/test-wasm.sh
+bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
 
 echo "== demo on the bundled sample" >&2
 bash scripts/demo.sh
 
-echo "all tests passed" >&2
+# One closing line for the whole run: every test of every runner above.
+passed=$(grep -Eo '[0-9]+ passed' "$results" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$results" | awk '{s += $1} END {print s + 0}')
+echo "edgeshard: $passed passed, $failed failed"
