@@ -49,17 +49,18 @@ pub enum Command {
     /// Build a snapshot from JSONL, CSV or Parquet records and publish it.
     Build(BuildArgs),
     /// Look up keys (parsed per the snapshot's key encoding: integers for u64be/u32be).
+    #[command(allow_negative_numbers = true)]
     Get {
         #[command(flatten)]
         read: ReadArgs,
-        #[arg(required = true, allow_negative_numbers = true)]
+        #[arg(required = true)]
         keys: Vec<String>,
     },
     /// Look up many keys, from arguments or one per line on stdin; results in input order.
+    #[command(allow_negative_numbers = true)]
     Multiget {
         #[command(flatten)]
         read: ReadArgs,
-        #[arg(allow_negative_numbers = true)]
         keys: Vec<String>,
     },
     /// Nearest vectors to a query, over all shards (or --shards), merged.
@@ -93,9 +94,9 @@ pub enum Command {
         read: ReadArgs,
     },
     /// Which shard a key routes to: from a snapshot (--root) or for --num-dbs slots.
+    #[command(allow_negative_numbers = true)]
     Route {
         /// Negative integers are keys too (`route -1 --num-dbs 3`).
-        #[arg(allow_negative_numbers = true)]
         key: String,
         #[arg(long, env = "EDGESHARD_ROOT", conflicts_with = "num_dbs")]
         root: Option<String>,
@@ -279,7 +280,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 (None, None) => return Err(Error::Usage("give --root or --num-dbs".into())),
             };
             let row = json!({
-                "key": key_json(&key),
+                // Bytes keys show as 0x-hex here: routing hashes bytes, and text would hide them.
+                "key": match &key {
+                    Key::Bytes(_) => Value::String(key.to_string()),
+                    _ => key_json(&key),
+                },
                 "shard": shard,
                 "xxh3_64": format!("0x{:016x}", routing::digest(&key)),
             });

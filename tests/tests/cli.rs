@@ -57,10 +57,10 @@ fn route_matches_the_golden_table() {
             }
         }
     }
-    // Negative numbers after the flags, and after `--`, too.
+    // Negative numbers as keys, after the flags and before them.
     let row = &json_lines(&run_cli(&["route", "--num-dbs", "4", "-1"]).unwrap())[0];
     assert_eq!(row["shard"], 3);
-    let row = &json_lines(&run_cli(&["route", "--num-dbs", "4", "--", "-1"]).unwrap())[0];
+    let row = &json_lines(&run_cli(&["route", "-1", "--num-dbs", "4"]).unwrap())[0];
     assert_eq!(row["shard"], 3);
     // Without --key-type, integers are integers and other text is a string.
     let row = &json_lines(&run_cli(&["route", "42", "--num-dbs", "16"]).unwrap())[0];
