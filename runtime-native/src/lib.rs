@@ -10,6 +10,7 @@
 //! ```
 
 mod error;
+pub mod range;
 mod root;
 mod snapshot;
 pub mod sqlite_vec_ext;

@@ -228,6 +228,64 @@ pub fn assemble(page_size: u32, tag: &str, body_size: u64, zstd_frame: &[u8]) ->
     Ok(out)
 }
 
+/// Heads of the overflow chains that start in cells of pinned *interior* index pages.
+///
+/// A WITHOUT ROWID table (like `kv`) keeps whole rows in its interior cells, so a large value
+/// can become a divider key; SQLite reads that cell's whole payload while descending the tree.
+/// A reader that fetches these chains once at open keeps every later point lookup at one leaf
+/// read.
+pub fn interior_chain_heads(content: &SidecarContent) -> Vec<u32> {
+    let mut heads: Vec<u32> = content
+        .pages
+        .iter()
+        .filter(|(number, page)| page.get(page_base(**number)) == Some(&2))
+        .flat_map(|(number, page)| index_overflow_heads(*number, page, content.page_size))
+        .collect();
+    heads.sort_unstable();
+    heads.dedup();
+    heads
+}
+
+/// Heads of the overflow chains of the cells of one index B-tree page (types 2 and 10); empty
+/// for other pages. SQLite reads the whole payload of an overflowing index cell whenever a
+/// search compares against it, so a reader that has just fetched such a page can fetch all of
+/// these chains in the next round instead of one round per comparison. Malformed pages yield
+/// what could be read.
+pub fn index_overflow_heads(number: u32, page: &[u8], page_size: u32) -> Vec<u32> {
+    let base = page_base(number);
+    let (header, child) = match page.get(base) {
+        Some(2) => (12, 4),
+        Some(10) => (8, 0),
+        _ => return Vec::new(),
+    };
+    let Some(n) = page
+        .get(base + 3..base + 5)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    else {
+        return Vec::new();
+    };
+    let mut heads = Vec::new();
+    for i in 0..n as usize {
+        let pointer_at = base + header + 2 * i;
+        let Some(cell) = page
+            .get(pointer_at..pointer_at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        else {
+            break;
+        };
+        let Ok((payload, used)) = varint(page, cell + child) else {
+            continue;
+        };
+        let local = local_payload_size(page_size as usize, payload as usize, false);
+        if local < payload as usize {
+            if let Ok(head) = be32(page, cell + child + used + local) {
+                heads.push(head);
+            }
+        }
+    }
+    heads
+}
+
 /// Header offset of a page: page 1 starts with the 100-byte database header.
 fn page_base(number: u32) -> usize {
     if number == 1 {
@@ -450,24 +508,8 @@ impl<'a> DbImage<'a> {
         Ok(())
     }
 
-    /// Bytes of a payload stored on the B-tree page itself (SQLite file format, section 1.6).
     fn local_size(&self, payload: usize, table_leaf: bool) -> usize {
-        let u = self.usable;
-        let max_local = if table_leaf {
-            u - 35
-        } else {
-            (u - 12) * 64 / 255 - 23
-        };
-        if payload <= max_local {
-            return payload;
-        }
-        let min_local = (u - 12) * 32 / 255 - 23;
-        let k = min_local + (payload - min_local) % (u - 4);
-        if k <= max_local {
-            k
-        } else {
-            min_local
-        }
+        local_payload_size(self.usable, payload, table_leaf)
     }
 
     /// Follows an overflow chain holding `remaining` bytes: its pages and the bytes.
@@ -487,6 +529,26 @@ impl<'a> DbImage<'a> {
             next = be32(page, 0)?;
         }
         Ok((pages, bytes))
+    }
+}
+
+/// Bytes of a payload stored on the B-tree page itself (SQLite file format, section 1.6).
+fn local_payload_size(usable: usize, payload: usize, table_leaf: bool) -> usize {
+    let u = usable;
+    let max_local = if table_leaf {
+        u - 35
+    } else {
+        (u - 12) * 64 / 255 - 23
+    };
+    if payload <= max_local {
+        return payload;
+    }
+    let min_local = (u - 12) * 32 / 255 - 23;
+    let k = min_local + (payload - min_local) % (u - 4);
+    if k <= max_local {
+        k
+    } else {
+        min_local
     }
 }
 

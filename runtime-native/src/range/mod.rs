@@ -1,0 +1,424 @@
+//! Range mode: SQLite shards read page by page from wherever they live, instead of whole.
+//!
+//! A [`RangeFile`] serves SQLite's page reads from, in order: the sidecar's pinned pages (interior
+//! B-tree pages and the schema, loaded at open), a bounded LRU page cache, and finally ranged
+//! reads of the object through a [`RangeSource`]. When a page belongs to an overflow chain the
+//! sidecar lists, the whole chain is fetched in one parallel round, so a large value or a
+//! sqlite-vec vector chunk costs one round trip instead of one per page. Chains hanging off
+//! pinned interior pages (large divider keys of WITHOUT ROWID tables) are fetched once, at open.
+//!
+//! [`vfs`] registers a read-only SQLite VFS over `RangeFile`s.
+
+pub mod vfs;
+
+use crate::error::{Error, Result};
+use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, SidecarContent};
+use hashlink::LruCache;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Ranged reads of one immutable object (a shard.db).
+pub trait RangeSource: Send + Sync {
+    /// Size of the object in bytes.
+    fn size(&self) -> u64;
+    /// Reads several `(offset, length)` ranges; implementations may issue them concurrently.
+    /// One call is one *round*: callers batch what they need together.
+    fn read_ranges(&self, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>>;
+    /// Where the object lives, for error messages.
+    fn location(&self) -> String;
+}
+
+/// A local file read with positioned reads; the range reader's baseline and test double for
+/// remote stores (it counts exactly like them).
+pub struct FileSource {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+}
+
+impl FileSource {
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let file = std::fs::File::open(&path).map_err(|source| Error::Io {
+            location: path.display().to_string(),
+            source,
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Io {
+                location: path.display().to_string(),
+                source,
+            })?
+            .len();
+        Ok(Self { path, file, len })
+    }
+}
+
+impl RangeSource for FileSource {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn read_ranges(&self, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        ranges
+            .iter()
+            .map(|(offset, length)| {
+                let mut buf = vec![0u8; *length as usize];
+                self.file
+                    .read_exact_at(&mut buf, *offset)
+                    .map_err(|source| Error::Io {
+                        location: self.location(),
+                        source,
+                    })?;
+                Ok(buf)
+            })
+            .collect()
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// What range reads cost. Counters only grow; take two snapshots and subtract for one call.
+#[derive(Debug, Default)]
+pub struct RangeStats {
+    /// Ranged reads issued (one per range).
+    pub requests: AtomicU64,
+    /// Rounds: calls to the source, each possibly several ranges in parallel.
+    pub rounds: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Pages served from the LRU cache.
+    pub cache_hits: AtomicU64,
+    /// Pages served from the sidecar's pinned pages.
+    pub pinned_hits: AtomicU64,
+}
+
+/// A point-in-time copy of [`RangeStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub rounds: u64,
+    pub bytes: u64,
+    pub cache_hits: u64,
+    pub pinned_hits: u64,
+}
+
+impl std::ops::Sub for StatsSnapshot {
+    type Output = StatsSnapshot;
+    fn sub(self, before: StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests - before.requests,
+            rounds: self.rounds - before.rounds,
+            bytes: self.bytes - before.bytes,
+            cache_hits: self.cache_hits - before.cache_hits,
+            pinned_hits: self.pinned_hits - before.pinned_hits,
+        }
+    }
+}
+
+impl RangeStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            rounds: self.rounds.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            pinned_hits: self.pinned_hits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Size of the first read when there is no sidecar: enough for page 1 at any page size, so the
+/// header (and the page size in it) comes with the first request.
+const HEADER_BLOCK: u64 = 65536;
+
+/// One shard database read by ranges.
+pub struct RangeFile {
+    source: Box<dyn RangeSource>,
+    len: u64,
+    page_size: u64,
+    pinned: HashMap<u32, Arc<[u8]>>,
+    /// Page -> the whole overflow chain it belongs to.
+    chain_of: HashMap<u32, Arc<[u32]>>,
+    cache: Mutex<LruCache<u32, Arc<[u8]>>>,
+    pub stats: Arc<RangeStats>,
+}
+
+impl RangeFile {
+    /// Opens `source`, pinning the sidecar's pages when one is given (the caller has checked that
+    /// its tag matches the object's live ETag). Without a sidecar, the first block is fetched to
+    /// learn the page size. `cache_pages` bounds the LRU page cache.
+    pub fn open(
+        source: Box<dyn RangeSource>,
+        sidecar: Option<SidecarContent>,
+        cache_pages: usize,
+    ) -> Result<Self> {
+        let len = source.size();
+        let stats = Arc::new(RangeStats::default());
+        let cache = Mutex::new(LruCache::new(cache_pages.max(16)));
+        let Some(sidecar) = sidecar else {
+            let first = HEADER_BLOCK.min(len);
+            let block = Self::fetch(&*source, &stats, &[(0, first)])?
+                .pop()
+                .unwrap_or_default();
+            let page_size = header_page_size(&block).ok_or_else(|| Error::CorruptShard {
+                db_id: 0,
+                location: source.location(),
+                detail: "not a SQLite database (bad header)".into(),
+            })?;
+            let file = Self {
+                source,
+                len,
+                page_size,
+                pinned: HashMap::new(),
+                chain_of: HashMap::new(),
+                cache,
+                stats,
+            };
+            // Keep the pages of the header block: they were paid for.
+            if let Ok(mut cache) = file.cache.lock() {
+                for (i, page) in block.chunks(page_size as usize).enumerate() {
+                    if page.len() == page_size as usize {
+                        cache.insert(i as u32 + 1, Arc::from(page));
+                    }
+                }
+            }
+            return Ok(file);
+        };
+        let interior_heads = interior_chain_heads(&sidecar);
+        let mut chain_of = HashMap::new();
+        for chain in sidecar.chains {
+            let chain: Arc<[u32]> = Arc::from(chain);
+            for page in chain.iter() {
+                chain_of.insert(*page, chain.clone());
+            }
+        }
+        let mut file = Self {
+            source,
+            len,
+            page_size: sidecar.page_size as u64,
+            pinned: sidecar
+                .pages
+                .into_iter()
+                .map(|(n, p)| (n, Arc::from(p)))
+                .collect(),
+            chain_of,
+            cache,
+            stats,
+        };
+        file.pin_chains(&interior_heads)?;
+        Ok(file)
+    }
+
+    /// Fetches the given overflow chains in one round and pins them (see
+    /// [`interior_chain_heads`]: large divider keys read on every descent).
+    fn pin_chains(&mut self, heads: &[u32]) -> Result<()> {
+        let mut pages: Vec<u32> = heads
+            .iter()
+            .filter_map(|h| self.chain_of.get(h))
+            .flat_map(|chain| chain.iter().copied())
+            .collect();
+        if pages.is_empty() {
+            return Ok(());
+        }
+        pages.sort_unstable();
+        pages.dedup();
+        let ranges = coalesce(&pages, self.page_size, self.len);
+        let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
+        for ((offset, _), block) in ranges.iter().zip(blocks) {
+            let first = (offset / self.page_size) as u32 + 1;
+            for (i, chunk) in block.chunks(self.page_size as usize).enumerate() {
+                let mut page = chunk.to_vec();
+                page.resize(self.page_size as usize, 0);
+                self.pinned.insert(first + i as u32, Arc::from(page));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// Fills `buf` from `offset`. Returns the number of bytes available (short at end of file).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let end = (offset + buf.len() as u64).min(self.len);
+        if offset >= end {
+            return Ok(0);
+        }
+        let first_page = (offset / self.page_size) as u32 + 1;
+        let last_page = ((end - 1) / self.page_size) as u32 + 1;
+        let pages = self.pages(first_page..=last_page)?;
+        let mut written = 0usize;
+        for (i, page) in pages.iter().enumerate() {
+            let page_start = (first_page as u64 + i as u64 - 1) * self.page_size;
+            let from = offset.max(page_start) - page_start;
+            let to = end.min(page_start + self.page_size) - page_start;
+            let n = (to - from) as usize;
+            buf[written..written + n].copy_from_slice(&page[from as usize..to as usize]);
+            written += n;
+        }
+        Ok(written)
+    }
+
+    /// The given pages, fetching every missing one (and the rest of its overflow chain) in one
+    /// round.
+    fn pages(&self, wanted: std::ops::RangeInclusive<u32>) -> Result<Vec<Arc<[u8]>>> {
+        let mut found: Vec<Option<Arc<[u8]>>> = Vec::new();
+        let mut missing: Vec<u32> = Vec::new();
+        {
+            let mut cache = self.cache.lock().map_err(|_| self.poisoned())?;
+            for page in wanted.clone() {
+                if let Some(p) = self.pinned.get(&page) {
+                    self.stats.pinned_hits.fetch_add(1, Ordering::Relaxed);
+                    found.push(Some(p.clone()));
+                } else if let Some(p) = cache.get(&page) {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    found.push(Some(p.clone()));
+                } else {
+                    found.push(None);
+                    missing.push(page);
+                    if let Some(chain) = self.chain_of.get(&page) {
+                        missing.extend(chain.iter().filter(|p| !cache.contains_key(p)));
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            let ranges = coalesce(&missing, self.page_size, self.len);
+            let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
+            let mut cache = self.cache.lock().map_err(|_| self.poisoned())?;
+            Self::insert_blocks(&mut cache, &ranges, blocks, self.page_size);
+            for (slot, page) in found.iter_mut().zip(wanted) {
+                if slot.is_none() {
+                    *slot = cache.get(&page).cloned();
+                }
+            }
+            // Index pages just fetched may hold overflowing cells that SQLite will compare
+            // against, reading each whole payload: fetch all those chains now, in one round.
+            let mut chain_pages: Vec<u32> = Vec::new();
+            for page_number in &missing {
+                if let Some(page) = cache.peek(page_number) {
+                    for head in index_overflow_heads(*page_number, page, self.page_size as u32) {
+                        if let Some(chain) = self.chain_of.get(&head) {
+                            chain_pages.extend(chain.iter().filter(|p| !cache.contains_key(p)));
+                        }
+                    }
+                }
+            }
+            if !chain_pages.is_empty() {
+                chain_pages.sort_unstable();
+                chain_pages.dedup();
+                let ranges = coalesce(&chain_pages, self.page_size, self.len);
+                let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
+                Self::insert_blocks(&mut cache, &ranges, blocks, self.page_size);
+            }
+        }
+        found
+            .into_iter()
+            .map(|p| {
+                p.ok_or_else(|| Error::CorruptShard {
+                    db_id: 0,
+                    location: self.source.location(),
+                    detail: "page cache too small for one read".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Splits fetched blocks into pages and caches them.
+    fn insert_blocks(
+        cache: &mut LruCache<u32, Arc<[u8]>>,
+        ranges: &[(u64, u64)],
+        blocks: Vec<Vec<u8>>,
+        page_size: u64,
+    ) {
+        for ((offset, _), block) in ranges.iter().zip(blocks) {
+            let first = (offset / page_size) as u32 + 1;
+            for (i, chunk) in block.chunks(page_size as usize).enumerate() {
+                let mut page = chunk.to_vec();
+                page.resize(page_size as usize, 0);
+                cache.insert(first + i as u32, Arc::from(page));
+            }
+        }
+    }
+
+    fn fetch(
+        source: &dyn RangeSource,
+        stats: &RangeStats,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        stats.rounds.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        let blocks = source.read_ranges(ranges)?;
+        let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(blocks)
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::CorruptShard {
+            db_id: 0,
+            location: self.source.location(),
+            detail: "page cache lock poisoned by an earlier panic".into(),
+        }
+    }
+}
+
+/// Contiguous runs of pages as `(offset, length)` byte ranges, clipped to the object size.
+fn coalesce(pages: &[u32], page_size: u64, len: u64) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for page in pages {
+        let start = (*page as u64 - 1) * page_size;
+        match ranges.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += page_size,
+            _ => ranges.push((start, page_size)),
+        }
+    }
+    ranges
+        .into_iter()
+        .filter(|(s, _)| *s < len)
+        .map(|(s, l)| (s, l.min(len - s)))
+        .collect()
+}
+
+fn header_page_size(block: &[u8]) -> Option<u64> {
+    if block.len() < 100 || &block[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    match u16::from_be_bytes([block[16], block[17]]) {
+        1 => Some(65536),
+        v if v >= 512 && v.is_power_of_two() => Some(v as u64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesces_runs() {
+        assert_eq!(
+            coalesce(&[1, 2, 3, 7, 9, 10], 4096, 1 << 20),
+            vec![(0, 12288), (24576, 4096), (32768, 8192)]
+        );
+        assert_eq!(coalesce(&[3], 4096, 10_000), vec![(8192, 1808)]);
+    }
+}
