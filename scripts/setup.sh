@@ -3,7 +3,9 @@
 # npm). Idempotent: each step checks first and does nothing when its tool is already there, so a
 # second run takes a second or two.
 #   - apt: clang (sqlite-wasm-rs compiles SQLite's C for wasm32 with it),
-#          protobuf-compiler (LanceDB's build needs protoc)
+#          protobuf-compiler (LanceDB's build needs protoc),
+#          nginx-light (the real static HTTP server, with Range, that HTTP tests run on 127.0.0.1)
+#   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1)
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli, exactly the version runtime-wasm pins (wasm-bindgen and the CLI must match)
 set -euo pipefail
@@ -26,7 +28,7 @@ as_root() {
 # --- apt packages -------------------------------------------------------------------------------
 # package:command pairs; a package counts as present when dpkg says so or its command is on PATH.
 missing=()
-for entry in clang:clang protobuf-compiler:protoc; do
+for entry in clang:clang protobuf-compiler:protoc nginx-light:nginx; do
     pkg=${entry%%:*}
     cmd=${entry#*:}
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \
@@ -41,6 +43,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${missing[@]}" >&2
+fi
+
+# --- moto: the S3-compatible server S3 tests run on 127.0.0.1 -----------------------------------
+if python3 -c "import moto.server, flask" >/dev/null 2>&1; then
+    log "pip: moto[server] present"
+else
+    log "pip: installing moto[server]"
+    python3 -m pip install -q "moto[server]>=5" >&2
 fi
 
 # --- Rust wasm target ---------------------------------------------------------------------------

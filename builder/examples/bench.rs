@@ -65,6 +65,7 @@ fn options(
         run_id: None,
         threads: None,
         progress: false,
+        sidecar: true,
     }
 }
 

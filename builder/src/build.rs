@@ -3,13 +3,14 @@
 //! 1. read and validate every record, routing each to its shard (nothing is written yet, so bad
 //!    input publishes nothing);
 //! 2. per shard, in parallel: sort by stored key and resolve duplicates;
-//! 3. per shard, in parallel: write the SQLite file into staging;
+//! 3. per shard, in parallel: write the SQLite file into staging, then its page-cache sidecar;
 //! 4. publish shards, then the manifest, then `_CURRENT`.
 
 use crate::error::{Error, Result};
 use crate::input::{read_records, FieldMapping, InputFormat, Record};
 use crate::publish::LocalPublisher;
 use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
+use crate::sidecar_writer::{write_local_sidecar, SidecarStats};
 use edgeshard_native::Root;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{
@@ -51,6 +52,8 @@ pub struct BuildOptions {
     pub threads: Option<usize>,
     /// Progress bars and phase lines on stderr.
     pub progress: bool,
+    /// Write `shard.sidecar` beside each shard (format spec section 8).
+    pub sidecar: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,7 +77,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let started = Instant::now();
     check_options(opts)?;
     let root = Root::parse(&opts.out)?;
-    let Root::Local(root_dir) = &root;
+    let Root::Local(root_dir) = &root else {
+        return Err(Error::Usage(format!(
+            "publishing to {} is not supported yet: give a local directory or file:// URL",
+            root.url()
+        )));
+    };
     let run_id = match &opts.run_id {
         Some(id) => {
             layout::validate_run_id(id)?;
@@ -120,16 +128,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         dim,
         metric: opts.metric,
     });
-    let stats: Vec<Option<ShardStats>> = parallel_map(opts.shards as usize, threads, |db_id| {
+    type Written = (ShardStats, Option<SidecarStats>);
+    let stats: Vec<Option<Written>> = parallel_map(opts.shards as usize, threads, |db_id| {
         let records = &shards[db_id];
         if records.is_empty() {
             return Ok(None);
         }
         let path = publisher.staged_shard_path(db_id as u32)?;
-        write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| {
+        let shard = write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| {
             bar.inc(n)
-        })
-        .map(Some)
+        })?;
+        // The file is closed; bind the sidecar to the ETag a single-part upload of it gets.
+        let sidecar = match opts.sidecar {
+            true => write_local_sidecar(&path)?,
+            false => None,
+        };
+        Ok(Some((shard, sidecar)))
     })?;
     bar.finish_and_clear();
     drop(shards);
@@ -140,6 +154,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     ));
 
     // 4. Publish: shards, manifest, _CURRENT.
+    let mut custom = custom_json(dim, opts.metric);
+    if stats.iter().flatten().any(|(_, sidecar)| sidecar.is_some()) {
+        custom.insert(
+            "sqlite_sidecar".into(),
+            json!({
+                "codec": "zstd",
+                "filename": layout::SIDECAR_FILE,
+                "format_version": edgeshard_shared::sidecar::VERSION,
+                "page_size": opts.page_size,
+            }),
+        );
+    }
     let root_url = root.url();
     let now = layout::format_timestamp(unix_micros());
     let manifest = Manifest {
@@ -154,13 +180,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             shard_prefix: layout::SHARDS_DIR.into(),
             format_version: FORMAT_VERSION,
             key_encoding: encoding,
-            custom: custom_json(dim, opts.metric),
+            custom,
         },
         shards: stats
             .iter()
             .enumerate()
-            .filter_map(|(db_id, s)| s.as_ref().map(|s| (db_id as u32, s)))
-            .map(|(db_id, s)| ShardEntry {
+            .filter_map(|(db_id, s)| s.as_ref().map(|(s, sc)| (db_id as u32, s, sc)))
+            .map(|(db_id, s, sidecar)| ShardEntry {
                 db_id,
                 db_url: Some(layout::join(
                     &root_url,
@@ -172,7 +198,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 min_key: s.min_key.as_ref().and_then(|k| k.to_json()),
                 max_key: s.max_key.as_ref().and_then(|k| k.to_json()),
                 checkpoint_id: Some(s.checkpoint_id.clone()),
-                writer_info: writer_info(s.duration_ms),
+                writer_info: writer_info(s.duration_ms, sidecar.as_ref()),
             })
             .collect(),
     };
@@ -360,8 +386,8 @@ fn custom_json(dim: Option<usize>, metric: Metric) -> Map<String, Value> {
     custom
 }
 
-fn writer_info(duration_ms: u64) -> Map<String, Value> {
-    let Value::Object(map) = json!({
+fn writer_info(duration_ms: u64, sidecar: Option<&SidecarStats>) -> Map<String, Value> {
+    let Value::Object(mut map) = json!({
         "attempt": 0,
         "duration_ms": duration_ms,
         "stage_id": null,
@@ -370,6 +396,9 @@ fn writer_info(duration_ms: u64) -> Map<String, Value> {
     }) else {
         return Map::new();
     };
+    if let Some(sidecar) = sidecar {
+        map.insert("sidecar_tag".into(), sidecar.tag.clone().into());
+    }
     map
 }
 

@@ -179,6 +179,9 @@ pub struct BuildArgs {
     /// No progress output on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Do not write the page-cache sidecar (shard.sidecar) beside each shard.
+    #[arg(long)]
+    pub no_sidecar: bool,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
 }
@@ -333,6 +336,7 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
         run_id: args.run_id,
         threads: args.threads,
         progress: !args.quiet,
+        sidecar: !args.no_sidecar,
     };
     let summary = build(&opts)?;
     let value = serde_json::to_value(&summary).map_err(json_err)?;
@@ -376,7 +380,12 @@ fn run_rollback(
     out: &mut dyn Write,
 ) -> Result<()> {
     let root = Root::parse(&read.root)?;
-    let Root::Local(root_dir) = &root;
+    let Root::Local(root_dir) = &root else {
+        return Err(Error::Usage(format!(
+            "rollback of a remote root to {} is not supported yet: give a local directory or file:// URL",
+            root.url()
+        )));
+    };
     let history = root.list_manifests()?;
     let current = current_manifest_path(&root)?;
     let current_index = history

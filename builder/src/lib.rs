@@ -3,6 +3,7 @@
 //! - [`input`]: JSONL / CSV / Parquet readers and record validation;
 //! - [`build`]: routing, sorting, duplicate handling, parallel shard writing;
 //! - [`shard_writer`]: one shard's SQLite (+ sqlite-vec) file;
+//! - [`sidecar_writer`]: the page-cache sidecar (`shard.sidecar`) of a shard;
 //! - [`publish`]: staged, atomic publication to a local root;
 //! - [`cli`]: the `edgeshard` command line.
 
@@ -12,5 +13,6 @@ pub mod error;
 pub mod input;
 pub mod publish;
 pub mod shard_writer;
+pub mod sidecar_writer;
 
 pub use error::{Error, Result};

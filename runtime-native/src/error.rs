@@ -20,6 +20,13 @@ pub enum Error {
         #[source]
         source: edgeshard_shared::Error,
     },
+    /// A remote store or HTTP server failed or answered in a way that cannot be read safely
+    /// (an error status, a Range request answered without 206, a compressed body).
+    #[error("remote read of {location} failed: {detail}")]
+    Remote { location: String, detail: String },
+    /// An object changed while being read (its ETag no longer matches): reopen the snapshot.
+    #[error("{location}: {detail}")]
+    Changed { location: String, detail: String },
     /// A shard file is not a usable SQLite / sqlite-vec database.
     #[error("shard {db_id} ({location}) is corrupt or unreadable: {detail}")]
     CorruptShard {
@@ -47,6 +54,11 @@ impl Error {
                     | std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::ConnectionAborted
             ),
+            // Network trouble often passes; a server that ignores Range or compresses bodies
+            // does not, but the message says which it is.
+            Error::Remote { detail, .. } => {
+                !detail.contains("Range") && !detail.contains("Content-Encoding")
+            }
             _ => false,
         }
     }

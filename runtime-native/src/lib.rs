@@ -11,12 +11,15 @@
 
 mod error;
 pub mod range;
+pub mod remote;
 mod root;
 mod snapshot;
 pub mod sqlite_vec_ext;
 
 pub use error::{Error, Result};
+pub use range::StatsSnapshot;
 pub use root::{ManifestVersion, Root};
 pub use snapshot::{
-    current_manifest_path, SearchHit, SearchResponse, Snapshot, SnapshotInfo, VectorId,
+    current_manifest_path, AccessMode, OpenOptions, SearchHit, SearchResponse, Snapshot,
+    SnapshotInfo, VectorId,
 };

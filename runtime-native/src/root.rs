@@ -1,15 +1,17 @@
 //! A snapshot root: where `_CURRENT`, `manifests/` and `shards/` live.
 //!
-//! Local directories (a path or a `file://` URL) are read directly. S3 and HTTP roots arrive with
-//! the object-store layer; until then they are refused with a clear error rather than guessed at.
+//! Local directories (a path or a `file://` URL) are read directly; `s3://` and `http(s)://`
+//! roots go through [`RemoteRoot`] (object_store).
 
 use crate::error::{Error, Result};
+use crate::remote::RemoteRoot;
 use edgeshard_shared::layout;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Root {
     Local(PathBuf),
+    Remote(RemoteRoot),
 }
 
 /// One published manifest, as found by listing `manifests/`.
@@ -24,15 +26,19 @@ pub struct ManifestVersion {
 impl Root {
     /// Accepts a directory path or a `file://` URL.
     pub fn parse(root: &str) -> Result<Self> {
+        Self::parse_with(root, &[])
+    }
+
+    /// As [`Root::parse`], with S3 storage options for `s3://` roots (see
+    /// [`RemoteRoot::parse_with`]).
+    pub fn parse_with(root: &str, storage_options: &[(String, String)]) -> Result<Self> {
         if let Some(path) = root.strip_prefix("file://") {
             // file:///abs/path -> /abs/path ; file://localhost/abs -> /abs
             let path = path.strip_prefix("localhost").unwrap_or(path);
             return Ok(Root::Local(PathBuf::from(percent_decode(path))));
         }
-        if let Some((scheme, _)) = root.split_once("://") {
-            return Err(Error::Unsupported(format!(
-                "{scheme}:// roots are not supported by this build yet (local paths and file:// are)"
-            )));
+        if root.contains("://") {
+            return RemoteRoot::parse_with(root, storage_options).map(Root::Remote);
         }
         Ok(Root::Local(PathBuf::from(root)))
     }
@@ -44,13 +50,15 @@ impl Root {
                 let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
                 format!("file://{}", abs.display())
             }
+            Root::Remote(remote) => remote.url().to_string(),
         }
     }
 
-    /// Where a root-relative object lives on local disk.
-    pub fn local_path(&self, relative: &str) -> PathBuf {
+    /// Where a root-relative object lives on local disk (`None` for remote roots).
+    pub fn local_path(&self, relative: &str) -> Option<PathBuf> {
         match self {
-            Root::Local(dir) => dir.join(relative),
+            Root::Local(dir) => Some(dir.join(relative)),
+            Root::Remote(_) => None,
         }
     }
 
@@ -60,7 +68,11 @@ impl Root {
     }
 
     pub fn read(&self, relative: &str) -> Result<Vec<u8>> {
-        let path = self.local_path(relative);
+        let dir = match self {
+            Root::Local(dir) => dir,
+            Root::Remote(remote) => return remote.read(relative),
+        };
+        let path = dir.join(relative);
         std::fs::read(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 Error::NotFound {
@@ -78,7 +90,14 @@ impl Root {
 
     /// Published manifests, newest first.
     pub fn list_manifests(&self) -> Result<Vec<ManifestVersion>> {
-        let dir = self.local_path(layout::MANIFESTS_DIR);
+        let dir = match self {
+            Root::Local(dir) => dir.join(layout::MANIFESTS_DIR),
+            Root::Remote(_) => {
+                return Err(Error::Unsupported(
+                    "listing manifests of a remote root is not implemented yet".into(),
+                ))
+            }
+        };
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -155,8 +174,13 @@ mod tests {
             Root::parse("file:///a/b%20c").unwrap(),
             Root::Local("/a/b c".into())
         );
+        assert!(matches!(Root::parse("s3://bucket/x"), Ok(Root::Remote(_))));
         assert!(matches!(
-            Root::parse("s3://bucket/x"),
+            Root::parse("http://127.0.0.1:1/x"),
+            Ok(Root::Remote(_))
+        ));
+        assert!(matches!(
+            Root::parse("ftp://host/x"),
             Err(Error::Unsupported(_))
         ));
     }

@@ -1,17 +1,20 @@
 //! An open snapshot: the manifest plus lazily opened shard connections.
 
 use crate::error::{Error, Result};
+use crate::range::{vfs, FileSource, RangeFile, RangeSource, RangeStats, StatsSnapshot};
 use crate::root::{sqlite_immutable_uri, ManifestVersion, Root};
 use crate::sqlite_vec_ext;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k, Scored};
+use edgeshard_shared::sidecar::{Sidecar, SidecarContent};
 use edgeshard_shared::{layout, routing, vector, Key, Manifest};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// sqlite-vec refuses k above this.
 pub const MAX_K: usize = 4096;
@@ -62,9 +65,66 @@ pub struct SnapshotInfo {
 
 struct ShardHandle {
     entry: ShardEntry,
-    path: PathBuf,
+    /// `shards/run_id=R/db=NNNNN/attempt=AA/shard.db`, relative to the root.
+    relative: String,
+    /// Display form of where the shard lives, for errors.
+    location: String,
     /// Opened on first use; a shard that is never queried is never opened.
     conn: Mutex<Option<Connection>>,
+}
+
+/// How shard databases are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    /// Range for large remote snapshots (a shard >= 16 MiB or all >= 2 GiB), else download;
+    /// local files are read in place.
+    #[default]
+    Auto,
+    /// Each shard fetched whole (remote) into the local cache, then read from disk.
+    Download,
+    /// Pages fetched on demand with ranged reads, through a bounded page cache and the sidecar.
+    Range,
+}
+
+impl AccessMode {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "download" => Ok(Self::Download),
+            "range" => Ok(Self::Range),
+            other => Err(Error::InvalidRequest(format!(
+                "access mode {other:?} is not auto, download or range"
+            ))),
+        }
+    }
+}
+
+/// Shard size from which `auto` reads by range (the format's rule), and the total.
+const RANGE_SHARD_BYTES: u64 = 16 << 20;
+const RANGE_TOTAL_BYTES: u64 = 2 << 30;
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub access: AccessMode,
+    /// Where downloaded shards are kept (default: `$TMPDIR/edgeshard-cache`), in folders named
+    /// by `checkpoint_id`, so runs never mix.
+    pub cache_dir: Option<PathBuf>,
+    /// Page cache bound per shard in range mode, in pages.
+    pub cache_pages: usize,
+    /// S3 settings overriding the environment (object_store keys, e.g. `aws_endpoint`).
+    pub storage_options: Vec<(String, String)>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            access: AccessMode::Auto,
+            cache_dir: None,
+            cache_pages: 4096,
+            storage_options: Vec::new(),
+        }
+    }
 }
 
 pub struct Snapshot {
@@ -74,19 +134,40 @@ pub struct Snapshot {
     vector: Option<VectorSpec>,
     /// Indexed by db_id; `None` for empty slots.
     shards: Vec<Option<ShardHandle>>,
+    options: OpenOptions,
+    /// The access mode in force (`auto` resolved).
+    mode: AccessMode,
+    /// Requests and bytes of every read this snapshot made (whole objects and ranges).
+    stats: Arc<RangeStats>,
 }
 
 impl Snapshot {
     /// Opens the snapshot `_CURRENT` points at.
     pub fn open(root: &str) -> Result<Self> {
-        let root = Root::parse(root)?;
-        let manifest_path = current_manifest_path(&root)?;
-        Self::open_manifest(root, &manifest_path)
+        Self::open_with(root, OpenOptions::default())
+    }
+
+    /// Opens the snapshot `_CURRENT` points at, with options (access mode, cache).
+    pub fn open_with(root: &str, options: OpenOptions) -> Result<Self> {
+        let root = Root::parse_with(root, &options.storage_options)?;
+        let stats = Arc::new(RangeStats::default());
+        let manifest_path = current_manifest_path_counted(&root, &stats)?;
+        Self::open_manifest_counted(root, &manifest_path, options, stats)
     }
 
     /// Opens one specific manifest (`manifests/<TS>_run_id=<RUN>/manifest`, relative to root).
     pub fn open_manifest(root: Root, manifest_path: &str) -> Result<Self> {
-        let bytes = root.read(manifest_path)?;
+        let stats = Arc::new(RangeStats::default());
+        Self::open_manifest_counted(root, manifest_path, OpenOptions::default(), stats)
+    }
+
+    fn open_manifest_counted(
+        root: Root,
+        manifest_path: &str,
+        options: OpenOptions,
+        stats: Arc<RangeStats>,
+    ) -> Result<Self> {
+        let bytes = read_counted(&root, manifest_path, &stats)?;
         let manifest = Manifest::from_sqlite_bytes(&bytes).map_err(|source| Error::Format {
             location: root.location(manifest_path),
             source,
@@ -108,19 +189,52 @@ impl Snapshot {
                 .unwrap_or_else(|| {
                     layout::shard_dir(&manifest.meta.run_id, entry.db_id, entry.attempt)
                 });
+            let relative = layout::join(&dir, layout::SHARD_DB_FILE);
             shards[entry.db_id as usize] = Some(ShardHandle {
                 entry: entry.clone(),
-                path: root.local_path(&layout::join(&dir, layout::SHARD_DB_FILE)),
+                location: root.location(&relative),
+                relative,
                 conn: Mutex::new(None),
             });
         }
+        let mode = match (options.access, &root) {
+            (AccessMode::Auto, Root::Local(_)) => AccessMode::Download,
+            (AccessMode::Auto, Root::Remote(_)) => {
+                let largest = manifest
+                    .shards
+                    .iter()
+                    .map(|s| s.db_bytes)
+                    .max()
+                    .unwrap_or(0);
+                let total: u64 = manifest.shards.iter().map(|s| s.db_bytes).sum();
+                if largest >= RANGE_SHARD_BYTES || total >= RANGE_TOTAL_BYTES {
+                    AccessMode::Range
+                } else {
+                    AccessMode::Download
+                }
+            }
+            (explicit, _) => explicit,
+        };
         Ok(Self {
             root,
             manifest_path: manifest_path.to_string(),
             manifest,
             vector,
             shards,
+            options,
+            mode,
+            stats,
         })
+    }
+
+    /// The access mode in force (`auto` resolved to `download` or `range`).
+    pub fn access_mode(&self) -> AccessMode {
+        self.mode
+    }
+
+    /// Requests, bytes and cache hits of every read so far (open included).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -324,7 +438,7 @@ impl Snapshot {
             .map(|(rowid, distance, original_id, payload)| {
                 let corrupt = |detail: String| Error::CorruptShard {
                     db_id,
-                    location: shard.path.display().to_string(),
+                    location: shard.location.clone(),
                     detail,
                 };
                 let id = match original_id {
@@ -361,7 +475,7 @@ impl Snapshot {
     ) -> Result<T> {
         let corrupt = |detail: String| Error::CorruptShard {
             db_id: shard.entry.db_id,
-            location: shard.path.display().to_string(),
+            location: shard.location.clone(),
             detail,
         };
         let mut guard = shard
@@ -369,36 +483,140 @@ impl Snapshot {
             .lock()
             .map_err(|_| corrupt("connection lock poisoned by an earlier panic".into()))?;
         if guard.is_none() {
-            if !shard.path.is_file() {
-                return Err(Error::NotFound {
-                    what: format!("shard {} database", shard.entry.db_id),
-                    location: shard.path.display().to_string(),
-                });
-            }
             sqlite_vec_ext::register();
-            let conn = Connection::open_with_flags(
-                sqlite_immutable_uri(&shard.path),
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_URI
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| corrupt(e.to_string()))?;
-            // Shards are immutable, so memory-mapping them is safe; it spares a read() and a
-            // copy per page, which dominates brute-force vector scans.
-            conn.pragma_update(None, "mmap_size", MMAP_BYTES)
-                .map_err(|e| corrupt(e.to_string()))?;
-            // Reading the schema here turns "not a database" into an error at open, with the
-            // shard named, instead of at the first query.
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| corrupt(e.to_string()))?;
-            *guard = Some(conn);
+            *guard = Some(self.open_shard(shard)?);
         }
         let conn = guard
             .as_ref()
             .ok_or_else(|| corrupt("connection missing after open".into()))?;
-        f(conn).map_err(|e| corrupt(e.to_string()))
+        f(conn).map_err(|e| match vfs::take_last_error() {
+            // A failed ranged read surfaces in SQLite as "disk I/O error": say what failed.
+            Some(cause) => corrupt(format!("{e}: {cause}")),
+            None => corrupt(e.to_string()),
+        })
+    }
+
+    /// Opens one shard's database per the access mode.
+    fn open_shard(&self, shard: &ShardHandle) -> Result<Connection> {
+        let db_id = shard.entry.db_id;
+        let corrupt = |detail: String| Error::CorruptShard {
+            db_id,
+            location: shard.location.clone(),
+            detail,
+        };
+        let conn = match (&self.root, self.mode) {
+            (Root::Local(dir), AccessMode::Range) => {
+                let path = dir.join(&shard.relative);
+                let source = FileSource::open(&path)?;
+                // Local files have no ETag: the sidecar written beside the file is trusted.
+                let sidecar = std::fs::read(sidecar_path(&path))
+                    .ok()
+                    .and_then(|bytes| Sidecar::parse(&bytes).ok())
+                    .map(|s| s.content);
+                self.open_range(Box::new(source), sidecar)?
+            }
+            (Root::Local(dir), _) => open_local_file(&dir.join(&shard.relative))?,
+            (Root::Remote(remote), AccessMode::Range) => {
+                let (size, etag) = remote.head(&shard.relative)?;
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                let sidecar = self.remote_sidecar(shard, etag.as_deref());
+                let source = remote.range_source(&shard.relative, size, etag);
+                self.open_range(Box::new(source), sidecar)?
+            }
+            (Root::Remote(_), _) => open_local_file(&self.download(shard)?)?,
+        };
+        // Reading the schema here turns "not a database" into an error at open, with the shard
+        // named, instead of at the first query.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| corrupt(e.to_string()))?;
+        Ok(conn)
+    }
+
+    fn open_range(
+        &self,
+        source: Box<dyn RangeSource>,
+        sidecar: Option<SidecarContent>,
+    ) -> Result<Connection> {
+        let file = RangeFile::open_with_stats(
+            source,
+            sidecar,
+            self.options.cache_pages,
+            self.stats.clone(),
+        )?;
+        vfs::open_connection(Arc::new(file))
+    }
+
+    /// The shard's sidecar when the manifest announces one and its tag is the live ETag of the
+    /// shard; anything else (absent, stale, malformed) means plain page reads.
+    fn remote_sidecar(&self, shard: &ShardHandle, etag: Option<&str>) -> Option<SidecarContent> {
+        let config = self.manifest.meta.custom.get("sqlite_sidecar")?;
+        let filename = config
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or(layout::SIDECAR_FILE);
+        let relative = shard
+            .relative
+            .strip_suffix(layout::SHARD_DB_FILE)
+            .map(|dir| format!("{dir}{filename}"))?;
+        let bytes = read_counted(&self.root, &relative, &self.stats).ok()?;
+        let sidecar = Sidecar::parse(&bytes).ok()?;
+        (Some(sidecar.tag.as_str()) == etag).then_some(sidecar.content)
+    }
+
+    /// Fetches a remote shard whole into the local cache (temp file + rename, so concurrent
+    /// processes never see a partial file), or reuses a cached copy of the same checkpoint.
+    fn download(&self, shard: &ShardHandle) -> Result<PathBuf> {
+        let entry = &shard.entry;
+        let identity = match &entry.checkpoint_id {
+            Some(id) if !id.is_empty() && !id.contains('/') => id.clone(),
+            _ => format!(
+                "{}-db{:05}-a{:02}",
+                self.manifest.meta.run_id, entry.db_id, entry.attempt
+            ),
+        };
+        let dir = self
+            .options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("edgeshard-cache"))
+            .join(identity);
+        let target = dir.join(layout::SHARD_DB_FILE);
+        if target.is_file() {
+            return Ok(target);
+        }
+        let io = |location: &PathBuf| {
+            let location = location.display().to_string();
+            move |source| Error::Io { location, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let bytes = read_counted(&self.root, &shard.relative, &self.stats)?;
+        if entry.db_bytes != 0 && bytes.len() as u64 != entry.db_bytes {
+            return Err(Error::CorruptShard {
+                db_id: entry.db_id,
+                location: shard.location.clone(),
+                detail: format!(
+                    "{} bytes, the manifest says {}",
+                    bytes.len(),
+                    entry.db_bytes
+                ),
+            });
+        }
+        let temp = dir.join(format!(
+            "{}.{}.{}.tmp",
+            layout::SHARD_DB_FILE,
+            std::process::id(),
+            NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
+        ));
+        {
+            let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
+            std::io::Write::write_all(&mut file, &bytes).map_err(io(&temp))?;
+            file.sync_all().map_err(io(&temp))?;
+        }
+        std::fs::rename(&temp, &target).map_err(io(&target))?;
+        Ok(target)
     }
 
     /// Published manifests under this snapshot's root, newest first.
@@ -407,10 +625,61 @@ impl Snapshot {
     }
 }
 
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// Opens a local shard file read-only, immutable and memory-mapped.
+fn open_local_file(path: &std::path::Path) -> Result<Connection> {
+    if !path.is_file() {
+        return Err(Error::NotFound {
+            what: "shard database".into(),
+            location: path.display().to_string(),
+        });
+    }
+    let corrupt = |e: rusqlite::Error| Error::CorruptShard {
+        db_id: 0,
+        location: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(
+        sqlite_immutable_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(corrupt)?;
+    // Shards are immutable, so memory-mapping them is safe; it spares a read() and a copy per
+    // page, which dominates brute-force vector scans.
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)
+        .map_err(corrupt)?;
+    Ok(conn)
+}
+
+fn sidecar_path(db_path: &std::path::Path) -> PathBuf {
+    db_path.with_file_name(layout::SIDECAR_FILE)
+}
+
+/// Reads a whole object, counting it as one request.
+fn read_counted(root: &Root, relative: &str, stats: &RangeStats) -> Result<Vec<u8>> {
+    let bytes = root.read(relative)?;
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.rounds.fetch_add(1, Ordering::Relaxed);
+    stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(bytes)
+}
+
+fn current_manifest_path_counted(root: &Root, stats: &RangeStats) -> Result<String> {
+    let bytes = read_counted(root, layout::CURRENT, stats)?;
+    manifest_path_from_current(root, &bytes)
+}
+
 /// The manifest `_CURRENT` points at, relative to the root.
 pub fn current_manifest_path(root: &Root) -> Result<String> {
     let bytes = root.read(layout::CURRENT)?;
-    let pointer = CurrentPointer::parse(&bytes).map_err(|source| Error::Format {
+    manifest_path_from_current(root, &bytes)
+}
+
+fn manifest_path_from_current(root: &Root, bytes: &[u8]) -> Result<String> {
+    let pointer = CurrentPointer::parse(bytes).map_err(|source| Error::Format {
         location: root.location(layout::CURRENT),
         source,
     })?;

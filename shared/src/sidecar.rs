@@ -88,6 +88,13 @@ fn decompress(frame: &[u8], expected: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| bad(format!("zstd data: {e}")))?;
     let frame_decoder = decoder.into_frame_decoder();
+    // The frame header's content size is not covered by the checksum: hold it to the prefix.
+    let declared = frame_decoder.content_size();
+    if declared != 0 && declared != expected {
+        return Err(bad(format!(
+            "zstd frame declares {declared} bytes, the prefix says {expected}"
+        )));
+    }
     // The format writes the frame checksum; a frame without one, or with a wrong one, is refused.
     match (
         frame_decoder.get_checksum_from_data(),

@@ -5,6 +5,9 @@
 //! Nothing here calls into the code under test to compute an expected value: expectations come
 //! from the generated data, `Metric::score` (exact f64 arithmetic) and the spec's golden values.
 
+pub mod http_server;
+pub mod s3_server;
+
 use arrow_array::builder::{BinaryBuilder, FixedSizeListBuilder, Float32Builder, StringBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
@@ -160,6 +163,7 @@ pub fn build_options(input: &Path, out: &Path) -> BuildOptions {
         run_id: None,
         threads: Some(2),
         progress: false,
+        sidecar: true,
     }
 }
 

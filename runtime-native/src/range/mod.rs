@@ -157,8 +157,22 @@ impl RangeFile {
         sidecar: Option<SidecarContent>,
         cache_pages: usize,
     ) -> Result<Self> {
+        Self::open_with_stats(
+            source,
+            sidecar,
+            cache_pages,
+            Arc::new(RangeStats::default()),
+        )
+    }
+
+    /// As [`RangeFile::open`], counting into shared `stats` (one set per snapshot).
+    pub fn open_with_stats(
+        source: Box<dyn RangeSource>,
+        sidecar: Option<SidecarContent>,
+        cache_pages: usize,
+        stats: Arc<RangeStats>,
+    ) -> Result<Self> {
         let len = source.size();
-        let stats = Arc::new(RangeStats::default());
         let cache = Mutex::new(LruCache::new(cache_pages.max(16)));
         let Some(sidecar) = sidecar else {
             let first = HEADER_BLOCK.min(len);

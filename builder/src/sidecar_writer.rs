@@ -1,0 +1,178 @@
+//! Writes `shard.sidecar` (page-cache sidecar v8, format spec section 8) beside a `shard.db`.
+//!
+//! The content comes from [`edgeshard_shared::sidecar::analyze`]; this module compresses the
+//! body (one zstd frame, checksum on, which [`Sidecar::parse`] requires) and binds it to a tag:
+//! the ETag of `shard.db` as the serving store returns it. For a local root that is the S3-style
+//! single-part ETag ([`s3_single_part_etag`]), so a local snapshot uploaded as-is keeps valid
+//! sidecars; a publisher that uploads elsewhere passes the ETag its upload returned.
+//!
+//! [`Sidecar::parse`]: edgeshard_shared::sidecar::Sidecar::parse
+
+use crate::error::{Error, Result};
+use edgeshard_shared::layout;
+use edgeshard_shared::sidecar::{analyze, assemble};
+use md5::{Digest, Md5};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// zstd level: the body is mostly B-tree pages; higher levels buy little for the time.
+const ZSTD_LEVEL: i32 = 3;
+/// Readers refuse bodies beyond 1 GiB; a sidecar they would refuse is not written.
+const MAX_BODY: usize = 1 << 30;
+
+/// What was written for one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarStats {
+    /// The tag the sidecar is bound to (the `shard.db` ETag, quotes included).
+    pub tag: String,
+    /// Size of the `shard.sidecar` file.
+    pub bytes: u64,
+    /// Uncompressed body size.
+    pub body_bytes: u64,
+    /// Pinned pages and overflow chains.
+    pub pages: usize,
+    pub chains: usize,
+}
+
+/// `shard.sidecar` beside `db_path`.
+pub fn sidecar_path(db_path: &Path) -> PathBuf {
+    db_path.with_file_name(layout::SIDECAR_FILE)
+}
+
+/// The ETag an S3-compatible store returns for a single-part PUT of `bytes`:
+/// `"` + lowercase hex MD5 + `"`, quotes included.
+pub fn s3_single_part_etag(bytes: &[u8]) -> String {
+    let digest = Md5::digest(bytes);
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    for b in digest {
+        tag.push_str(&format!("{b:02x}"));
+    }
+    tag.push('"');
+    tag
+}
+
+/// Writes the sidecar of `db_path` bound to `tag`. `Ok(None)` (and no file) when the database
+/// cannot have one: it reserves bytes per page (the format makes no sidecar then), or its
+/// sidecar would exceed what readers accept. Any other problem is an error.
+pub fn write_sidecar(db_path: &Path, tag: &str) -> Result<Option<SidecarStats>> {
+    let db = std::fs::read(db_path).map_err(Error::io(db_path.display()))?;
+    write_for_image(db_path, &db, tag)
+}
+
+/// [`write_sidecar`] for a local root: the tag is the S3-style single-part ETag of the file
+/// (computed from the same read as the analysis).
+pub fn write_local_sidecar(db_path: &Path) -> Result<Option<SidecarStats>> {
+    let db = std::fs::read(db_path).map_err(Error::io(db_path.display()))?;
+    let tag = s3_single_part_etag(&db);
+    write_for_image(db_path, &db, &tag)
+}
+
+fn write_for_image(db_path: &Path, db: &[u8], tag: &str) -> Result<Option<SidecarStats>> {
+    // Header byte 20: bytes reserved at the end of each page. `analyze` refuses such images;
+    // checking here keeps that case apart from real errors (a corrupt or truncated file).
+    if db.len() >= 100 && db[20] != 0 {
+        return Ok(None);
+    }
+    let content = analyze(db)?;
+    let body = content.encode_body();
+    if body.len() > MAX_BODY {
+        return Ok(None);
+    }
+    let frame = compress(&body).map_err(Error::io(db_path.display()))?;
+    let file = assemble(content.page_size, tag, body.len() as u64, &frame)?;
+    let path = sidecar_path(db_path);
+    std::fs::write(&path, &file).map_err(Error::io(path.display()))?;
+    Ok(Some(SidecarStats {
+        tag: tag.to_string(),
+        bytes: file.len() as u64,
+        body_bytes: body.len() as u64,
+        pages: content.pages.len(),
+        chains: content.chains.len(),
+    }))
+}
+
+/// One zstd frame with its content checksum.
+fn compress(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = zstd::stream::Encoder::new(Vec::with_capacity(body.len() / 2), ZSTD_LEVEL)?;
+    encoder.include_checksum(true)?;
+    encoder.include_contentsize(true)?;
+    encoder.set_pledged_src_size(Some(body.len() as u64))?;
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeshard_shared::sidecar::Sidecar;
+
+    #[test]
+    fn etag_is_quoted_lowercase_md5() {
+        // RFC 1321 test vectors.
+        assert_eq!(
+            s3_single_part_etag(b""),
+            "\"d41d8cd98f00b204e9800998ecf8427e\""
+        );
+        assert_eq!(
+            s3_single_part_etag(b"abc"),
+            "\"900150983cd24fb0d6963f7d28e17f72\""
+        );
+    }
+
+    fn small_db(dir: &Path) -> PathBuf {
+        let path = dir.join("shard.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size=4096;
+             CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i+1 FROM n WHERE i < 2999)
+             INSERT INTO kv SELECT CAST(printf('%08d', i) AS BLOB), randomblob(300) FROM n;
+             INSERT INTO kv VALUES (x'ff', randomblob(20000));",
+        )
+        .unwrap();
+        drop(conn);
+        path
+    }
+
+    #[test]
+    fn writes_a_parsable_sidecar_bound_to_the_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = small_db(dir.path());
+        let stats = write_sidecar(&db, "\"etag-x\"").unwrap().unwrap();
+        let bytes = std::fs::read(sidecar_path(&db)).unwrap();
+        assert_eq!(bytes.len() as u64, stats.bytes);
+        let sidecar = Sidecar::parse(&bytes).unwrap();
+        assert_eq!(sidecar.tag, "\"etag-x\"");
+        assert_eq!(
+            sidecar.content,
+            analyze(&std::fs::read(&db).unwrap()).unwrap()
+        );
+        assert_eq!(stats.chains, 1);
+        assert!(stats.pages > 2);
+
+        let local = write_local_sidecar(&db).unwrap().unwrap();
+        assert_eq!(local.tag, s3_single_part_etag(&std::fs::read(&db).unwrap()));
+    }
+
+    #[test]
+    fn reserved_bytes_mean_no_sidecar_and_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = small_db(dir.path());
+        // Header byte 20: bytes reserved per page (e.g. by a checksum VFS).
+        let mut bytes = std::fs::read(&db).unwrap();
+        bytes[20] = 8;
+        std::fs::write(&db, bytes).unwrap();
+        assert_eq!(write_sidecar(&db, "\"t\"").unwrap(), None);
+        assert!(!sidecar_path(&db).exists());
+    }
+
+    #[test]
+    fn a_corrupt_database_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("shard.db");
+        std::fs::write(&db, b"not a database at all").unwrap();
+        assert!(write_sidecar(&db, "\"t\"").is_err());
+        assert!(!sidecar_path(&db).exists());
+    }
+}

@@ -1,0 +1,209 @@
+//! Snapshots on a static HTTP host (a real nginx on 127.0.0.1): download and range modes answer
+//! exactly like local reads; hosts that ignore Range or compress bodies, missing objects and
+//! objects replaced mid-read are reported, never misread.
+
+use edgeshard_builder::build::build;
+use edgeshard_native::{AccessMode, Error, OpenOptions, Snapshot};
+use edgeshard_shared::Key;
+use edgeshard_tests::http_server::{ServerMode, StaticServer};
+use edgeshard_tests::*;
+use rand::Rng;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+const DIM: usize = 16;
+
+/// 2,000 records with 16-d vectors and 20..400-byte values in 4 shards; returns the root and the
+/// query vectors to use.
+fn build_snapshot(dir: &Path) -> (PathBuf, Vec<Vec<f32>>) {
+    let mut rng = rng(21);
+    let rows: Vec<_> = (0..2000i64)
+        .map(|id| {
+            let len = rng.random_range(20..400);
+            let value: String = (0..len)
+                .map(|_| rng.random_range(b'a'..=b'z') as char)
+                .collect();
+            json!({"id": id, "value": value, "emb": vector_json(&random_vector(&mut rng, DIM)),
+                   "tag": format!("t{}", id % 7)})
+        })
+        .collect();
+    let input = dir.join("in.jsonl");
+    write_jsonl(&input, rows);
+    let root = dir.join("snap");
+    let mut opts = build_options(&input, &root);
+    opts.shards = 4;
+    opts.fields.vector_field = Some("emb".into());
+    opts.fields.payload_fields = vec!["tag".into()];
+    build(&opts).expect("build");
+    let queries = (0..10).map(|_| random_vector(&mut rng, DIM)).collect();
+    (root, queries)
+}
+
+fn open(url: &str, access: AccessMode, cache: &Path) -> Snapshot {
+    Snapshot::open_with(
+        url,
+        OpenOptions {
+            access,
+            cache_dir: Some(cache.to_path_buf()),
+            cache_pages: 1024,
+            storage_options: Vec::new(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("open {url} ({access:?}): {e}"))
+}
+
+#[test]
+fn download_and_range_modes_answer_like_local_reads() {
+    let dir = temp_dir();
+    let (root, queries) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let local = Snapshot::open(root.to_str().unwrap()).unwrap();
+    let keys: Vec<Key> = (0..2100).map(Key::Int).collect(); // 100 absent keys too
+    let expected = local.multi_get(&keys).unwrap();
+    for access in [AccessMode::Download, AccessMode::Range] {
+        let remote = open(&server.base_url, access, &dir.path().join("cache"));
+        assert_eq!(remote.access_mode(), access);
+        assert_eq!(
+            remote.multi_get(&keys).unwrap(),
+            expected,
+            "{access:?} multi_get"
+        );
+        for key in keys.iter().step_by(97) {
+            assert_eq!(
+                remote.get(key).unwrap(),
+                local.get(key).unwrap(),
+                "{access:?} get {key}"
+            );
+        }
+        for q in &queries {
+            assert_eq!(
+                remote.search(q, 10, None).unwrap(),
+                local.search(q, 10, None).unwrap(),
+                "{access:?} search"
+            );
+        }
+        let stats = remote.stats();
+        assert!(
+            stats.requests > 2 && stats.bytes > 0,
+            "{access:?}: {stats:?}"
+        );
+    }
+    // Small snapshot: auto picks download.
+    let auto = open(
+        &server.base_url,
+        AccessMode::Auto,
+        &dir.path().join("cache2"),
+    );
+    assert_eq!(auto.access_mode(), AccessMode::Download);
+}
+
+#[test]
+fn range_mode_fetches_pages_not_shards() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let remote = open(
+        &server.base_url,
+        AccessMode::Range,
+        &dir.path().join("cache"),
+    );
+    let opened = remote.stats();
+    assert_eq!(
+        opened.requests, 2,
+        "open reads _CURRENT and the manifest only"
+    );
+    remote.get(&Key::Int(5)).unwrap().expect("key 5 is present");
+    let first = remote.stats() - opened;
+    let total_bytes: u64 = remote.manifest().shards.iter().map(|s| s.db_bytes).sum();
+    assert!(
+        first.bytes * 4 < total_bytes,
+        "a point lookup read {} of {total_bytes} bytes",
+        first.bytes
+    );
+    // Warm: the same key again costs no request.
+    let before = remote.stats();
+    remote.get(&Key::Int(5)).unwrap();
+    assert_eq!((remote.stats() - before).requests, 0);
+}
+
+#[test]
+fn a_host_that_ignores_range_is_reported() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::IgnoresRange);
+    let remote = open(
+        &server.base_url,
+        AccessMode::Range,
+        &dir.path().join("cache"),
+    );
+    let err = remote.get(&Key::Int(1)).unwrap_err().to_string();
+    assert!(err.contains("Range"), "{err}");
+    // Download mode needs no Range support and still works there.
+    let download = open(
+        &server.base_url,
+        AccessMode::Download,
+        &dir.path().join("cache"),
+    );
+    assert!(download.get(&Key::Int(1)).unwrap().is_some());
+}
+
+#[test]
+fn a_host_that_compresses_bodies_is_reported() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Gzip);
+    let err = Snapshot::open_with(&server.base_url, OpenOptions::default())
+        .err()
+        .expect("a gzip-labelled _CURRENT must not be read as JSON")
+        .to_string();
+    assert!(err.contains("Content-Encoding"), "{err}");
+}
+
+#[test]
+fn missing_objects_are_not_found() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let server = StaticServer::start(&dir.path().join("empty"), ServerMode::Normal);
+    let err = Snapshot::open(&server.base_url)
+        .err()
+        .expect("no _CURRENT there");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn a_shard_replaced_mid_read_is_an_error_not_mixed_bytes() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let remote = open(
+        &server.base_url,
+        AccessMode::Range,
+        &dir.path().join("cache"),
+    );
+    // Open every shard (pins its ETag), then replace the shard files on the server.
+    for key in 0..40 {
+        remote.get(&Key::Int(key)).unwrap();
+    }
+    let snap = Snapshot::open(root.to_str().unwrap()).unwrap();
+    let run = snap.manifest().meta.run_id.clone();
+    for shard in &snap.manifest().shards {
+        let path = root.join(format!(
+            "shards/run_id={run}/db={:05}/attempt=00/shard.db",
+            shard.db_id
+        ));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0u8; 4096]); // new size, so a new ETag
+        std::fs::write(&path, bytes).unwrap();
+    }
+    // Keys not read yet need new pages: every such read is conditional on the old ETag.
+    let failures = (1000..1400)
+        .filter_map(|key| remote.get(&Key::Int(key)).err())
+        .collect::<Vec<_>>();
+    assert!(
+        !failures.is_empty(),
+        "reads after the replacement must fail"
+    );
+    for e in &failures {
+        assert!(e.to_string().contains("changed"), "{e}");
+    }
+}
