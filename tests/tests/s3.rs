@@ -89,3 +89,41 @@ fn a_missing_bucket_or_prefix_is_not_found() {
         "{err}"
     );
 }
+
+#[test]
+fn cold_lookups_on_s3_use_the_sidecar_one_leaf_read_each() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = S3Server::start();
+    server.create_bucket("snapshots");
+    server.upload_dir(&root, "snapshots", "s");
+    for key in (0..1500).step_by(150) {
+        // A fresh snapshot per key: nothing cached.
+        let remote = open(
+            &server,
+            "s3://snapshots/s",
+            AccessMode::Range,
+            &dir.path().join("c"),
+        );
+        let opened = remote.stats();
+        assert_eq!(opened.requests, 2, "open: _CURRENT and manifest");
+        assert!(remote.get(&Key::Int(key)).unwrap().is_some());
+        let cost = remote.stats() - opened;
+        // HEAD of shard.db (its ETag), the sidecar (tag == ETag, so it is used), one leaf page.
+        assert_eq!(cost.requests, 3, "key {key}: {cost:?}");
+        assert!(
+            cost.bytes < 32 * 1024,
+            "key {key}: {} bytes: the sidecar and one 4 KiB leaf, not a header block",
+            cost.bytes
+        );
+        // The next key on the same shard, on another leaf, costs one ranged read.
+        let before = remote.stats();
+        let db_id = remote.route(&Key::Int(key)).unwrap();
+        let other = (key + 1..key + 1500)
+            .map(Key::Int)
+            .find(|k| remote.route(k).unwrap() == db_id)
+            .unwrap();
+        remote.get(&other).unwrap();
+        assert!((remote.stats() - before).requests <= 1);
+    }
+}
