@@ -7,7 +7,9 @@ use crate::input::{FieldMapping, InputFormat};
 use crate::publish::write_current;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edgeshard_native::{current_manifest_path, Root, SearchResponse, Snapshot};
+use edgeshard_native::{
+    current_manifest_path, AccessMode, OpenOptions, Root, SearchResponse, Snapshot,
+};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::{layout, routing, Key, KeyEncoding, Metric};
 use serde_json::{json, Value};
@@ -37,11 +39,65 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct ReadArgs {
-    /// Snapshot root: a directory or file:// URL.
+    /// Snapshot root: a directory, file://, s3://bucket/prefix or http(s):// URL.
     #[arg(long, env = "EDGESHARD_ROOT")]
     pub root: String,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
+    /// How remote shards are read: whole into the local cache (download), page by page with
+    /// ranged reads (range), or by size (auto: range from 16 MiB per shard or 2 GiB in all).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub access: AccessArg,
+    /// Where downloaded shards are cached (default: $TMPDIR/edgeshard-cache).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print requests, bytes and cache hits of the command to stderr, as JSON.
+    #[arg(long)]
+    pub stats: bool,
+    /// S3 endpoint for S3-compatible stores (else AWS_ENDPOINT_URL); path-style requests.
+    #[arg(long, env = "EDGESHARD_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (else AWS_REGION, else us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessArg {
+    Auto,
+    Download,
+    Range,
+}
+
+impl ReadArgs {
+    fn open(&self) -> Result<Snapshot> {
+        let mut storage_options = Vec::new();
+        if let Some(endpoint) = &self.s3_endpoint {
+            storage_options.push(("aws_endpoint".to_string(), endpoint.clone()));
+        }
+        if let Some(region) = &self.s3_region {
+            storage_options.push(("aws_region".to_string(), region.clone()));
+        }
+        let options = OpenOptions {
+            access: match self.access {
+                AccessArg::Auto => AccessMode::Auto,
+                AccessArg::Download => AccessMode::Download,
+                AccessArg::Range => AccessMode::Range,
+            },
+            cache_dir: self.cache_dir.clone(),
+            storage_options,
+            ..OpenOptions::default()
+        };
+        Ok(Snapshot::open_with(&self.root, options)?)
+    }
+
+    /// With `--stats`, the snapshot's I/O so far as one JSON line on stderr.
+    fn report(&self, snap: &Snapshot) {
+        if self.stats {
+            let stats = json!({"stats": snap.stats(), "access": snap.access_mode()});
+            eprintln!("{stats}");
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,19 +290,23 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 .into_iter()
                 .map(|x| x as f32)
                 .collect();
-            let snap = Snapshot::open(&read.root)?;
+            let snap = read.open()?;
             let started = Instant::now();
             let response = snap.search(&query, k, shards.as_deref())?;
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            read.report(&snap);
             print_search(&response, latency_ms, read.format, out)
         }
         Command::Info { read } => {
-            let info = Snapshot::open(&read.root)?.info();
+            let snap = read.open()?;
+            let info = snap.info();
+            read.report(&snap);
             let value = serde_json::to_value(&info).map_err(json_err)?;
             emit_records(&[value], read.format, out)
         }
         Command::Shards { read } => {
-            let snap = Snapshot::open(&read.root)?;
+            let snap = read.open()?;
+            read.report(&snap);
             let rows: Vec<Value> = snap
                 .manifest()
                 .shards
@@ -344,13 +404,14 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn run_get(read: &ReadArgs, keys: &[String], out: &mut dyn Write) -> Result<()> {
-    let snap = Snapshot::open(&read.root)?;
+    let snap = read.open()?;
     let encoding = snap.manifest().meta.key_encoding;
     let parsed: Vec<Key> = keys
         .iter()
         .map(|k| encoding.parse_key_text(k))
         .collect::<std::result::Result<_, _>>()?;
     let values = snap.multi_get(&parsed)?;
+    read.report(&snap);
     let rows: Vec<Value> = parsed
         .iter()
         .zip(values)

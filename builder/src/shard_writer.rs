@@ -74,43 +74,16 @@ pub fn write_shard(
         .map_err(Error::sqlite(&location))?;
     }
     let tx = conn.transaction().map_err(Error::sqlite(&location))?;
+    // One table at a time, so each table's pages are contiguous in the file: a range reader's
+    // read-ahead then turns a scan (a vector chunk table, a kv walk) into few large reads.
     {
         let mut kv = tx
             .prepare("INSERT INTO kv (k, v) VALUES (?1, ?2)")
             .map_err(Error::sqlite(&location))?;
-        let mut vec_insert = match vectors {
-            Some(_) => Some((
-                tx.prepare("INSERT INTO vec_index (rowid, embedding) VALUES (?1, ?2)")
-                    .map_err(Error::sqlite(&location))?,
-                tx.prepare("INSERT INTO vec_id_map (internal_id, original_id) VALUES (?1, ?2)")
-                    .map_err(Error::sqlite(&location))?,
-                tx.prepare("INSERT INTO vec_payloads (rowid, payload) VALUES (?1, ?2)")
-                    .map_err(Error::sqlite(&location))?,
-            )),
-            None => None,
-        };
         let mut pending = 0u64;
-        for (row, record) in records.iter().enumerate() {
+        for record in records {
             kv.execute(params![record.encoded_key, record.value])
                 .map_err(Error::sqlite(&location))?;
-            if let (Some((index, id_map, payloads)), Some(v)) = (&mut vec_insert, &record.vector) {
-                // In a unified snapshot the vector id is the record key; rowids are 0.. per shard.
-                let rowid = row as i64;
-                index
-                    .execute(params![rowid, vector::to_le_bytes(v)])
-                    .map_err(Error::sqlite(&location))?;
-                id_map
-                    .execute(params![
-                        rowid,
-                        original_id_json(&record.key, record.number)?
-                    ])
-                    .map_err(Error::sqlite(&location))?;
-                if let Some(payload) = &record.payload {
-                    payloads
-                        .execute(params![rowid, to_string_sorted(payload, Style::Python)])
-                        .map_err(Error::sqlite(&location))?;
-                }
-            }
             pending += 1;
             if pending == 1024 {
                 on_rows(pending);
@@ -118,6 +91,44 @@ pub fn write_shard(
             }
         }
         on_rows(pending);
+    }
+    if vectors.is_some() {
+        // In a unified snapshot the vector id is the record key; rowids are 0.. per shard.
+        let with_rowids = || {
+            records
+                .iter()
+                .enumerate()
+                .filter_map(|(row, r)| r.vector.as_ref().map(|v| (row as i64, r, v)))
+        };
+        let mut index = tx
+            .prepare("INSERT INTO vec_index (rowid, embedding) VALUES (?1, ?2)")
+            .map_err(Error::sqlite(&location))?;
+        for (rowid, _, v) in with_rowids() {
+            index
+                .execute(params![rowid, vector::to_le_bytes(v)])
+                .map_err(Error::sqlite(&location))?;
+        }
+        let mut id_map = tx
+            .prepare("INSERT INTO vec_id_map (internal_id, original_id) VALUES (?1, ?2)")
+            .map_err(Error::sqlite(&location))?;
+        for (rowid, record, _) in with_rowids() {
+            id_map
+                .execute(params![
+                    rowid,
+                    original_id_json(&record.key, record.number)?
+                ])
+                .map_err(Error::sqlite(&location))?;
+        }
+        let mut payloads = tx
+            .prepare("INSERT INTO vec_payloads (rowid, payload) VALUES (?1, ?2)")
+            .map_err(Error::sqlite(&location))?;
+        for (rowid, record, _) in with_rowids() {
+            if let Some(payload) = &record.payload {
+                payloads
+                    .execute(params![rowid, to_string_sorted(payload, Style::Python)])
+                    .map_err(Error::sqlite(&location))?;
+            }
+        }
     }
     tx.commit().map_err(Error::sqlite(&location))?;
     conn.close().map_err(|(_, e)| sql(e))?;

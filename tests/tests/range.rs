@@ -184,3 +184,26 @@ fn a_missing_or_garbage_object_is_a_clear_error() {
     assert!(err.contains("not a SQLite database"), "{err}");
     assert!(FileSource::open(dir.path().join("absent.db")).is_err());
 }
+
+#[test]
+fn scans_without_a_sidecar_read_ahead() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path(), false);
+    let path = &shard_files(&root)[0];
+    let file = range_file(path, false);
+    let conn = vfs::open_connection(file.clone()).unwrap();
+    let before = file.stats.snapshot();
+    // A full scan of the kv table touches every leaf page, in file order.
+    let total: i64 = conn
+        .query_row("SELECT sum(length(v)) FROM kv", [], |r| r.get(0))
+        .unwrap();
+    assert!(total > 0);
+    let cost = file.stats.snapshot() - before;
+    let pages = cost.bytes / 4096;
+    assert!(pages > 20, "the scan read {pages} pages");
+    assert!(
+        cost.requests * 2 < pages,
+        "{} requests for {pages} pages: read-ahead should batch sequential pages",
+        cost.requests
+    );
+}

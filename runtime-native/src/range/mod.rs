@@ -145,8 +145,14 @@ pub struct RangeFile {
     /// Page -> the whole overflow chain it belongs to.
     chain_of: HashMap<u32, Arc<[u32]>>,
     cache: Mutex<LruCache<u32, Arc<[u8]>>>,
+    /// Sequential-miss detection: (last page fetched, pages to fetch next time).
+    read_ahead: Mutex<(u32, u32)>,
     pub stats: Arc<RangeStats>,
 }
+
+/// Read-ahead doubles on each sequential miss up to this many pages (256 KiB at 4 KiB pages):
+/// a scan (a vector chunk without a sidecar, a table walk) then costs few round trips.
+const MAX_READ_AHEAD_PAGES: u32 = 64;
 
 impl RangeFile {
     /// Opens `source`, pinning the sidecar's pages when one is given (the caller has checked that
@@ -191,6 +197,7 @@ impl RangeFile {
                 pinned: HashMap::new(),
                 chain_of: HashMap::new(),
                 cache,
+                read_ahead: Mutex::new((0, 1)),
                 stats,
             };
             // Keep the pages of the header block: they were paid for.
@@ -222,6 +229,7 @@ impl RangeFile {
                 .collect(),
             chain_of,
             cache,
+            read_ahead: Mutex::new((0, 1)),
             stats,
         };
         file.pin_chains(&interior_heads)?;
@@ -313,6 +321,7 @@ impl RangeFile {
         if !missing.is_empty() {
             missing.sort_unstable();
             missing.dedup();
+            self.extend_sequential(&mut missing);
             let ranges = coalesce(&missing, self.page_size, self.len);
             let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
             let mut cache = self.cache.lock().map_err(|_| self.poisoned())?;
@@ -352,6 +361,37 @@ impl RangeFile {
                 })
             })
             .collect()
+    }
+
+    /// When this miss continues the previous one (a scan), also fetch the pages after it,
+    /// doubling the window each time; any other miss resets the window.
+    fn extend_sequential(&self, missing: &mut Vec<u32>) {
+        let Ok(mut state) = self.read_ahead.lock() else {
+            return;
+        };
+        let (last, window) = *state;
+        let first = missing[0];
+        let next_window = if first == last + 1 {
+            (window * 2).min(MAX_READ_AHEAD_PAGES)
+        } else {
+            1
+        };
+        let last_page = self.len.div_ceil(self.page_size) as u32;
+        let end = missing
+            .last()
+            .copied()
+            .unwrap_or(first)
+            .max(first + next_window - 1)
+            .min(last_page);
+        let cache = self.cache.lock().ok();
+        for page in first..=end {
+            let cached = cache.as_ref().is_some_and(|c| c.contains_key(&page));
+            if !cached && !self.pinned.contains_key(&page) && !missing.contains(&page) {
+                missing.push(page);
+            }
+        }
+        missing.sort_unstable();
+        *state = (end, next_window);
     }
 
     /// Splits fetched blocks into pages and caches them.
