@@ -170,6 +170,18 @@ pub enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Bind each shard's sidecar to the ETag a host serving this snapshot reports for the
+    /// shard (static hosts compute their own ETags); range readers then use the sidecars there.
+    SidecarBind {
+        /// The local snapshot root whose sidecars are rewritten.
+        #[arg(long)]
+        root: String,
+        /// Where the same snapshot is served: http(s)://... or s3://...
+        #[arg(long)]
+        host: String,
+        #[arg(long, value_enum, default_value = "json")]
+        format: OutputFormat,
+    },
     /// Point _CURRENT at an older manifest.
     Rollback {
         #[command(flatten)]
@@ -374,6 +386,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             offset,
             run_id,
         } => run_rollback(&read, offset, run_id, out),
+        Command::SidecarBind { root, host, format } => run_sidecar_bind(&root, &host, format, out),
     }
 }
 
@@ -483,6 +496,50 @@ fn run_rollback(
         "run_id": target.run_id, "manifest": target.manifest_path, "previous": current,
     });
     emit_records(&[row], read.format, out)
+}
+
+fn run_sidecar_bind(
+    root: &str,
+    host: &str,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let snap = Snapshot::open(root)?;
+    let Root::Local(dir) = snap.root() else {
+        return Err(Error::Usage(
+            "--root must be the local copy of the snapshot".into(),
+        ));
+    };
+    let remote = edgeshard_native::remote::RemoteRoot::parse(host)?;
+    let mut rows = Vec::new();
+    for (db_id, relative) in snap.shard_db_paths() {
+        let db_path = dir.join(&relative);
+        let local_size = std::fs::metadata(&db_path)
+            .map_err(Error::io(db_path.display()))?
+            .len();
+        let (size, etag) = remote.head(&relative)?;
+        if size != local_size {
+            return Err(Error::Usage(format!(
+                "{host}/{relative} is {size} bytes but the local shard is {local_size}: the host \
+                 serves another snapshot"
+            )));
+        }
+        let tag = etag.ok_or_else(|| {
+            Error::Usage(format!(
+                "{host}/{relative} has no ETag, so a sidecar cannot be bound"
+            ))
+        })?;
+        let sidecar_path = db_path.with_file_name(layout::SIDECAR_FILE);
+        let bytes = std::fs::read(&sidecar_path).map_err(Error::io(sidecar_path.display()))?;
+        let retagged = edgeshard_shared::sidecar::retag(&bytes, &tag)?;
+        let temp = sidecar_path.with_extension("sidecar.tmp");
+        std::fs::write(&temp, &retagged).map_err(Error::io(temp.display()))?;
+        std::fs::rename(&temp, &sidecar_path).map_err(Error::io(sidecar_path.display()))?;
+        rows.push(
+            json!({"db_id": db_id, "sidecar": sidecar_path.display().to_string(), "tag": tag}),
+        );
+    }
+    emit_records(&rows, format, out)
 }
 
 fn key_from_text(text: &str, key_type: Option<KeyType>) -> Result<Key> {

@@ -227,6 +227,15 @@ impl Snapshot {
         })
     }
 
+    /// `(db_id, path of shard.db relative to the root)` of every non-empty shard.
+    pub fn shard_db_paths(&self) -> Vec<(u32, String)> {
+        self.shards
+            .iter()
+            .flatten()
+            .map(|s| (s.entry.db_id, s.relative.clone()))
+            .collect()
+    }
+
     /// The access mode in force (`auto` resolved to `download` or `range`).
     pub fn access_mode(&self) -> AccessMode {
         self.mode

@@ -293,6 +293,21 @@ pub fn index_overflow_heads(number: u32, page: &[u8], page_size: u32) -> Vec<u32
     heads
 }
 
+/// The same sidecar bound to another tag: the ETag a host reports for `shard.db` once the
+/// snapshot is deployed there (static hosts compute their own ETags). The body is unchanged.
+pub fn retag(sidecar: &[u8], tag: &str) -> Result<Vec<u8>> {
+    if sidecar.len() < PREFIX_LEN || &sidecar[..4] != MAGIC || sidecar[4] != VERSION {
+        return Err(bad("not a v8 sidecar"));
+    }
+    let old_tag_len = sidecar[17] as usize;
+    let frame = sidecar
+        .get(PREFIX_LEN + old_tag_len..)
+        .ok_or_else(|| bad("tag is truncated"))?;
+    let body_size = u64::from_le_bytes(sidecar[5..13].try_into().map_err(|_| bad("prefix"))?);
+    let page_size = u32::from_le_bytes(sidecar[13..17].try_into().map_err(|_| bad("prefix"))?);
+    assemble(page_size, tag, body_size, frame)
+}
+
 /// Header offset of a page: page 1 starts with the 100-byte database header.
 fn page_base(number: u32) -> usize {
     if number == 1 {

@@ -81,3 +81,16 @@ fn corrupt_sidecars_are_rejected() {
     }
     assert!(Sidecar::parse(&good[..good.len() - 10]).is_err());
 }
+
+#[test]
+fn retagging_keeps_the_body_and_changes_only_the_tag() {
+    let original = fixture("sqlite_vec_cosine_dim4_shard.sidecar");
+    let retagged = edgeshard_shared::sidecar::retag(&original, "\"5f3a-1d000\"").unwrap();
+    let (a, b) = (
+        Sidecar::parse(&original).unwrap(),
+        Sidecar::parse(&retagged).unwrap(),
+    );
+    assert_eq!(b.tag, "\"5f3a-1d000\"");
+    assert!(a.content == b.content);
+    assert!(edgeshard_shared::sidecar::retag(b"not a sidecar", "x").is_err());
+}

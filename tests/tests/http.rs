@@ -207,3 +207,78 @@ fn a_shard_replaced_mid_read_is_an_error_not_mixed_bytes() {
         assert!(e.to_string().contains("changed"), "{e}");
     }
 }
+
+#[test]
+fn bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let cold_cost = |key: i64| {
+        let remote = open(
+            &server.base_url,
+            AccessMode::Range,
+            &dir.path().join("cache"),
+        );
+        assert_eq!(remote.stats().requests, 2, "open: _CURRENT and manifest");
+        let opened = remote.stats();
+        assert!(remote.get(&Key::Int(key)).unwrap().is_some());
+        remote.stats() - opened
+    };
+    // Before binding, nginx's ETags are not the MD5 tags written at build time: no sidecar.
+    let unbound = cold_cost(3);
+    assert!(
+        unbound.bytes >= 65536,
+        "without a sidecar the header block is read: {unbound:?}"
+    );
+    let out = run_cli(&[
+        "sidecar-bind",
+        "--root",
+        root.to_str().unwrap(),
+        "--host",
+        &server.base_url,
+    ])
+    .expect("sidecar-bind");
+    assert_eq!(json_lines(&out).len(), 4, "{out}");
+    for key in (0..2000).step_by(111) {
+        let cost = cold_cost(key);
+        // HEAD of shard.db, the sidecar, then exactly one ranged read: the leaf.
+        assert_eq!(cost.requests, 3, "key {key}: {cost:?}");
+        assert!(
+            cost.pinned_hits > 0 && cost.bytes < 32 * 1024,
+            "key {key}: {cost:?}"
+        );
+    }
+}
+
+#[test]
+fn sidecar_bind_refuses_a_host_serving_other_files() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let other = temp_dir();
+    let (other_root, _) = {
+        let mut rng = rng(5);
+        let rows: Vec<_> = (0..10i64).map(|id| json!({"id": id, "value": "x", "emb": vector_json(&random_vector(&mut rng, DIM))})).collect();
+        let input = other.path().join("in.jsonl");
+        write_jsonl(&input, rows);
+        let r = other.path().join("snap");
+        let mut opts = build_options(&input, &r);
+        opts.shards = 4;
+        opts.fields.vector_field = Some("emb".into());
+        build(&opts).unwrap();
+        (r, ())
+    };
+    // Serve a different snapshot under the same paths: copy ours over theirs' root layout.
+    let server = StaticServer::start(&other_root, ServerMode::Normal);
+    let err = run_cli(&[
+        "sidecar-bind",
+        "--root",
+        root.to_str().unwrap(),
+        "--host",
+        &server.base_url,
+    ])
+    .expect_err("a host serving other files must be refused");
+    assert!(
+        err.contains("not found") || err.contains("another snapshot"),
+        "{err}"
+    );
+}
