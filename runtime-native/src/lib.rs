@@ -10,6 +10,7 @@
 //! ```
 
 mod error;
+mod live;
 pub mod range;
 pub mod remote;
 mod root;
@@ -17,6 +18,7 @@ mod snapshot;
 pub mod sqlite_vec_ext;
 
 pub use error::{Error, Result};
+pub use live::{LiveSnapshot, Refresh};
 pub use range::StatsSnapshot;
 pub use root::{ManifestVersion, Root};
 pub use snapshot::{

@@ -197,6 +197,26 @@ impl RemoteRoot {
         Ok((meta.size, meta.e_tag))
     }
 
+    /// Names of the immediate "folders" under `relative` (S3 common prefixes). Plain HTTP hosts
+    /// cannot list; that is reported as unsupported.
+    pub fn list_dirs(&self, relative: &str) -> Result<Vec<String>> {
+        if !self.url.starts_with("s3://") {
+            return Err(Error::Unsupported(format!(
+                "{} is a plain HTTP host, which cannot list {relative}/",
+                self.url
+            )));
+        }
+        let store = self.store.clone();
+        let path = self.path(relative);
+        let listed = wait(async move { store.list_with_delimiter(Some(&path)).await })?
+            .map_err(|e| self.error(relative, e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
     /// A [`RangeSource`] over one object, pinned to `etag` when given (every ranged read is
     /// conditional on it, so a replaced object is an error, never mixed bytes).
     pub fn range_source(

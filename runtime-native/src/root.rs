@@ -92,10 +92,19 @@ impl Root {
     pub fn list_manifests(&self) -> Result<Vec<ManifestVersion>> {
         let dir = match self {
             Root::Local(dir) => dir.join(layout::MANIFESTS_DIR),
-            Root::Remote(_) => {
-                return Err(Error::Unsupported(
-                    "listing manifests of a remote root is not implemented yet".into(),
-                ))
+            Root::Remote(remote) => {
+                let mut versions: Vec<ManifestVersion> = remote
+                    .list_dirs(layout::MANIFESTS_DIR)?
+                    .iter()
+                    .filter_map(|name| layout::parse_manifest_dir_name(name))
+                    .map(|(ts, run)| ManifestVersion {
+                        timestamp: ts.to_string(),
+                        run_id: run.to_string(),
+                        manifest_path: layout::manifest_path(ts, run),
+                    })
+                    .collect();
+                sort_newest_first(&mut versions);
+                return Ok(versions);
             }
         };
         let entries = match std::fs::read_dir(&dir) {
@@ -125,9 +134,13 @@ impl Root {
                 }
             }
         }
-        versions.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then(b.run_id.cmp(&a.run_id)));
+        sort_newest_first(&mut versions);
         Ok(versions)
     }
+}
+
+fn sort_newest_first(versions: &mut [ManifestVersion]) {
+    versions.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then(b.run_id.cmp(&a.run_id)));
 }
 
 /// A SQLite URI for opening `path` read-only and immutable (no locks, no journal checks: shard

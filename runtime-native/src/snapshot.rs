@@ -100,6 +100,9 @@ impl AccessMode {
     }
 }
 
+/// How many older manifests a cold start tries when the current one is corrupt.
+pub const FALLBACK_MANIFESTS: usize = 3;
+
 /// Shard size from which `auto` reads by range (the format's rule), and the total.
 const RANGE_SHARD_BYTES: u64 = 16 << 20;
 const RANGE_TOTAL_BYTES: u64 = 2 << 30;
@@ -148,11 +151,54 @@ impl Snapshot {
     }
 
     /// Opens the snapshot `_CURRENT` points at, with options (access mode, cache).
+    ///
+    /// When the current manifest is corrupt, the newest older manifests that parse are tried
+    /// (up to [`FALLBACK_MANIFESTS`]), so a bad publish does not take readers down; the snapshot
+    /// then reports which manifest it serves ([`Snapshot::manifest_path`]).
     pub fn open_with(root: &str, options: OpenOptions) -> Result<Self> {
         let root = Root::parse_with(root, &options.storage_options)?;
         let stats = Arc::new(RangeStats::default());
         let manifest_path = current_manifest_path_counted(&root, &stats)?;
-        Self::open_manifest_counted(root, &manifest_path, options, stats)
+        let first_error = match Self::open_manifest_counted(
+            root.clone(),
+            &manifest_path,
+            options.clone(),
+            stats.clone(),
+        ) {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(e @ Error::Format { .. }) => e,
+            Err(other) => return Err(other),
+        };
+        // Only a corrupt manifest falls back; listing needs a root that can list.
+        let Ok(history) = root.list_manifests() else {
+            return Err(first_error);
+        };
+        let older = history
+            .iter()
+            .skip_while(|m| m.manifest_path != manifest_path)
+            .skip(1)
+            .take(FALLBACK_MANIFESTS);
+        for candidate in older {
+            if let Ok(snapshot) = Self::open_manifest_counted(
+                root.clone(),
+                &candidate.manifest_path,
+                options.clone(),
+                stats.clone(),
+            ) {
+                return Ok(snapshot);
+            }
+        }
+        Err(first_error)
+    }
+
+    /// Opens one specific manifest with options (no fallback: this is exactly the one asked).
+    pub fn open_manifest_with(
+        root: Root,
+        manifest_path: &str,
+        options: OpenOptions,
+    ) -> Result<Self> {
+        let stats = Arc::new(RangeStats::default());
+        Self::open_manifest_counted(root, manifest_path, options, stats)
     }
 
     /// Opens one specific manifest (`manifests/<TS>_run_id=<RUN>/manifest`, relative to root).
