@@ -70,7 +70,7 @@ pub enum AccessArg {
 }
 
 impl ReadArgs {
-    fn open(&self) -> Result<Snapshot> {
+    fn storage_options(&self) -> Vec<(String, String)> {
         let mut storage_options = Vec::new();
         if let Some(endpoint) = &self.s3_endpoint {
             storage_options.push(("aws_endpoint".to_string(), endpoint.clone()));
@@ -78,6 +78,15 @@ impl ReadArgs {
         if let Some(region) = &self.s3_region {
             storage_options.push(("aws_region".to_string(), region.clone()));
         }
+        storage_options
+    }
+
+    fn root(&self) -> Result<Root> {
+        Ok(Root::parse_with(&self.root, &self.storage_options())?)
+    }
+
+    fn open(&self) -> Result<Snapshot> {
+        let storage_options = self.storage_options();
         let options = OpenOptions {
             access: match self.access {
                 AccessArg::Auto => AccessMode::Auto,
@@ -366,7 +375,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             emit_records(&[row], format, out)
         }
         Command::History { read } => {
-            let root = Root::parse(&read.root)?;
+            let root = read.root()?;
             let current = current_manifest_path(&root).ok();
             let rows: Vec<Value> = root
                 .list_manifests()?
@@ -453,7 +462,7 @@ fn run_rollback(
     run_id: Option<String>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let root = Root::parse(&read.root)?;
+    let root = read.root()?;
     let Root::Local(root_dir) = &root else {
         return Err(Error::Usage(format!(
             "rollback of a remote root to {} is not supported yet: give a local directory or file:// URL",
