@@ -572,10 +572,18 @@ impl Snapshot {
             }
             (Root::Local(dir), _) => open_local_file(&dir.join(&shard.relative))?,
             (Root::Remote(remote), AccessMode::Range) => {
-                let (size, etag) = remote.head(&shard.relative)?;
+                // The shard's ETag and its sidecar are independent: fetch both in one round.
+                let (head, sidecar) = std::thread::scope(|scope| {
+                    let sidecar = scope.spawn(|| self.remote_sidecar(shard));
+                    let head = remote.head(&shard.relative);
+                    (head, sidecar.join().ok().flatten())
+                });
+                let (size, etag) = head?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.stats.rounds.fetch_add(1, Ordering::Relaxed);
-                let sidecar = self.remote_sidecar(shard, etag.as_deref());
+                let sidecar = sidecar
+                    .filter(|s| Some(s.tag.as_str()) == etag.as_deref())
+                    .map(|s| s.content);
                 let source = remote.range_source(&shard.relative, size, etag);
                 self.open_range(Box::new(source), sidecar)?
             }
@@ -604,9 +612,10 @@ impl Snapshot {
         vfs::open_connection(Arc::new(file))
     }
 
-    /// The shard's sidecar when the manifest announces one and its tag is the live ETag of the
-    /// shard; anything else (absent, stale, malformed) means plain page reads.
-    fn remote_sidecar(&self, shard: &ShardHandle, etag: Option<&str>) -> Option<SidecarContent> {
+    /// The shard's sidecar when the manifest announces one and it parses (the caller checks its
+    /// tag against the live ETag); anything else means plain page reads. Counted as a request of
+    /// the same round as the shard's HEAD.
+    fn remote_sidecar(&self, shard: &ShardHandle) -> Option<Sidecar> {
         let config = self.manifest.meta.custom.get("sqlite_sidecar")?;
         let filename = config
             .get("filename")
@@ -616,9 +625,12 @@ impl Snapshot {
             .relative
             .strip_suffix(layout::SHARD_DB_FILE)
             .map(|dir| format!("{dir}{filename}"))?;
-        let bytes = read_counted(&self.root, &relative, &self.stats).ok()?;
-        let sidecar = Sidecar::parse(&bytes).ok()?;
-        (Some(sidecar.tag.as_str()) == etag).then_some(sidecar.content)
+        let bytes = self.root.read(&relative).ok()?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Sidecar::parse(&bytes).ok()
     }
 
     /// Fetches a remote shard whole into the local cache (temp file + rename, so concurrent

@@ -243,6 +243,8 @@ fn bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http() {
         let cost = cold_cost(key);
         // HEAD of shard.db, the sidecar, then exactly one ranged read: the leaf.
         assert_eq!(cost.requests, 3, "key {key}: {cost:?}");
+        // HEAD and sidecar travel together: two dependent rounds in all.
+        assert_eq!(cost.rounds, 2, "key {key}: {cost:?}");
         assert!(
             cost.pinned_hits > 0 && cost.bytes < 32 * 1024,
             "key {key}: {cost:?}"
