@@ -191,6 +191,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: OutputFormat,
     },
+    /// Remove old runs (manifest, then shards) and leftovers of failed builds from a local
+    /// root. Never touches what _CURRENT points at, the newest --keep-last manifests, or
+    /// folders younger than an hour (a build may still be writing them).
+    Cleanup {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// Newest manifests to keep (the current one is always kept).
+        #[arg(long, default_value_t = 3)]
+        keep_last: usize,
+        /// Only remove runs older than this age: 30d, 12h, 45m, 90s.
+        #[arg(long, value_parser = crate::cleanup::parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// Print what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Point _CURRENT at an older manifest.
     Rollback {
         #[command(flatten)]
@@ -395,6 +411,26 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             offset,
             run_id,
         } => run_rollback(&read, offset, run_id, out),
+        Command::Cleanup {
+            read,
+            keep_last,
+            older_than,
+            dry_run,
+        } => {
+            let removed = crate::cleanup::cleanup(
+                &read.root()?,
+                &crate::cleanup::CleanupOptions {
+                    keep_last,
+                    older_than,
+                    dry_run,
+                },
+            )?;
+            let rows: Vec<Value> = removed
+                .iter()
+                .map(|r| serde_json::to_value(r).map_err(json_err))
+                .collect::<Result<_>>()?;
+            emit_records(&rows, read.format, out)
+        }
         Command::SidecarBind { root, host, format } => run_sidecar_bind(&root, &host, format, out),
     }
 }

@@ -8,6 +8,7 @@
 //! - [`cli`]: the `edgeshard` command line.
 
 pub mod build;
+pub mod cleanup;
 pub mod cli;
 pub mod error;
 pub mod input;
