@@ -212,11 +212,16 @@ pub enum Command {
         #[command(flatten)]
         read: ReadArgs,
         /// How many versions back from the current one (1 = the previous).
-        #[arg(long, conflicts_with = "run_id", required_unless_present = "run_id")]
+        #[arg(long, conflicts_with_all = ["run_id", "manifest_ref"],
+              required_unless_present_any = ["run_id", "manifest_ref"])]
         offset: Option<usize>,
         /// The run id to make current.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "manifest_ref")]
         run_id: Option<String>,
+        /// The manifest to make current: its URL (as `history` or `_CURRENT` show it) or its
+        /// path under the root.
+        #[arg(long = "ref")]
+        manifest_ref: Option<String>,
     },
 }
 
@@ -410,7 +415,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             read,
             offset,
             run_id,
-        } => run_rollback(&read, offset, run_id, out),
+            manifest_ref,
+        } => run_rollback(&read, offset, run_id, manifest_ref, out),
         Command::Cleanup {
             read,
             keep_last,
@@ -496,6 +502,7 @@ fn run_rollback(
     read: &ReadArgs,
     offset: Option<usize>,
     run_id: Option<String>,
+    manifest_ref: Option<String>,
     out: &mut dyn Write,
 ) -> Result<()> {
     let root = read.root()?;
@@ -516,6 +523,18 @@ fn run_rollback(
             ))
         })?;
     let target = match (offset, run_id) {
+        (None, None) if manifest_ref.is_some() => {
+            let wanted = manifest_ref.as_deref().unwrap_or_default();
+            // A full URL or a root-relative path: compare from `manifests/` on.
+            let relative = wanted
+                .find(&format!("{}/", layout::MANIFESTS_DIR))
+                .map(|i| &wanted[i..])
+                .unwrap_or(wanted);
+            history
+                .iter()
+                .find(|m| m.manifest_path == relative)
+                .ok_or_else(|| Error::Usage(format!("no manifest {wanted:?} under this root")))?
+        }
         (Some(n), _) => history.get(current_index + n).ok_or_else(|| {
             Error::Usage(format!(
                 "no manifest {n} versions before the current one ({} older exist)",
@@ -526,7 +545,7 @@ fn run_rollback(
             .iter()
             .find(|m| m.run_id == id)
             .ok_or_else(|| Error::Usage(format!("no manifest with run id {id:?}")))?,
-        (None, None) => return Err(Error::Usage("give --offset or --run-id".into())),
+        (None, None) => return Err(Error::Usage("give --offset, --run-id or --ref".into())),
     };
     // Never point readers at something they cannot open.
     Snapshot::open_manifest(root.clone(), &target.manifest_path)?;

@@ -73,6 +73,13 @@ fn cleanup_keeps_current_and_newest_and_removes_the_rest() {
     for run in &runs[1..3] {
         assert!(!root.join(format!("shards/run_id={run}")).exists());
     }
+    // Rollback by manifest reference (a full URL, as history shows it) and back.
+    let v4_manifest = history[1]["manifest"].as_str().unwrap().to_string();
+    let url = format!("file://{}/{v4_manifest}", root.display());
+    cli(&["rollback", "--root", r, "--ref", &url]);
+    assert_eq!(Snapshot::open(r).unwrap().manifest_path(), v4_manifest);
+    cli(&["rollback", "--root", r, "--run-id", &runs[0]]);
+    assert!(run_cli(&["rollback", "--root", r, "--ref", "manifests/nope/manifest"]).is_err());
     // What remains still reads.
     let snap = Snapshot::open(r).unwrap();
     assert_eq!(snap.get(&Key::Int(4)).unwrap().unwrap(), b"v1-4");
