@@ -637,12 +637,17 @@ impl Snapshot {
     /// processes never see a partial file), or reuses a cached copy of the same checkpoint.
     fn download(&self, shard: &ShardHandle) -> Result<PathBuf> {
         let entry = &shard.entry;
+        // checkpoint_id is opaque (another writer's may not be a content hash), so the run and
+        // slot are part of the cache identity too.
+        let slot = format!(
+            "{}-db{:05}-a{:02}",
+            self.manifest.meta.run_id, entry.db_id, entry.attempt
+        );
         let identity = match &entry.checkpoint_id {
-            Some(id) if !id.is_empty() && !id.contains('/') => id.clone(),
-            _ => format!(
-                "{}-db{:05}-a{:02}",
-                self.manifest.meta.run_id, entry.db_id, entry.attempt
-            ),
+            Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                format!("{slot}-{id}")
+            }
+            _ => slot,
         };
         let dir = self
             .options
@@ -651,7 +656,8 @@ impl Snapshot {
             .unwrap_or_else(|| std::env::temp_dir().join("edgeshard-cache"))
             .join(identity);
         let target = dir.join(layout::SHARD_DB_FILE);
-        if target.is_file() {
+        let cached_size = std::fs::metadata(&target).map(|m| m.len()).ok();
+        if cached_size.is_some_and(|size| entry.db_bytes == 0 || size == entry.db_bytes) {
             return Ok(target);
         }
         let io = |location: &PathBuf| {
