@@ -284,3 +284,33 @@ fn sidecar_bind_refuses_a_host_serving_other_files() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_downloads_into_one_cache_are_safe() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let cache = dir.path().join("shared-cache");
+    let keys: Vec<Key> = (0..2000).map(Key::Int).collect();
+    let expected = Snapshot::open(root.to_str().unwrap())
+        .unwrap()
+        .multi_get(&keys)
+        .unwrap();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let snap = open(&server.base_url, AccessMode::Download, &cache);
+                    snap.multi_get(&keys).unwrap()
+                })
+            })
+            .collect();
+        for reader in readers {
+            assert_eq!(reader.join().unwrap(), expected);
+        }
+    });
+    // No temp files are left behind, one shard.db per shard.
+    let files = walk(&cache);
+    assert!(files.iter().all(|f| !f.ends_with(".tmp")), "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with("shard.db")).count(), 4);
+}
