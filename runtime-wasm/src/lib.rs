@@ -56,6 +56,29 @@ pub fn route_key(key: JsValue, num_dbs: u32) -> Result<u32, JsError> {
     route(&key, num_dbs).map_err(|e| JsError::new(&e.to_string()))
 }
 
+/// Summary of a page-cache sidecar (`shard.sidecar`, format v8): `{"tag", "page_size",
+/// "pinned_pages": [..], "chains": n, "chain_pages": n}` as JSON text. This is what the range
+/// reader pins at open; parsing it here shows the sidecar code (pure-Rust zstd) runs in wasm.
+/// Throws an `Error` for a malformed sidecar (a reader then falls back to plain page reads).
+#[wasm_bindgen]
+pub fn parse_sidecar(bytes: &[u8]) -> Result<String, JsError> {
+    sidecar_summary(bytes)
+        .map(|summary| summary.to_string())
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// Plain-Rust form of [`parse_sidecar`].
+pub fn sidecar_summary(bytes: &[u8]) -> edgeshard_shared::Result<Value> {
+    let sidecar = edgeshard_shared::sidecar::Sidecar::parse(bytes)?;
+    Ok(serde_json::json!({
+        "tag": sidecar.tag,
+        "page_size": sidecar.content.page_size,
+        "pinned_pages": sidecar.content.pages.keys().collect::<Vec<_>>(),
+        "chains": sidecar.content.chains.len(),
+        "chain_pages": sidecar.content.chains.iter().map(Vec::len).sum::<usize>(),
+    }))
+}
+
 /// Plain-Rust form of [`parse_manifest`]: the summary as a JSON value.
 pub fn manifest_summary(bytes: &[u8]) -> edgeshard_shared::Result<Value> {
     let manifest = Manifest::from_sqlite_bytes(bytes)?;

@@ -4,7 +4,7 @@
 //! On native targets this file compiles to nothing.
 #![cfg(target_arch = "wasm32")]
 
-use edgeshard_wasm::{parse_manifest, route_key};
+use edgeshard_wasm::{parse_manifest, parse_sidecar, route_key};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -61,4 +61,25 @@ fn bad_keys_and_zero_shards_are_errors() {
     assert!(route_key(JsValue::NULL, 3).is_err());
     assert!(route_key(JsValue::TRUE, 3).is_err());
     assert!(route_key(JsValue::from(1), 0).is_err());
+}
+
+/// shardyfusion's sidecar for its sqlite-vec fixture shard, bound to `"etag-1"`.
+const SIDECAR: &[u8] =
+    include_bytes!("../../tests/data/shardyfusion/sqlite_vec_cosine_dim4_shard.sidecar");
+
+#[wasm_bindgen_test]
+fn parses_the_shardyfusion_sidecar_in_wasm() {
+    let summary: Value = serde_json::from_str(&parse_sidecar(SIDECAR).expect("parses")).unwrap();
+    assert_eq!(summary["tag"], "\"etag-1\"");
+    assert_eq!(summary["page_size"], 4096);
+    assert_eq!(summary["pinned_pages"], serde_json::json!([1, 2]));
+    assert_eq!(summary["chains"], 2);
+    assert_eq!(summary["chain_pages"], 6);
+    let mut corrupt = SIDECAR.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(
+        parse_sidecar(&corrupt).is_err(),
+        "checksum catches the flipped byte"
+    );
 }
