@@ -61,6 +61,7 @@ fn options(
         metric,
         page_size: 4096,
         out: out.display().to_string(),
+        storage_options: Vec::new(),
         on_duplicate: DuplicatePolicy::Error,
         run_id: None,
         threads: None,

@@ -4,13 +4,17 @@
 //!    input publishes nothing);
 //! 2. per shard, in parallel: sort by stored key and resolve duplicates;
 //! 3. per shard, in parallel: write the SQLite file into staging, then its page-cache sidecar;
-//! 4. publish shards, then the manifest, then `_CURRENT`.
+//! 4. publish shards, then the manifest, then `_CURRENT`: on a local root by atomic renames
+//!    ([`LocalPublisher`]); on `s3://` by uploads and a conditional `_CURRENT` PUT
+//!    ([`RemotePublisher`]).
 
 use crate::error::{Error, Result};
 use crate::input::{read_records, FieldMapping, InputFormat, Record};
 use crate::publish::LocalPublisher;
+use crate::remote_publish::{RemotePublisher, UPLOAD_CONCURRENCY};
 use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
 use crate::sidecar_writer::{write_local_sidecar, SidecarStats};
+use edgeshard_native::remote::RemoteRoot;
 use edgeshard_native::Root;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{
@@ -45,7 +49,11 @@ pub struct BuildOptions {
     pub key_encoding: Option<KeyEncoding>,
     pub metric: Metric,
     pub page_size: u32,
+    /// Snapshot root: a directory, `file://` URL or `s3://bucket/prefix`.
     pub out: String,
+    /// S3 settings for an `s3://` out (object_store keys: `aws_endpoint`, `aws_region`, ...;
+    /// credentials otherwise come from the usual AWS_* environment variables).
+    pub storage_options: Vec<(String, String)>,
     pub on_duplicate: DuplicatePolicy,
     pub run_id: Option<String>,
     /// Worker threads for sorting and writing shards (default: all cores).
@@ -76,13 +84,21 @@ pub struct BuildSummary {
 pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let started = Instant::now();
     check_options(opts)?;
-    let root = Root::parse(&opts.out)?;
-    let Root::Local(root_dir) = &root else {
-        return Err(Error::Usage(format!(
-            "publishing to {} is not supported yet: give a local directory or file:// URL",
-            root.url()
-        )));
+    let root = match opts.out.starts_with("s3://") {
+        true => Root::Remote(RemoteRoot::parse_for_publish(
+            &opts.out,
+            &opts.storage_options,
+        )?),
+        false => Root::parse(&opts.out)?,
     };
+    if let Root::Remote(remote) = &root {
+        if !remote.url().starts_with("s3://") {
+            return Err(Error::Usage(format!(
+                "cannot publish to {}: give a local directory, file:// URL or s3://bucket/prefix",
+                remote.url()
+            )));
+        }
+    }
     let run_id = match &opts.run_id {
         Some(id) => {
             layout::validate_run_id(id)?;
@@ -121,8 +137,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let rows: u64 = shards.iter().map(|s| s.len() as u64).sum();
 
     // 3. Write shards into staging.
-    std::fs::create_dir_all(root_dir).map_err(Error::io(root_dir.display()))?;
-    let mut publisher = LocalPublisher::new(root_dir, &run_id)?;
+    let mut publisher = match &root {
+        Root::Local(root_dir) => {
+            std::fs::create_dir_all(root_dir).map_err(Error::io(root_dir.display()))?;
+            Publisher::Local(LocalPublisher::new(root_dir, &run_id)?)
+        }
+        Root::Remote(remote) => Publisher::Remote(RemotePublisher::new(remote.clone(), &run_id)?),
+    };
     let bar = progress_bar(opts.progress, rows, "writing shards");
     let vectors = dim.map(|dim| VectorLayout {
         dim,
@@ -139,9 +160,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             bar.inc(n)
         })?;
         // The file is closed; bind the sidecar to the ETag a single-part upload of it gets.
-        let sidecar = match opts.sidecar {
-            true => write_local_sidecar(&path)?,
-            false => None,
+        // (A remote publisher binds it to the ETag its upload returns, after uploading.)
+        let sidecar = match (opts.sidecar, &publisher) {
+            (true, Publisher::Local(_)) => write_local_sidecar(&path)?,
+            _ => None,
         };
         Ok(Some((shard, sidecar)))
     })?;
@@ -152,6 +174,46 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         stats.iter().flatten().count(),
         started.elapsed().as_secs_f64()
     ));
+    let root_url = root.url();
+    // What a failure from here on (before `_CURRENT`) leaves behind.
+    let remote_target = matches!(publisher, Publisher::Remote(_));
+    let before_current = |e: Error| {
+        match remote_target {
+        false => e,
+        true => Error::Publish {
+            context: format!(
+                "publishing to {root_url} failed before _CURRENT was updated, so readers still                  see the previous snapshot; objects already uploaded under {} are unreferenced                  and a later cleanup removes them",
+                layout::join(&root_url, &format!("{}/run_id={run_id}/", layout::SHARDS_DIR))
+            ),
+            source: Box::new(e),
+        },
+    }
+    };
+
+    // 3b. Remote: upload every shard (bounded parallelism), each then its sidecar bound to the
+    // ETag the upload returned.
+    let mut stats = stats;
+    if let Publisher::Remote(remote) = &publisher {
+        let uploaded = parallel_map(
+            opts.shards as usize,
+            UPLOAD_CONCURRENCY,
+            |db_id| match &stats[db_id] {
+                Some(_) => remote.upload_shard(db_id as u32, opts.sidecar),
+                None => Ok(None),
+            },
+        )
+        .map_err(before_current)?;
+        for (slot, sidecar) in stats.iter_mut().zip(uploaded) {
+            if let Some((_, s)) = slot {
+                *s = sidecar;
+            }
+        }
+        log(format!(
+            "uploaded {} shards in {:.1}s",
+            stats.iter().flatten().count(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
 
     // 4. Publish: shards, manifest, _CURRENT.
     let mut custom = custom_json(dim, opts.metric);
@@ -166,7 +228,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             }),
         );
     }
-    let root_url = root.url();
     let now = layout::format_timestamp(unix_micros());
     let manifest = Manifest {
         meta: BuildMeta {
@@ -203,14 +264,41 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             .collect(),
     };
     let manifest_bytes = manifest.to_sqlite_bytes()?;
-    publisher.publish_shards()?;
-    let manifest_path = publisher.publish_manifest(&now, &manifest_bytes)?;
-    publisher.publish_current(&CurrentPointer {
+    let manifest_path = match &mut publisher {
+        Publisher::Local(local) => {
+            local.publish_shards()?;
+            local.publish_manifest(&now, &manifest_bytes)?
+        }
+        Publisher::Remote(remote) => remote
+            .publish_manifest(&now, &manifest_bytes)
+            .map_err(before_current)?,
+    };
+    let pointer = CurrentPointer {
         manifest_ref: layout::join(&root_url, &manifest_path),
         run_id: run_id.clone(),
         updated_at: now,
-    })?;
-    publisher.finish()?;
+    };
+    match publisher {
+        Publisher::Local(local) => {
+            local.publish_current(&pointer)?;
+            local.finish()?;
+        }
+        Publisher::Remote(remote) => match remote.publish_current(&pointer) {
+            Ok(()) => {}
+            Err(e @ Error::Conflict(_)) => return Err(e),
+            Err(e) => {
+                return Err(Error::Publish {
+                    context: format!(
+                        "writing {root_url}/_CURRENT failed (shards and manifest {} are \
+                         uploaded; if _CURRENT did not change, readers still see the previous \
+                         snapshot)",
+                        pointer.manifest_ref
+                    ),
+                    source: Box::new(e),
+                })
+            }
+        },
+    }
 
     let seconds = started.elapsed().as_secs_f64();
     Ok(BuildSummary {
@@ -228,6 +316,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         seconds,
         rows_per_s: rows as f64 / seconds.max(1e-9),
     })
+}
+
+/// Where a build publishes.
+enum Publisher {
+    Local(LocalPublisher),
+    Remote(RemotePublisher),
+}
+
+impl Publisher {
+    fn staged_shard_path(&self, db_id: u32) -> Result<PathBuf> {
+        match self {
+            Publisher::Local(p) => p.staged_shard_path(db_id),
+            Publisher::Remote(p) => p.staged_shard_path(db_id),
+        }
+    }
 }
 
 fn check_options(opts: &BuildOptions) -> Result<()> {

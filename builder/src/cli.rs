@@ -263,9 +263,17 @@ pub struct BuildArgs {
     /// SQLite page size of the shards (power of two, 4096..65536).
     #[arg(long, default_value_t = 4096)]
     pub page_size: u32,
-    /// Snapshot root to publish to: a directory or file:// URL.
+    /// Snapshot root to publish to: a directory, file:// URL or s3://bucket/prefix (credentials
+    /// from the usual AWS_* environment variables).
     #[arg(long)]
     pub out: String,
+    /// S3 endpoint for an s3:// --out on an S3-compatible store (else AWS_ENDPOINT_URL);
+    /// path-style requests, and plain HTTP allowed for an http:// endpoint.
+    #[arg(long, env = "EDGESHARD_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region for an s3:// --out (else AWS_REGION, else us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
     #[arg(long, value_enum, default_value = "error")]
     pub on_duplicate: DuplicatePolicy,
     /// Run id (default: a fresh time-ordered id).
@@ -456,6 +464,13 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
         metric: args.metric,
         page_size: args.page_size,
         out: args.out,
+        storage_options: [
+            ("aws_endpoint", args.s3_endpoint),
+            ("aws_region", args.s3_region),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key.to_string(), v)))
+        .collect(),
         on_duplicate: args.on_duplicate,
         run_id: args.run_id,
         threads: args.threads,

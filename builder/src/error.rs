@@ -38,6 +38,16 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// A conditional publish lost a race: another publisher replaced `_CURRENT` first.
+    #[error("{0}")]
+    Conflict(String),
+    /// Publishing to a remote root failed; `context` says what state the root was left in.
+    #[error("{context}: {source}")]
+    Publish {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     Format(#[from] edgeshard_shared::Error),
     #[error(transparent)]
@@ -52,6 +62,7 @@ impl Error {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
             ),
             Error::Read(e) => e.is_retryable(),
+            Error::Publish { source, .. } => source.is_retryable(),
             _ => false,
         }
     }

@@ -5,6 +5,7 @@
 //! - [`shard_writer`]: one shard's SQLite (+ sqlite-vec) file;
 //! - [`sidecar_writer`]: the page-cache sidecar (`shard.sidecar`) of a shard;
 //! - [`publish`]: staged, atomic publication to a local root;
+//! - [`remote_publish`]: publication to an `s3://` root (uploads, conditional `_CURRENT`);
 //! - [`cli`]: the `edgeshard` command line.
 
 pub mod build;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod error;
 pub mod input;
 pub mod publish;
+pub mod remote_publish;
 pub mod shard_writer;
 pub mod sidecar_writer;
 

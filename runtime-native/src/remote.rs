@@ -9,6 +9,7 @@ use crate::range::RangeSource;
 use bytes::Bytes;
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+pub use object_store::{PutMode, UpdateVersion};
 use std::sync::{Arc, LazyLock};
 
 /// One runtime for all remote roots: two worker threads are plenty for I/O-bound waiting.
@@ -79,6 +80,50 @@ impl RemoteRoot {
     /// object_store's keys (`aws_endpoint`, `aws_region`, `aws_access_key_id`,
     /// `aws_secret_access_key`, `aws_allow_http`, `aws_virtual_hosted_style_request`, ...).
     pub fn parse_with(url: &str, storage_options: &[(String, String)]) -> Result<Self> {
+        Self::parse_inner(url, storage_options, None)
+    }
+
+    /// As [`RemoteRoot::parse_with`], for publishing (`s3://` only: a static HTTP host cannot be
+    /// written). Conditional puts are enabled (`aws_conditional_put` = `etag`, i.e.
+    /// `S3ConditionalPut::ETagMatch`, unless the options say otherwise), so [`RemoteRoot::put`]
+    /// can honour [`PutMode::Create`] (`If-None-Match: *`) and [`PutMode::Update`] (`If-Match`).
+    ///
+    /// Transient failures (5xx, 429, timeouts, dropped connections) are retried by
+    /// object_store's client with exponential backoff: here at most [`PUBLISH_MAX_RETRIES`]
+    /// retries per request, 100 ms doubling up to 15 s between them, none started after 3
+    /// minutes. Unconditional PUTs are idempotent, so retrying them is safe; a conditional
+    /// PUT whose first attempt succeeded but whose answer was lost comes back as a
+    /// precondition failure, which callers can recognise by reading the object back.
+    pub fn parse_for_publish(url: &str, storage_options: &[(String, String)]) -> Result<Self> {
+        if !url.starts_with("s3://") {
+            return Err(Error::Unsupported(format!(
+                "publishing to {url}: only s3:// (and local) roots can be written"
+            )));
+        }
+        let mut options = storage_options.to_vec();
+        if !options
+            .iter()
+            .any(|(k, _)| k == "aws_conditional_put" || k == "conditional_put")
+        {
+            options.push(("aws_conditional_put".into(), "etag".into()));
+        }
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(100),
+                max_backoff: std::time::Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: PUBLISH_MAX_RETRIES,
+            retry_timeout: std::time::Duration::from_secs(180),
+        };
+        Self::parse_inner(url, &options, Some(retry))
+    }
+
+    fn parse_inner(
+        url: &str,
+        storage_options: &[(String, String)],
+        retry: Option<object_store::RetryConfig>,
+    ) -> Result<Self> {
         let trimmed = url.trim_end_matches('/');
         let invalid = |e: object_store::Error| {
             Error::InvalidRequest(format!("cannot use snapshot root {url}: {e}"))
@@ -112,6 +157,9 @@ impl RemoteRoot {
                         .with_allow_http(value.starts_with("http://"));
                 }
                 builder = builder.with_config(config_key, value.clone());
+            }
+            if let Some(retry) = retry {
+                builder = builder.with_retry(retry);
             }
             let store = builder.build().map_err(invalid)?;
             return Ok(Self {
@@ -232,6 +280,132 @@ impl RemoteRoot {
             etag,
         }
     }
+}
+
+/// Retries per request when publishing (see [`RemoteRoot::parse_for_publish`]).
+pub const PUBLISH_MAX_RETRIES: usize = 5;
+
+/// Files up to this size are uploaded with one PUT (their ETag is then the MD5 of the bytes);
+/// larger ones as a multipart upload of [`MULTIPART_CHUNK`] parts.
+pub const SINGLE_PUT_MAX: u64 = 64 << 20;
+const MULTIPART_CHUNK: usize = 16 << 20;
+/// Parts of one multipart upload in flight at once.
+const MULTIPART_CONCURRENCY: usize = 4;
+
+impl RemoteRoot {
+    /// Writes `bytes` at `relative` with `mode` and returns the new object's ETag (quotes
+    /// included, as HEAD reports it). A refused condition ([`PutMode::Create`] on an existing
+    /// object, [`PutMode::Update`] on a changed or deleted one) is [`Error::Changed`].
+    pub fn put(
+        &self,
+        relative: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+        content_type: Option<&str>,
+    ) -> Result<Option<String>> {
+        let store = self.store.clone();
+        let path = self.path(relative);
+        let mut attributes = object_store::Attributes::new();
+        if let Some(content_type) = content_type {
+            attributes.insert(
+                object_store::Attribute::ContentType,
+                content_type.to_string().into(),
+            );
+        }
+        let options = object_store::PutOptions {
+            mode,
+            attributes,
+            ..Default::default()
+        };
+        let result = wait(async move {
+            store
+                .put_opts(&path, object_store::PutPayload::from(bytes), options)
+                .await
+        })?;
+        result
+            .map(|r| r.e_tag)
+            .map_err(|e| self.put_error(relative, e))
+    }
+
+    /// Uploads a local file to `relative` (overwriting) and returns its ETag: one PUT up to
+    /// [`SINGLE_PUT_MAX`], else a multipart upload (aborted on failure).
+    pub fn put_file(&self, relative: &str, file: &std::path::Path) -> Result<Option<String>> {
+        let io = |source: std::io::Error| Error::Io {
+            location: file.display().to_string(),
+            source,
+        };
+        let size = std::fs::metadata(file).map_err(io)?.len();
+        if size <= SINGLE_PUT_MAX {
+            let bytes = std::fs::read(file).map_err(io)?;
+            return self.put(relative, bytes, PutMode::Overwrite, None);
+        }
+        let store = self.store.clone();
+        let path = self.path(relative);
+        let upload = wait(async move { store.put_multipart(&path).await })?
+            .map_err(|e| self.put_error(relative, e))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
+        let mut reader = std::fs::File::open(file).map_err(io)?;
+        let mut buf = vec![0u8; MULTIPART_CHUNK];
+        loop {
+            // File reads happen on this thread, not on the I/O runtime.
+            let n = match read_full(&mut reader, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = wait(writer.abort());
+                    return Err(io(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let chunk = Bytes::copy_from_slice(&buf[..n]);
+            let (returned, result) = wait(async move {
+                let result = writer.wait_for_capacity(MULTIPART_CONCURRENCY).await;
+                if result.is_ok() {
+                    writer.put(chunk);
+                }
+                (writer, result)
+            })?;
+            writer = returned;
+            if let Err(e) = result {
+                let _ = wait(writer.abort());
+                return Err(self.put_error(relative, e));
+            }
+        }
+        wait(writer.finish())?
+            .map(|r| r.e_tag)
+            .map_err(|e| self.put_error(relative, e))
+    }
+
+    fn put_error(&self, relative: &str, e: object_store::Error) -> Error {
+        let location = self.location(relative);
+        match e {
+            object_store::Error::Precondition { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::NotModified { .. } => Error::Changed {
+                location,
+                detail: format!("conditional write refused: {e}"),
+            },
+            other => Error::Remote {
+                location,
+                detail: format!("write (PUT) failed: {other}"),
+            },
+        }
+    }
+}
+
+/// Fills `buf` as far as the file allows; returns the bytes read (0 at the end).
+fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// A ranged-read source over one remote object.

@@ -42,6 +42,7 @@ fn main() {
         metric: Metric::Cosine,
         page_size: 4096,
         out: root.display().to_string(),
+        storage_options: Vec::new(),
         on_duplicate: DuplicatePolicy::Error,
         run_id: None,
         threads: None,

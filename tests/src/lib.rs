@@ -159,6 +159,7 @@ pub fn build_options(input: &Path, out: &Path) -> BuildOptions {
         metric: Metric::Cosine,
         page_size: 4096,
         out: out.to_str().expect("utf-8 temp path").to_string(),
+        storage_options: Vec::new(),
         on_duplicate: DuplicatePolicy::Error,
         run_id: None,
         threads: Some(2),
