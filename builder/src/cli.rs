@@ -521,11 +521,18 @@ fn run_rollback(
     out: &mut dyn Write,
 ) -> Result<()> {
     let root = read.root()?;
-    let Root::Local(root_dir) = &root else {
-        return Err(Error::Usage(format!(
-            "rollback of a remote root to {} is not supported yet: give a local directory or file:// URL",
-            root.url()
-        )));
+    // On an object store, remember _CURRENT's version before deciding: the rollback replaces
+    // it only if nobody published in between.
+    let remote = match &root {
+        Root::Local(_) => None,
+        Root::Remote(_) => {
+            let remote = edgeshard_native::remote::RemoteRoot::parse_for_publish(
+                &read.root,
+                &read.storage_options(),
+            )?;
+            let seen = crate::remote_publish::read_current_version(&remote)?;
+            Some((remote, seen))
+        }
     };
     let history = root.list_manifests()?;
     let current = current_manifest_path(&root)?;
@@ -569,8 +576,18 @@ fn run_rollback(
         run_id: target.run_id.clone(),
         updated_at: layout::format_timestamp(crate::build::unix_micros()),
     };
-    let temp = root_dir.join(format!(".{}.rollback.tmp", layout::CURRENT));
-    write_current(root_dir, &temp, &pointer)?;
+    match (&root, remote) {
+        (Root::Local(root_dir), _) => {
+            let temp = root_dir.join(format!(".{}.rollback.tmp", layout::CURRENT));
+            write_current(root_dir, &temp, &pointer)?;
+        }
+        (_, Some((remote, seen))) => {
+            crate::remote_publish::publish_current_if(&remote, &pointer, seen.as_deref())?;
+        }
+        (Root::Remote(_), None) => {
+            return Err(Error::Usage("remote root without a publisher".into()));
+        }
+    }
     let row = json!({
         "run_id": target.run_id, "manifest": target.manifest_path, "previous": current,
     });
