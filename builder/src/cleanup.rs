@@ -1,4 +1,4 @@
-//! `edgeshard cleanup`: removes old runs from a local snapshot root.
+//! `edgeshard cleanup`: removes old runs from a snapshot root (a local directory or S3).
 //!
 //! What is never removed: the manifest `_CURRENT` points at (and its shards), the newest
 //! `keep_last` manifests, and anything a build may still be writing (orphan shard folders and
@@ -39,28 +39,13 @@ pub struct Removal {
 }
 
 pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
-    let Root::Local(dir) = root else {
-        return Err(Error::Usage(format!(
-            "cleanup of {} is not supported yet: give a local directory",
-            root.url()
-        )));
+    let dir = match root {
+        Root::Local(dir) => dir,
+        Root::Remote(remote) => return cleanup_remote(root, remote, opts),
     };
-    let current = current_manifest_path(root)?;
     let history = root.list_manifests()?;
     let now = SystemTime::now();
-    let cutoff = opts.older_than.map(|age| now - age);
-    let mut kept_runs = BTreeSet::new();
-    let mut doomed = Vec::new();
-    for (i, version) in history.iter().enumerate() {
-        let keep = version.manifest_path == current
-            || i < opts.keep_last
-            || cutoff.is_some_and(|cutoff| !timestamp_before(&version.timestamp, cutoff));
-        if keep {
-            kept_runs.insert(version.run_id.clone());
-        } else {
-            doomed.push(version.clone());
-        }
-    }
+    let (doomed, kept_runs) = doomed_versions(root, opts)?;
     let action = if opts.dry_run {
         "would remove"
     } else {
@@ -115,6 +100,75 @@ pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
             if modified < grace_cutoff {
                 removals.push(remove(&entry, kind, &run_id, action, opts.dry_run)?);
             }
+        }
+    }
+    Ok(removals)
+}
+
+/// Which manifests go, by the same rules as on disk: not the current one, not the newest
+/// `keep_last`, only those older than `older_than` when given.
+fn doomed_versions(
+    root: &Root,
+    opts: &CleanupOptions,
+) -> Result<(Vec<edgeshard_native::ManifestVersion>, BTreeSet<String>)> {
+    let current = current_manifest_path(root)?;
+    let history = root.list_manifests()?;
+    let cutoff = opts.older_than.map(|age| SystemTime::now() - age);
+    let mut kept_runs = BTreeSet::new();
+    let mut doomed = Vec::new();
+    for (i, version) in history.into_iter().enumerate() {
+        let keep = version.manifest_path == current
+            || i < opts.keep_last
+            || cutoff.is_some_and(|cutoff| !timestamp_before(&version.timestamp, cutoff));
+        if keep {
+            kept_runs.insert(version.run_id.clone());
+        } else {
+            doomed.push(version);
+        }
+    }
+    Ok((doomed, kept_runs))
+}
+
+/// Cleanup on an object store: each doomed run's manifest objects, then its shard objects.
+/// Shard folders without a manifest (a failed or running build) are left alone here: object
+/// stores give no reliable folder age to tell the two apart.
+fn cleanup_remote(
+    root: &Root,
+    remote: &edgeshard_native::remote::RemoteRoot,
+    opts: &CleanupOptions,
+) -> Result<Vec<Removal>> {
+    let (doomed, kept_runs) = doomed_versions(root, opts)?;
+    let action = if opts.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut removals = Vec::new();
+    for version in doomed {
+        let manifest_dir = layout::manifest_dir(&version.timestamp, &version.run_id);
+        let mut groups = vec![("manifest", manifest_dir)];
+        if !kept_runs.contains(&version.run_id) {
+            groups.push((
+                "shards",
+                format!("{}/run_id={}", layout::SHARDS_DIR, version.run_id),
+            ));
+        }
+        for (kind, prefix) in groups {
+            let objects = remote.list_objects(&prefix)?;
+            if objects.is_empty() {
+                continue;
+            }
+            if !opts.dry_run {
+                let paths: Vec<String> = objects.iter().map(|(p, _)| p.clone()).collect();
+                remote.delete(&paths)?;
+            }
+            removals.push(Removal {
+                action,
+                kind,
+                run_id: version.run_id.clone(),
+                path: layout::join(remote.url(), &prefix),
+                bytes: objects.iter().map(|(_, size)| size).sum(),
+            });
         }
     }
     Ok(removals)

@@ -265,6 +265,40 @@ impl RemoteRoot {
             .collect())
     }
 
+    /// Every object under `relative/` (recursively): root-relative paths and sizes.
+    pub fn list_objects(&self, relative: &str) -> Result<Vec<(String, u64)>> {
+        use futures::TryStreamExt;
+        let store = self.store.clone();
+        let path = self.path(relative);
+        let metas = wait(async move { store.list(Some(&path)).try_collect::<Vec<_>>().await })?
+            .map_err(|e| self.error(relative, e))?;
+        let prefix = self.prefix.as_ref();
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let full = m.location.as_ref();
+                let rel = full
+                    .strip_prefix(prefix)
+                    .map(|r| r.trim_start_matches('/'))
+                    .unwrap_or(full);
+                (rel.to_string(), m.size)
+            })
+            .collect())
+    }
+
+    /// Deletes objects (root-relative paths). Missing ones are fine: the goal is their absence.
+    pub fn delete(&self, relatives: &[String]) -> Result<()> {
+        for relative in relatives {
+            let store = self.store.clone();
+            let path = self.path(relative);
+            match wait(async move { store.delete(&path).await })? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(relative, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// A [`RangeSource`] over one object, pinned to `etag` when given (every ranged read is
     /// conditional on it, so a replaced object is an error, never mixed bytes).
     pub fn range_source(

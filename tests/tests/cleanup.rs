@@ -115,3 +115,66 @@ fn leftovers_of_failed_builds_go_only_once_they_are_old() {
     assert_eq!(removed[0]["kind"], "shards");
     assert!(!old_orphan.exists() && fresh_orphan.exists());
 }
+
+#[test]
+fn cleanup_on_s3_removes_old_runs_objects() {
+    use edgeshard_builder::cleanup::{cleanup, CleanupOptions};
+    use edgeshard_native::{OpenOptions, Root};
+    let dir = temp_dir();
+    let server = edgeshard_tests::s3_server::S3Server::start();
+    server.create_bucket("tidy");
+    let url = "s3://tidy/snap";
+    let mut runs = Vec::new();
+    for i in 1..=3 {
+        let input = dir.path().join(format!("v{i}.jsonl"));
+        write_jsonl(
+            &input,
+            (0..20i64).map(|id| json!({"id": id, "value": format!("v{i}-{id}")})),
+        );
+        let mut opts = build_options(&input, Path::new("unused"));
+        opts.out = url.to_string();
+        opts.storage_options = server.storage_options();
+        opts.shards = 2;
+        std::thread::sleep(Duration::from_millis(2));
+        runs.push(build(&opts).unwrap().run_id);
+    }
+    let root = Root::parse_with(url, &server.storage_options()).unwrap();
+    let options = |dry_run| CleanupOptions {
+        keep_last: 1,
+        older_than: None,
+        dry_run,
+    };
+    let planned = cleanup(&root, &options(true)).unwrap();
+    assert_eq!(planned.len(), 4, "2 runs x (manifest, shards): {planned:?}");
+    assert_eq!(
+        root.list_manifests().unwrap().len(),
+        3,
+        "dry run removes nothing"
+    );
+    let removed = cleanup(&root, &options(false)).unwrap();
+    assert_eq!(removed.len(), 4);
+    let Root::Remote(remote) = &root else {
+        unreachable!()
+    };
+    let left: Vec<String> = remote
+        .list_objects("shards")
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        !left.is_empty() && left.iter().all(|p| p.contains(&runs[2])),
+        "{left:?}"
+    );
+    assert_eq!(root.list_manifests().unwrap().len(), 1);
+    let snap = Snapshot::open_with(
+        url,
+        OpenOptions {
+            storage_options: server.storage_options(),
+            cache_dir: Some(dir.path().join("c")),
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(snap.get(&Key::Int(3)).unwrap().unwrap(), b"v3-3");
+}
