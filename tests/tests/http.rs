@@ -314,3 +314,27 @@ fn concurrent_downloads_into_one_cache_are_safe() {
     assert!(files.iter().all(|f| !f.ends_with(".tmp")), "{files:?}");
     assert_eq!(files.iter().filter(|f| f.ends_with("shard.db")).count(), 4);
 }
+
+#[test]
+fn auto_reads_large_snapshots_by_range() {
+    let dir = temp_dir();
+    let (root, _) = build_snapshot(dir.path());
+    // Claim one shard is 17 MiB (>= 16 MiB): auto must choose range. The manifest is rewritten
+    // through the shared model, so it stays valid.
+    let snap = Snapshot::open(root.to_str().unwrap()).unwrap();
+    let manifest_path = root.join(snap.manifest_path());
+    let mut manifest = snap.manifest().clone();
+    manifest.shards[0].db_bytes = 17 << 20;
+    std::fs::write(&manifest_path, manifest.to_sqlite_bytes().unwrap()).unwrap();
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let remote = open(
+        &server.base_url,
+        AccessMode::Auto,
+        &dir.path().join("cache"),
+    );
+    assert_eq!(remote.access_mode(), AccessMode::Range);
+    assert!(remote.get(&Key::Int(1)).unwrap().is_some());
+    // Local roots are read in place whatever their size.
+    let local = Snapshot::open(root.to_str().unwrap()).unwrap();
+    assert_eq!(local.access_mode(), AccessMode::Download);
+}
