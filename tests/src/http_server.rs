@@ -2,10 +2,9 @@
 //! folder on 127.0.0.1, with Range and ETag support as any static host or CDN has. Started per
 //! test on a free port, stopped when dropped.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// How the server misbehaves, if at all.
@@ -37,7 +36,7 @@ impl StaticServer {
             .prefix("edgeshard-nginx-")
             .tempdir()
             .expect("nginx state dir");
-        let port = free_port();
+        let port = crate::net::free_port();
         let extra = match mode {
             ServerMode::Normal => "",
             ServerMode::IgnoresRange => "max_ranges 0;",
@@ -67,14 +66,11 @@ impl StaticServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nginx did not listen on 127.0.0.1:{port}; see {s}/error.log"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::net::wait_for_port(
+            port,
+            Duration::from_secs(10),
+            &format!("nginx did not start; see {s}/error.log"),
+        );
         Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -88,11 +84,4 @@ impl Drop for StaticServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

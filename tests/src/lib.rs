@@ -6,6 +6,7 @@
 //! from the generated data, `Metric::score` (exact f64 arithmetic) and the spec's golden values.
 
 pub mod http_server;
+pub mod net;
 pub mod s3_server;
 
 use arrow_array::builder::{BinaryBuilder, FixedSizeListBuilder, Float32Builder, StringBuilder};

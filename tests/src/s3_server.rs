@@ -5,10 +5,10 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct S3Server {
     child: Child,
@@ -20,10 +20,7 @@ pub struct S3Server {
 impl S3Server {
     /// Starts moto. Panics with a clear message when it is missing (run scripts/setup.sh).
     pub fn start() -> Self {
-        let port = TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        let port = crate::net::free_port();
         let child = Command::new("python3")
             .args([
                 "-m",
@@ -37,14 +34,11 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto (python3 -m moto.server); run scripts/setup.sh");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto did not listen on 127.0.0.1:{port}: is moto[server] installed? (scripts/setup.sh)"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::net::wait_for_port(
+            port,
+            Duration::from_secs(30),
+            "moto did not start: is moto[server] installed? (scripts/setup.sh)",
+        );
         Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
