@@ -175,3 +175,31 @@ mod tests {
         assert!(route(&Key::Int(1), 0).is_err());
     }
 }
+
+/// sqlite-vec inside the wasm module (compiled by `build.rs` from the same sqlite-vec release
+/// the native builder links), registered with SQLite as an auto-extension.
+#[cfg(target_arch = "wasm32")]
+pub mod sqlite_vec_ext {
+    use rusqlite::ffi;
+    use std::ffi::{c_char, c_int};
+    use std::sync::Once;
+
+    extern "C" {
+        fn sqlite3_vec_init(
+            db: *mut ffi::sqlite3,
+            error: *mut *mut c_char,
+            api: *const ffi::sqlite3_api_routines,
+        ) -> c_int;
+    }
+
+    static REGISTER: Once = Once::new();
+
+    /// Makes `vec0` available to every connection opened afterwards. Idempotent.
+    pub fn register() {
+        // SAFETY: sqlite3_vec_init has the entry-point signature SQLite expects; SQLite only
+        // stores the pointer and calls it on each new connection.
+        REGISTER.call_once(|| unsafe {
+            ffi::sqlite3_auto_extension(Some(sqlite3_vec_init));
+        });
+    }
+}

@@ -83,3 +83,82 @@ fn parses_the_shardyfusion_sidecar_in_wasm() {
         "checksum catches the flipped byte"
     );
 }
+
+/// shardyfusion's sqlite-vec shard: 2,000 KV rows (u64be keys 0..1999, values `v{i}`), 50
+/// cosine vectors of dim 4, even ids int, odd ids "id-N".
+const SHARD: &[u8] =
+    include_bytes!("../../tests/data/shardyfusion/sqlite_vec_cosine_dim4_shard.db");
+
+/// The fixture shard, loaded into an in-memory SQLite inside the wasm module.
+fn fixture_shard() -> rusqlite::Connection {
+    edgeshard_wasm::sqlite_vec_ext::register();
+    let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite in wasm");
+    conn.deserialize_read_exact("main", SHARD, SHARD.len(), true)
+        .expect("deserialize the fixture shard");
+    conn
+}
+
+#[wasm_bindgen_test]
+fn sqlite_vec_runs_in_wasm_with_the_builders_version() {
+    let conn = fixture_shard();
+    let version: String = conn
+        .query_row("SELECT vec_version()", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, "v0.1.9");
+    let value: Vec<u8> = conn
+        .query_row(
+            "SELECT v FROM kv WHERE k = ?1",
+            [42u64.to_be_bytes()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(value, b"v42");
+}
+
+#[wasm_bindgen_test]
+fn vec0_knn_in_wasm_equals_brute_force_on_the_fixture() {
+    let conn = fixture_shard();
+    let mut stmt = conn
+        .prepare("SELECT rowid, embedding FROM vec_index")
+        .unwrap();
+    let vectors: Vec<(i64, Vec<f32>)> = stmt
+        .query_map([], |r| {
+            let blob: Vec<u8> = r.get(1)?;
+            let v = blob
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok((r.get(0)?, v))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(vectors.len(), 50);
+    for (qi, (_, query)) in vectors.iter().enumerate().step_by(7) {
+        let mut expected: Vec<(f64, i64)> = vectors
+            .iter()
+            .map(|(id, v)| (edgeshard_shared::Metric::Cosine.score(query, v), *id))
+            .collect();
+        expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let bytes: Vec<u8> = query.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut knn = conn
+            .prepare("SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = 5")
+            .unwrap();
+        let got: Vec<(i64, f64)> = knn
+            .query_map(rusqlite::params![bytes], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got.len(), 5);
+        for (rank, ((id, distance), (want_score, _))) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                (distance - want_score).abs() < 1e-5,
+                "query {qi} rank {rank}: id {id}"
+            );
+        }
+        assert_eq!(
+            got[0].0, vectors[qi].0,
+            "a vector is its own nearest neighbour"
+        );
+    }
+}
