@@ -4,10 +4,14 @@
 # second run takes a second or two.
 #   - apt: clang (sqlite-wasm-rs compiles SQLite's C for wasm32 with it),
 #          protobuf-compiler (LanceDB's build needs protoc),
-#          nginx-light (the real static HTTP server, with Range, that HTTP tests run on 127.0.0.1)
+#          nginx-light (the real static HTTP server, with Range, that HTTP tests run on 127.0.0.1),
+#          chromium (the headless browser the wasm package's page/worker tests drive)
 #   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1)
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli, exactly the version runtime-wasm pins (wasm-bindgen and the CLI must match)
+#   - npm (runtime-wasm/js, from its package-lock.json): binaryen (wasm-opt; Debian's is too old
+#     and produces modules that fail to instantiate), playwright-core (drives /usr/bin/chromium;
+#     it never downloads a browser), miniflare (runs workerd, the Cloudflare Workers runtime)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -28,7 +32,7 @@ as_root() {
 # --- apt packages -------------------------------------------------------------------------------
 # package:command pairs; a package counts as present when dpkg says so or its command is on PATH.
 missing=()
-for entry in clang:clang protobuf-compiler:protoc nginx-light:nginx; do
+for entry in clang:clang protobuf-compiler:protoc nginx-light:nginx chromium:chromium; do
     pkg=${entry%%:*}
     cmd=${entry#*:}
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \
@@ -83,6 +87,20 @@ if command -v node >/dev/null 2>&1; then
 else
     log "node: missing; wasm-bindgen-test-runner needs Node (20 or newer) on PATH"
     exit 1
+fi
+
+# --- npm tooling of the wasm package's tests (runtime-wasm/js/node_modules) --------------------
+# Present when every tool the scripts call is there and the install is not older than the lock.
+js_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/runtime-wasm/js"
+js_bin="$js_dir/node_modules/.bin"
+if [ -x "$js_bin/wasm-opt" ] && [ -f "$js_dir/node_modules/playwright-core/package.json" ] \
+    && [ -x "$js_bin/workerd" ] && [ -f "$js_dir/node_modules/miniflare/package.json" ] \
+    && [ ! "$js_dir/package-lock.json" -nt "$js_dir/node_modules/.package-lock.json" ]; then
+    log "npm: runtime-wasm/js tooling present"
+else
+    log "npm: installing runtime-wasm/js tooling (npm ci)"
+    # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: belt and braces, playwright-core downloads nothing anyway.
+    (cd "$js_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >&2)
 fi
 
 log "done"

@@ -1,14 +1,35 @@
 //! edgeshard for wasm32 (browsers, Node, edge workers), through wasm-bindgen.
 //!
-//! **This is a skeleton.** It exposes only what `edgeshard-shared` already does without I/O:
-//! reading a manifest from its bytes ([`parse_manifest`]) and routing a key to its shard slot
-//! ([`route_key`]). The real runtime (opening shards over HTTP Range requests, KV lookups and
-//! vector search) comes with the wasm issue. Manifest parsing does run SQLite inside the module
-//! (rusqlite on sqlite-wasm-rs), so this crate already proves that part of the toolchain.
+//! [`api`] is the JavaScript API: `await Snapshot.open(url, options)`, then `get`, `getMany`,
+//! `search`, `info`, `stats`. A snapshot is read lazily over HTTP Range requests through the
+//! global `fetch`, with SQLite and sqlite-vec running inside the module:
 //!
-//! The crate is also an `rlib` and compiles on native targets, so the workspace builds and lints
-//! everywhere; the `#[wasm_bindgen]` functions only do something useful on wasm32. The plain Rust
-//! functions ([`manifest_summary`], [`route`]) behave the same on every target.
+//! - [`snapshot`]: open (`_CURRENT`, manifest, vector routing artifact), shards opened on first
+//!   use (sidecar + first block in one round), and the async driver that runs statements over
+//!   the page cache and fetches what they missed, all shards in one round;
+//! - [`pages`]: pinned pages, the LRU page cache under a byte budget, miss recording, read-ahead;
+//! - [`vfs`]: the read-only SQLite VFS over those pages;
+//! - [`http`]: GETs with retries, Range checks, ETag pinning;
+//! - [`btree`]: enough of SQLite's page format to plan a cold search's reads.
+//!
+//! Manifest model, routing, key encodings, sidecar parsing, vector probes and the top-k merge
+//! come from `edgeshard-shared`. The crate is also an `rlib` and compiles on native targets (the
+//! pure modules are tested there); the I/O modules exist only on wasm32.
+
+pub mod btree;
+pub mod error;
+pub mod pages;
+
+#[cfg(target_arch = "wasm32")]
+pub mod api;
+#[cfg(target_arch = "wasm32")]
+pub mod http;
+#[cfg(target_arch = "wasm32")]
+pub mod snapshot;
+#[cfg(target_arch = "wasm32")]
+pub mod vfs;
+
+pub use error::{Error, Result};
 
 use edgeshard_shared::manifest::Strategy;
 use edgeshard_shared::routing::shard_for_key;
@@ -115,7 +136,7 @@ pub fn route(key: &Key, num_dbs: u32) -> edgeshard_shared::Result<u32> {
 }
 
 /// The [`Key`] a JS value stands for (see [`route_key`]), or why it stands for none.
-fn key_from_js(value: JsValue) -> Result<Key, String> {
+pub(crate) fn key_from_js(value: JsValue) -> Result<Key, String> {
     if let Some(text) = value.as_string() {
         return Ok(Key::Str(text));
     }

@@ -15,6 +15,7 @@ pub mod npy;
 pub mod routing;
 pub mod sidecar;
 pub mod vector;
+pub mod vector_probes;
 
 pub use error::{Error, Result};
 pub use key::{Key, KeyEncoding};

@@ -1,0 +1,1053 @@
+//! An open snapshot over HTTP: `_CURRENT`, the manifest and the vector routing artifacts read at
+//! open; shard databases opened on first use and read page by page with Range requests.
+//!
+//! The driver ([`Snapshot::run_jobs`]) runs SQLite statements synchronously over the block cache
+//! (`pages.rs`, `vfs.rs`). A statement that reads a page which is not there fails; the driver
+//! then fetches every page any statement of the call found missing, all shards at once, in one
+//! parallel round, and runs the statements that missed again. Lookups of one call (the keys of
+//! `getMany`, the id and payload rows of a search's hits) run as separate statements so that
+//! all their misses land in the same round.
+
+use crate::btree;
+use crate::error::{Error, Result};
+use crate::http::{Fetcher, Ranged};
+use crate::pages::{coalesce, Counters, PageCache, ShardPages};
+use crate::vfs;
+use edgeshard_shared::current::CurrentPointer;
+use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
+use edgeshard_shared::merge::{merge_top_k, Scored};
+use edgeshard_shared::npy::{self, Matrix};
+use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, Sidecar};
+use edgeshard_shared::{layout, routing, vector, vector_probes, Key, Manifest};
+use futures::future::join_all;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+/// sqlite-vec refuses k above this.
+pub const MAX_K: usize = 4096;
+
+/// First read of a shard without a sidecar: enough for page 1 at any page size and, for small
+/// shards, the schema, so the open costs one request.
+const HEADER_BLOCK: u64 = 65536;
+/// First read of a shard with a sidecar: the sidecar holds page 1 and the schema, so this read
+/// is only for the object's size and ETag (and is page 1 at the default page size).
+const PROBE_BLOCK: u64 = 4096;
+
+/// Rounds one call may take before the driver gives up (a budget too small, a server that
+/// keeps answering with other bytes). A scan without a sidecar needs a few dozen.
+const MAX_ROUNDS: u32 = 500;
+
+/// Leaves of `vec_id_map` / `vec_payloads` a search prefetches with the vectors; bigger tables
+/// are read per hit instead (one more round, far fewer bytes).
+const MAX_LOOKUP_TABLE_LEAVES: usize = 128;
+
+/// SQLite's own page cache per shard connection, in KiB: kept small because the block cache
+/// (under the caller's budget) already holds the pages.
+const SQLITE_CACHE_KIB: i64 = 512;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Budget of the page cache shared by all shards, in bytes.
+    pub cache_bytes: usize,
+    /// Retries of a request after a transient failure.
+    pub retries: u32,
+    /// First backoff between retries, doubled each time.
+    pub retry_backoff_ms: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 << 20,
+            retries: 3,
+            retry_backoff_ms: 100,
+        }
+    }
+}
+
+/// A vector id with the type it was written with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VectorId {
+    Int(i64),
+    Str(String),
+}
+
+impl VectorId {
+    pub fn to_json(&self) -> Value {
+        match self {
+            VectorId::Int(i) => json!(i),
+            VectorId::Str(s) => json!(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub id: VectorId,
+    /// Distance in the snapshot metric's convention: lower is better (see `shared::vector`).
+    pub score: f64,
+    pub payload: Option<Value>,
+    /// The shard the hit came from.
+    pub shard: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResponse {
+    pub results: Vec<SearchHit>,
+    /// The shards searched (probed, given, or all), ascending.
+    pub shards: Vec<u32>,
+}
+
+/// How a vector-only snapshot places vectors (`custom.vector.sharding_strategy`).
+#[derive(Debug)]
+enum VectorRouting {
+    /// Every non-empty shard is searched (unified snapshots, hash-routed ones).
+    All,
+    /// Nearest centroids (`centroids.npy`).
+    Cluster {
+        centroids: Matrix,
+        num_probes: usize,
+    },
+    /// Random hyperplanes (`hyperplanes.npy`).
+    Lsh {
+        hyperplanes: Matrix,
+        num_probes: usize,
+    },
+    /// Explicit or CEL placement: the caller must name the shards.
+    CallerChooses(String),
+}
+
+struct Slot {
+    entry: ShardEntry,
+    db_url: String,
+    sidecar_url: Option<String>,
+    open: RefCell<Option<Rc<OpenShard>>>,
+}
+
+struct OpenShard {
+    db_id: u32,
+    url: String,
+    /// The ETag seen at open; every later range answer must carry the same.
+    etag: Option<String>,
+    pages: Rc<ShardPages>,
+    conn: Connection,
+    has_sidecar: bool,
+    /// Whether a search already planned this shard's vector reads.
+    vectors_planned: Cell<bool>,
+}
+
+impl OpenShard {
+    fn corrupt(&self, detail: String) -> Error {
+        Error::CorruptShard {
+            db_id: self.db_id,
+            url: self.url.clone(),
+            detail,
+        }
+    }
+
+    /// A range answer must come from the object opened: same size, same ETag.
+    fn check(&self, answer: &Ranged) -> Result<()> {
+        if answer.total != self.pages.len {
+            return Err(Error::Changed {
+                url: self.url.clone(),
+                detail: format!(
+                    "it is now {} bytes, it was {} at open",
+                    answer.total, self.pages.len
+                ),
+            });
+        }
+        if let (Some(pinned), Some(now)) = (&self.etag, &answer.etag) {
+            if pinned != now {
+                return Err(Error::Changed {
+                    url: self.url.clone(),
+                    detail: format!("its ETag is now {now}, it was {pinned} at open"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A statement of a call, run (again) by the driver until it no longer misses pages.
+type Statement<'a, T> = Box<dyn FnMut(&Connection) -> rusqlite::Result<T> + 'a>;
+/// One statement on one shard.
+type Job<'a, T> = (Rc<OpenShard>, Statement<'a, T>);
+
+pub struct Snapshot {
+    root: String,
+    manifest_path: String,
+    manifest: Manifest,
+    vector: Option<VectorSpec>,
+    routing: VectorRouting,
+    /// Indexed by db_id; `None` for empty slots.
+    slots: Vec<Option<Slot>>,
+    cache: Rc<RefCell<PageCache>>,
+    counters: Rc<RefCell<Counters>>,
+    fetcher: Fetcher,
+    /// Counters of the last finished call.
+    last_call: Cell<Counters>,
+    /// One call at a time: statements of interleaved calls would take each other's misses.
+    lock: futures::lock::Mutex<()>,
+}
+
+impl Snapshot {
+    /// Reads `_CURRENT`, the manifest it points at, and the vector routing artifact if the
+    /// snapshot is cluster- or LSH-routed: 2 or 3 requests, one after the other.
+    pub async fn open(root: &str, options: Options) -> Result<Self> {
+        let root = root.trim_end_matches('/').to_string();
+        let counters = Rc::new(RefCell::new(Counters::default()));
+        let fetcher = Fetcher {
+            retries: options.retries,
+            backoff_ms: options.retry_backoff_ms,
+            counters: counters.clone(),
+        };
+        let current_url = layout::join(&root, layout::CURRENT);
+        counters.borrow_mut().rounds += 1;
+        let current = fetcher.get_whole(&current_url, "_CURRENT").await?;
+        let pointer =
+            CurrentPointer::parse(&current.bytes).map_err(|e| Error::InvalidSnapshot {
+                url: current_url.clone(),
+                detail: e.to_string(),
+            })?;
+        // The manifest URL was recorded where the snapshot was published; find it relative to
+        // wherever the snapshot is served now.
+        let manifest_path = pointer
+            .manifest_ref
+            .find(&format!("{}/", layout::MANIFESTS_DIR))
+            .map(|i| pointer.manifest_ref[i..].to_string())
+            .ok_or_else(|| Error::InvalidSnapshot {
+                url: current_url.clone(),
+                detail: format!(
+                    "manifest_ref {:?} is not under manifests/",
+                    pointer.manifest_ref
+                ),
+            })?;
+        let manifest_url = layout::join(&root, &manifest_path);
+        counters.borrow_mut().rounds += 1;
+        let manifest_bytes = fetcher.get_whole(&manifest_url, "manifest").await?;
+        let invalid = |detail: String| Error::InvalidSnapshot {
+            url: manifest_url.clone(),
+            detail,
+        };
+        let manifest = Manifest::from_sqlite_bytes(&manifest_bytes.bytes)
+            .map_err(|e| invalid(e.to_string()))?;
+        let vector = manifest.vector_spec().map_err(|e| invalid(e.to_string()))?;
+        let routing = read_vector_routing(&root, &manifest, &fetcher).await?;
+
+        let sidecar_file = manifest.meta.custom.get("sqlite_sidecar").map(|config| {
+            config
+                .get("filename")
+                .and_then(Value::as_str)
+                .unwrap_or(layout::SIDECAR_FILE)
+                .to_string()
+        });
+        let mut slots: Vec<Option<Slot>> = (0..manifest.meta.num_dbs).map(|_| None).collect();
+        for entry in &manifest.shards {
+            let dir = entry
+                .db_url
+                .as_deref()
+                .and_then(|url| {
+                    layout::relative_to_root(url, &manifest.meta.s3_prefix, layout::SHARDS_DIR)
+                })
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    layout::shard_dir(&manifest.meta.run_id, entry.db_id, entry.attempt)
+                });
+            slots[entry.db_id as usize] = Some(Slot {
+                entry: entry.clone(),
+                db_url: layout::join(&root, &layout::join(&dir, layout::SHARD_DB_FILE)),
+                sidecar_url: sidecar_file
+                    .as_ref()
+                    .map(|file| layout::join(&root, &layout::join(&dir, file))),
+                open: RefCell::new(None),
+            });
+        }
+        let snapshot = Self {
+            root,
+            manifest_path,
+            manifest,
+            vector,
+            routing,
+            slots,
+            cache: Rc::new(RefCell::new(PageCache::new(options.cache_bytes))),
+            counters: counters.clone(),
+            fetcher,
+            last_call: Cell::new(Counters::default()),
+            lock: futures::lock::Mutex::new(()),
+        };
+        snapshot.last_call.set(*counters.borrow());
+        Ok(snapshot)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Everything counted so far (open included).
+    pub fn total(&self) -> Counters {
+        *self.counters.borrow()
+    }
+
+    /// What the last finished call cost.
+    pub fn last_call(&self) -> Counters {
+        self.last_call.get()
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.borrow().bytes()
+    }
+
+    pub fn cache_pages(&self) -> usize {
+        self.cache.borrow().len()
+    }
+
+    pub fn cache_budget(&self) -> usize {
+        self.cache.borrow().budget()
+    }
+
+    /// The shard slots whose databases are open.
+    pub fn open_shards(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| s.open.borrow().is_some())
+            .map(|s| s.entry.db_id)
+            .collect()
+    }
+
+    /// Open shards whose sidecar is in use (its tag matched the live ETag).
+    pub fn shards_with_sidecar(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| s.open.borrow().as_ref().is_some_and(|o| o.has_sidecar))
+            .map(|s| s.entry.db_id)
+            .collect()
+    }
+
+    pub fn info(&self) -> Value {
+        let meta = &self.manifest.meta;
+        let routing = match &self.routing {
+            VectorRouting::All => json!({"strategy": "all"}),
+            VectorRouting::Cluster { num_probes, .. } => {
+                json!({"strategy": "cluster", "num_probes": num_probes})
+            }
+            VectorRouting::Lsh { num_probes, .. } => {
+                json!({"strategy": "lsh", "num_probes": num_probes})
+            }
+            VectorRouting::CallerChooses(strategy) => json!({"strategy": strategy}),
+        };
+        json!({
+            "root": self.root,
+            "run_id": meta.run_id,
+            "created_at": meta.created_at,
+            "manifest": self.manifest_path,
+            "num_dbs": meta.num_dbs,
+            "non_empty_shards": self.manifest.shards.len(),
+            "rows": self.manifest.shards.iter().map(|s| s.row_count).sum::<u64>(),
+            "bytes": self.manifest.shards.iter().map(|s| s.db_bytes).sum::<u64>(),
+            "key_encoding": meta.key_encoding.as_str(),
+            "key_col": meta.key_col,
+            "sharding": match meta.sharding.strategy {
+                Strategy::Hash => "hash",
+                Strategy::Cel => "cel",
+            },
+            "vector": meta.custom.get("vector").cloned(),
+            "vector_routing": routing,
+        })
+    }
+
+    /// Runs one public call: one at a time, counted as "the last call".
+    async fn call<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let _turn = self.lock.lock().await;
+        self.cache.borrow_mut().begin_call();
+        let before = self.total();
+        let outcome = work.await;
+        self.last_call.set(self.total() - before);
+        outcome
+    }
+
+    /// The value stored under `key`, or `None` when absent.
+    pub async fn get(&self, key: Key) -> Result<Option<Vec<u8>>> {
+        self.call(async {
+            let mut values = self.get_many_inner(vec![key]).await?;
+            Ok(values.pop().flatten())
+        })
+        .await
+    }
+
+    /// Values for `keys`, in input order; `None` for absent keys. All cold shards open in one
+    /// round, and all the leaves the keys need are fetched in the next.
+    pub async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Vec<u8>>>> {
+        self.call(self.get_many_inner(keys)).await
+    }
+
+    fn route(&self, key: &Key) -> Result<u32> {
+        if self.manifest.meta.sharding.strategy == Strategy::Cel {
+            return Err(Error::Unsupported(
+                "CEL-routed snapshots cannot be routed by key in this reader".into(),
+            ));
+        }
+        routing::shard_for_key(key, self.manifest.meta.num_dbs).map_err(Error::invalid_argument)
+    }
+
+    async fn get_many_inner(&self, keys: Vec<Key>) -> Result<Vec<Option<Vec<u8>>>> {
+        let encoding = self.manifest.meta.key_encoding;
+        let mut wanted: Vec<(usize, u32, Vec<u8>)> = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let encoded = encoding.encode(key).map_err(Error::invalid_argument)?;
+            let db_id = self.route(key)?;
+            if self.slots[db_id as usize].is_some() {
+                wanted.push((i, db_id, encoded));
+            }
+        }
+        let ids: BTreeSet<u32> = wanted.iter().map(|(_, db_id, _)| *db_id).collect();
+        let shards = self
+            .open_shards_now(&ids.into_iter().collect::<Vec<_>>())
+            .await?;
+        let mut jobs: Vec<Job<'_, Option<Vec<u8>>>> = Vec::with_capacity(wanted.len());
+        for (_, db_id, encoded) in &wanted {
+            let shard = shards[db_id].clone();
+            jobs.push((
+                shard,
+                Box::new(move |conn: &Connection| {
+                    conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?
+                        .query_row([encoded], |r| r.get(0))
+                        .optional()
+                }),
+            ));
+        }
+        let found = self.run_jobs(jobs).await?;
+        let mut out = vec![None; keys.len()];
+        for ((i, _, _), value) in wanted.iter().zip(found) {
+            out[*i] = value;
+        }
+        Ok(out)
+    }
+
+    /// The `k` nearest vectors to `query`. Shards: `shard_ids` when given; else the probed
+    /// shards of a cluster/LSH-routed snapshot (`probes` or the manifest's `num_probes`); else
+    /// every non-empty shard.
+    pub async fn search(
+        &self,
+        query: Vec<f32>,
+        k: usize,
+        probes: Option<usize>,
+        shard_ids: Option<Vec<u32>>,
+    ) -> Result<SearchResponse> {
+        self.call(self.search_inner(query, k, probes, shard_ids))
+            .await
+    }
+
+    /// The shard slots a search visits (before dropping empty slots), ascending.
+    pub fn search_targets(
+        &self,
+        query: &[f32],
+        probes: Option<usize>,
+        shard_ids: Option<Vec<u32>>,
+    ) -> Result<Vec<u32>> {
+        let num_dbs = self.manifest.meta.num_dbs;
+        let mut ids = match (shard_ids, &self.routing) {
+            (Some(ids), _) => {
+                if let Some(bad) = ids.iter().find(|id| **id >= num_dbs) {
+                    return Err(Error::InvalidArgument(format!(
+                        "shard {bad} does not exist (num_dbs is {num_dbs})"
+                    )));
+                }
+                ids
+            }
+            (None, VectorRouting::All) => (0..num_dbs).collect(),
+            (
+                None,
+                VectorRouting::Cluster {
+                    centroids,
+                    num_probes,
+                },
+            ) => {
+                let metric = self
+                    .vector
+                    .as_ref()
+                    .map(|v| v.metric)
+                    .unwrap_or(vector::Metric::L2);
+                vector_probes::cluster_probes(
+                    query,
+                    centroids,
+                    metric,
+                    probes.unwrap_or(*num_probes),
+                )
+                .map_err(Error::invalid_argument)?
+            }
+            (
+                None,
+                VectorRouting::Lsh {
+                    hyperplanes,
+                    num_probes,
+                },
+            ) => vector_probes::lsh_probes(
+                query,
+                hyperplanes,
+                num_dbs,
+                probes.unwrap_or(*num_probes),
+            )
+            .map_err(Error::invalid_argument)?,
+            (None, VectorRouting::CallerChooses(strategy)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "this snapshot places vectors by {strategy:?} routing: pass the shards to \
+                     search (options.shards)"
+                )))
+            }
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn search_inner(
+        &self,
+        query: Vec<f32>,
+        k: usize,
+        probes: Option<usize>,
+        shard_ids: Option<Vec<u32>>,
+    ) -> Result<SearchResponse> {
+        let spec = self.vector.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("this snapshot has no vectors (no custom.vector)".into())
+        })?;
+        if spec.backend == Some(VectorBackend::LanceDb) {
+            return Err(Error::Unsupported(
+                "LanceDB vector shards cannot be read in wasm; build with --vector-backend \
+                 sqlite-vec"
+                    .into(),
+            ));
+        }
+        if !(1..=MAX_K).contains(&k) {
+            return Err(Error::InvalidArgument(format!(
+                "k must be between 1 and {MAX_K}, got {k}"
+            )));
+        }
+        if probes == Some(0) {
+            return Err(Error::InvalidArgument("probes must be at least 1".into()));
+        }
+        vector::check_vector(&query, spec.dim, spec.metric)
+            .map_err(|e| Error::InvalidArgument(format!("query vector: {e}")))?;
+        let targets: Vec<u32> = self
+            .search_targets(&query, probes, shard_ids)?
+            .into_iter()
+            .filter(|id| self.slots[*id as usize].is_some())
+            .collect();
+        let shards = self.open_shards_now(&targets).await?;
+        let ordered: Vec<Rc<OpenShard>> = targets.iter().map(|id| shards[id].clone()).collect();
+        self.plan_vector_reads(&ordered).await?;
+
+        let query_bytes = vector::to_le_bytes(&query);
+        let knn_jobs: Vec<Job<'_, Vec<(i64, f64)>>> = ordered
+            .iter()
+            .map(|shard| {
+                let query_bytes = &query_bytes;
+                let job: Statement<'_, Vec<(i64, f64)>> = Box::new(move |conn: &Connection| {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT rowid, distance FROM vec_index \
+                             WHERE embedding MATCH ?1 AND k = ?2",
+                    )?;
+                    let rows = stmt.query_map(rusqlite::params![query_bytes, k as i64], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
+                    })?;
+                    rows.collect()
+                });
+                (shard.clone(), job)
+            })
+            .collect();
+        let mut per_shard = self.run_jobs(knn_jobs).await?;
+        // The order runtime-native reports: distance, then rowid.
+        for hits in &mut per_shard {
+            hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        }
+
+        // Ids and payloads of the hits: separate statements, so all their misses share a round.
+        let mut lookup_jobs: Vec<Job<'_, (Option<String>, Option<String>)>> = Vec::new();
+        for (shard, hits) in ordered.iter().zip(&per_shard) {
+            for (rowid, _) in hits {
+                let rowid = *rowid;
+                lookup_jobs.push((
+                    shard.clone(),
+                    Box::new(move |conn: &Connection| {
+                        let id = conn
+                            .prepare_cached(
+                                "SELECT original_id FROM vec_id_map WHERE internal_id = ?1",
+                            )?
+                            .query_row([rowid], |r| r.get::<_, String>(0))
+                            .optional()?;
+                        let payload = conn
+                            .prepare_cached("SELECT payload FROM vec_payloads WHERE rowid = ?1")?
+                            .query_row([rowid], |r| r.get::<_, String>(0))
+                            .optional()?;
+                        Ok((id, payload))
+                    }),
+                ));
+            }
+        }
+        let mut looked_up = self.run_jobs(lookup_jobs).await?.into_iter();
+        let mut scored: Vec<Vec<Scored<SearchHit>>> = Vec::with_capacity(ordered.len());
+        for (shard, hits) in ordered.iter().zip(per_shard) {
+            let mut list = Vec::with_capacity(hits.len());
+            for (rowid, distance) in hits {
+                let (id_text, payload_text) = looked_up
+                    .next()
+                    .ok_or_else(|| shard.corrupt("lookup results out of step".into()))?;
+                let id = match id_text {
+                    Some(text) => parse_original_id(&text).ok_or_else(|| {
+                        shard.corrupt(format!("vec_id_map row {rowid}: {text:?}"))
+                    })?,
+                    None => {
+                        return Err(shard.corrupt(format!("vector {rowid} has no vec_id_map row")))
+                    }
+                };
+                let payload = payload_text
+                    .map(|text| {
+                        serde_json::from_str(&text)
+                            .map_err(|e| shard.corrupt(format!("vec_payloads row {rowid}: {e}")))
+                    })
+                    .transpose()?;
+                // sqlite-vec distances already follow the reported convention for cosine
+                // (1 - cos) and l2 (Euclidean); dot_product never reaches sqlite-vec.
+                list.push(Scored {
+                    score: distance,
+                    item: SearchHit {
+                        id,
+                        score: distance,
+                        payload,
+                        shard: shard.db_id,
+                    },
+                });
+            }
+            scored.push(list);
+        }
+        let results = merge_top_k(scored, k).into_iter().map(|s| s.item).collect();
+        Ok(SearchResponse {
+            results,
+            shards: targets,
+        })
+    }
+
+    /// Opens the given shards (those not open yet, all in one round) and returns them by id.
+    async fn open_shards_now(&self, ids: &[u32]) -> Result<HashMap<u32, Rc<OpenShard>>> {
+        let cold: Vec<&Slot> = ids
+            .iter()
+            .filter_map(|id| self.slots.get(*id as usize).and_then(Option::as_ref))
+            .filter(|slot| slot.open.borrow().is_none())
+            .collect();
+        if !cold.is_empty() {
+            self.counters.borrow_mut().rounds += 1;
+            let opened = join_all(cold.iter().map(|slot| self.open_shard(slot))).await;
+            let mut fresh = Vec::new();
+            for (slot, shard) in cold.iter().zip(opened) {
+                let shard = Rc::new(shard?);
+                *slot.open.borrow_mut() = Some(shard.clone());
+                fresh.push(shard);
+            }
+            // Chains hanging off pinned interior pages are read on every descent: pin them now.
+            if fresh.iter().any(|s| s.pages.has_missing()) {
+                self.fetch_missing(&fresh, true).await?;
+            }
+            // Reading the schema turns "not a database" into an error now, with the shard
+            // named. With a sidecar this reads pinned pages only.
+            let checks: Vec<Job<'_, i64>> = fresh
+                .iter()
+                .map(|shard| {
+                    let job: Statement<'_, i64> = Box::new(|conn: &Connection| {
+                        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                    });
+                    (shard.clone(), job)
+                })
+                .collect();
+            self.run_jobs(checks).await?;
+        }
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(slot) = self.slots.get(*id as usize).and_then(Option::as_ref) {
+                if let Some(shard) = slot.open.borrow().as_ref() {
+                    out.insert(*id, shard.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One shard's open: its sidecar (when the manifest announces one) and the first block of
+    /// `shard.db` (for its size, its ETag and page 1), fetched together.
+    async fn open_shard(&self, slot: &Slot) -> Result<OpenShard> {
+        let db_id = slot.entry.db_id;
+        let probe_len = if slot.sidecar_url.is_some() {
+            PROBE_BLOCK
+        } else {
+            HEADER_BLOCK
+        };
+        let sidecar_fetch = async {
+            match &slot.sidecar_url {
+                Some(url) => Some(self.fetcher.get_whole(url, "shard sidecar").await),
+                None => None,
+            }
+        };
+        let probe_fetch = self
+            .fetcher
+            .get_range(&slot.db_url, "shard database", 0, probe_len);
+        let (sidecar, probe) = futures::join!(sidecar_fetch, probe_fetch);
+        let probe = probe?;
+        let url = slot.db_url.clone();
+        let corrupt = |detail: String| Error::CorruptShard {
+            db_id,
+            url: url.clone(),
+            detail,
+        };
+        if slot.entry.db_bytes != 0 && probe.total != slot.entry.db_bytes {
+            return Err(Error::Changed {
+                url: url.clone(),
+                detail: format!(
+                    "it is {} bytes, the manifest says {}",
+                    probe.total, slot.entry.db_bytes
+                ),
+            });
+        }
+        // A sidecar is used only when bound to the object being read (spec section 8); any
+        // other answer (absent, malformed, another tag) means plain page reads.
+        let sidecar = match sidecar {
+            Some(Ok(whole)) => Sidecar::parse(&whole.bytes)
+                .ok()
+                .filter(|s| probe.etag.as_deref() == Some(s.tag.as_str())),
+            _ => None,
+        };
+        let has_sidecar = sidecar.is_some();
+        let (page_size, mut pinned, chains, interior_heads) = match sidecar {
+            Some(sidecar) => {
+                let heads = interior_chain_heads(&sidecar.content);
+                let pinned = sidecar
+                    .content
+                    .pages
+                    .into_iter()
+                    .map(|(n, p)| (n, Rc::<[u8]>::from(p)))
+                    .collect::<HashMap<_, _>>();
+                (
+                    sidecar.content.page_size,
+                    pinned,
+                    sidecar.content.chains,
+                    heads,
+                )
+            }
+            None => {
+                let page_size = header_page_size(&probe.bytes)
+                    .ok_or_else(|| corrupt("not a SQLite database (bad header)".into()))?;
+                (page_size, HashMap::new(), Vec::new(), Vec::new())
+            }
+        };
+        let page_size_bytes = page_size as usize;
+        // Page 1 is read at the start of every statement: keep it for good.
+        if !pinned.contains_key(&1)
+            && probe.bytes.len() >= page_size_bytes.min(probe.total as usize)
+        {
+            let mut first = probe.bytes[..page_size_bytes.min(probe.bytes.len())].to_vec();
+            first.resize(page_size_bytes, 0);
+            pinned.insert(1, Rc::from(first));
+        }
+        let pages = Rc::new(ShardPages::new(
+            db_id,
+            probe.total,
+            page_size,
+            pinned,
+            chains,
+            self.cache.clone(),
+            self.counters.clone(),
+        ));
+        // The rest of the first block: paid for, so cached.
+        if probe.bytes.len() > page_size_bytes {
+            pages.insert_block(page_size as u64, &probe.bytes[page_size_bytes..]);
+        }
+        let chain_pages: Vec<u32> = interior_heads
+            .iter()
+            .filter_map(|head| pages.chain_of(*head))
+            .flat_map(|chain| chain.iter().copied().collect::<Vec<_>>())
+            .collect();
+        pages.want(chain_pages);
+        let conn = vfs::open_connection(pages.clone(), &url)?;
+        conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(OpenShard {
+            db_id,
+            url,
+            etag: probe.etag,
+            pages,
+            conn,
+            has_sidecar,
+            vectors_planned: Cell::new(false),
+        })
+    }
+
+    /// Runs statements until none misses pages: each pass runs every pending statement, then
+    /// one round fetches what all of them missed.
+    async fn run_jobs<T>(&self, mut jobs: Vec<Job<'_, T>>) -> Result<Vec<T>> {
+        let mut results: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        let mut rounds = 0u32;
+        while !pending.is_empty() {
+            let mut missed = Vec::new();
+            for &i in &pending {
+                let (shard, job) = &mut jobs[i];
+                let before = shard.pages.miss_count();
+                let outcome = job(&shard.conn);
+                if shard.pages.miss_count() != before {
+                    missed.push(i);
+                    continue;
+                }
+                match outcome {
+                    Ok(value) => results[i] = Some(value),
+                    Err(e) => return Err(shard.corrupt(e.to_string())),
+                }
+            }
+            if missed.is_empty() {
+                break;
+            }
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                return Err(Error::TooManyRounds(format!(
+                    "a statement still missed pages after {MAX_ROUNDS} rounds of reads (cache \
+                     budget {} bytes)",
+                    self.cache.borrow().budget()
+                )));
+            }
+            let mut seen = BTreeSet::new();
+            let shards: Vec<Rc<OpenShard>> = missed
+                .iter()
+                .map(|i| jobs[*i].0.clone())
+                .filter(|s| seen.insert(s.db_id))
+                .collect();
+            self.fill(&shards).await?;
+            pending = missed;
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::TooManyRounds("a statement did not finish".into())))
+            .collect()
+    }
+
+    /// Fetches what the shards' statements missed; then, in a second round, the overflow chains
+    /// of index pages just fetched, which SQLite reads whole whenever a search compares against
+    /// such a cell (one round for all of them instead of one per comparison).
+    async fn fill(&self, shards: &[Rc<OpenShard>]) -> Result<()> {
+        let fetched = self.fetch_missing(shards, false).await?;
+        let mut follow = false;
+        for (shard, pages) in shards.iter().zip(&fetched) {
+            for number in pages {
+                let Some(page) = shard.pages.peek_page(*number) else {
+                    continue;
+                };
+                for head in index_overflow_heads(*number, &page, shard.pages.page_size) {
+                    if let Some(chain) = shard.pages.chain_of(head) {
+                        shard.pages.want(chain.iter().copied());
+                        follow |= shard.pages.has_missing();
+                    }
+                }
+            }
+        }
+        if follow {
+            self.fetch_missing(shards, false).await?;
+        }
+        Ok(())
+    }
+
+    /// One round: every missing page of every shard, as coalesced ranges, in parallel. Returns
+    /// the pages fetched per shard.
+    async fn fetch_missing(&self, shards: &[Rc<OpenShard>], pin: bool) -> Result<Vec<Vec<u32>>> {
+        let plan: Vec<(Rc<OpenShard>, Vec<u32>)> = shards
+            .iter()
+            .map(|s| (s.clone(), s.pages.take_missing()))
+            .collect();
+        if plan.iter().all(|(_, pages)| pages.is_empty()) {
+            return Ok(plan.into_iter().map(|(_, p)| p).collect());
+        }
+        self.counters.borrow_mut().rounds += 1;
+        let reads = plan.iter().flat_map(|(shard, pages)| {
+            coalesce(pages, shard.pages.page_size, shard.pages.len)
+                .into_iter()
+                .map(move |(offset, length)| {
+                    let shard = shard.clone();
+                    async move {
+                        let answer = self
+                            .fetcher
+                            .get_range(&shard.url, "shard database", offset, length)
+                            .await?;
+                        shard.check(&answer)?;
+                        if pin {
+                            shard.pages.pin_block(offset, &answer.bytes);
+                        } else {
+                            shard.pages.insert_block(offset, &answer.bytes);
+                        }
+                        Ok::<(), Error>(())
+                    }
+                })
+        });
+        for outcome in join_all(reads).await {
+            outcome?;
+        }
+        Ok(plan.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Before a cold search: with the sidecar's interior pages pinned, the leaves of the vector
+    /// tables are known without I/O, so they are fetched in one round for all shards; their
+    /// overflow chains (the vector chunks) in the next. The search itself then runs on cached
+    /// pages. Shards without a sidecar are left to the driver (read-ahead).
+    async fn plan_vector_reads(&self, shards: &[Rc<OpenShard>]) -> Result<()> {
+        let todo: Vec<Rc<OpenShard>> = shards
+            .iter()
+            .filter(|s| s.has_sidecar && !s.vectors_planned.get())
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let roots_jobs: Vec<Job<'_, Vec<(String, u32)>>> = todo
+            .iter()
+            .map(|shard| {
+                let job: Statement<'_, Vec<(String, u32)>> = Box::new(|conn: &Connection| {
+                    let mut stmt = conn.prepare(
+                        "SELECT tbl_name, rootpage FROM sqlite_master WHERE rootpage > 0 \
+                             AND (tbl_name LIKE 'vec_index%' \
+                                  OR tbl_name IN ('vec_id_map', 'vec_payloads'))",
+                    )?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect()
+                });
+                (shard.clone(), job)
+            })
+            .collect();
+        let roots = self.run_jobs(roots_jobs).await?;
+        for (shard, tables) in todo.iter().zip(&roots) {
+            for (table, root) in tables {
+                let leaves = leaves_below(&shard.pages, *root);
+                let lookup_table = table == "vec_id_map" || table == "vec_payloads";
+                if lookup_table && leaves.len() > MAX_LOOKUP_TABLE_LEAVES {
+                    continue;
+                }
+                shard.pages.want(leaves);
+            }
+        }
+        let fetched = self.fetch_missing(&todo, false).await?;
+        for (shard, pages) in todo.iter().zip(&fetched) {
+            for number in pages {
+                if let Some(page) = shard.pages.peek_page(*number) {
+                    for head in btree::overflow_heads(*number, &page, shard.pages.page_size) {
+                        match shard.pages.chain_of(head) {
+                            Some(chain) => shard.pages.want(chain.iter().copied()),
+                            None => shard.pages.want([head]),
+                        }
+                    }
+                }
+            }
+        }
+        self.fetch_missing(&todo, false).await?;
+        for shard in &todo {
+            shard.vectors_planned.set(true);
+        }
+        Ok(())
+    }
+}
+
+/// The leaf pages of the B-tree rooted at `root`, walking pinned interior pages only (a page
+/// that is not pinned is a leaf: the sidecar pins every interior page).
+fn leaves_below(pages: &ShardPages, root: u32) -> Vec<u32> {
+    let mut leaves = Vec::new();
+    let mut stack = vec![root];
+    let mut visited = BTreeSet::new();
+    while let Some(number) = stack.pop() {
+        if !visited.insert(number) || number == 0 || number > pages.page_count() {
+            continue;
+        }
+        match pages.pinned_page(number) {
+            Some(page) if btree::is_interior(number, &page) => {
+                stack.extend(btree::children(number, &page));
+            }
+            Some(_) => {}
+            None => leaves.push(number),
+        }
+    }
+    leaves.sort_unstable();
+    leaves
+}
+
+/// `custom.vector.sharding_strategy` of a vector-only snapshot, with its artifact fetched.
+async fn read_vector_routing(
+    root: &str,
+    manifest: &Manifest,
+    fetcher: &Fetcher,
+) -> Result<VectorRouting> {
+    let Some(vector) = manifest.meta.custom.get("vector") else {
+        return Ok(VectorRouting::All);
+    };
+    let strategy = vector.get("sharding_strategy").and_then(Value::as_str);
+    let num_probes = vector
+        .get("num_probes")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .max(1) as usize;
+    let (artifact_key, file) = match strategy {
+        None => return Ok(VectorRouting::All),
+        Some("cluster") => ("centroids_ref", "centroids.npy"),
+        Some("lsh") => ("hyperplanes_ref", "hyperplanes.npy"),
+        Some(other) => return Ok(VectorRouting::CallerChooses(other.to_string())),
+    };
+    let relative = vector
+        .get(artifact_key)
+        .and_then(Value::as_str)
+        .and_then(|url| layout::relative_to_root(url, &manifest.meta.s3_prefix, "vector_meta"))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("vector_meta/run_id={}/{file}", manifest.meta.run_id));
+    let url = layout::join(root, &relative);
+    fetcher.counters.borrow_mut().rounds += 1;
+    let bytes = fetcher.get_whole(&url, file).await?.bytes;
+    let matrix = npy::read(&bytes).map_err(|e| Error::InvalidSnapshot {
+        url: url.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(match strategy {
+        Some("cluster") => {
+            if matrix.rows != manifest.meta.num_dbs as usize {
+                return Err(Error::InvalidSnapshot {
+                    url,
+                    detail: format!(
+                        "{} centroids for num_dbs {}",
+                        matrix.rows, manifest.meta.num_dbs
+                    ),
+                });
+            }
+            VectorRouting::Cluster {
+                centroids: matrix,
+                num_probes,
+            }
+        }
+        _ => VectorRouting::Lsh {
+            hyperplanes: matrix,
+            num_probes,
+        },
+    })
+}
+
+fn header_page_size(block: &[u8]) -> Option<u32> {
+    if block.len() < 100 || &block[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    match u16::from_be_bytes([block[16], block[17]]) {
+        1 => Some(65536),
+        v if v >= 512 && v.is_power_of_two() => Some(v as u32),
+        _ => None,
+    }
+}
+
+/// `{"v": 7, "t": "int"}` / `{"v": "a", "t": "str"}` from `vec_id_map.original_id`.
+fn parse_original_id(text: &str) -> Option<VectorId> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    match (value.get("t")?.as_str()?, value.get("v")?) {
+        ("int", v) => v.as_i64().map(VectorId::Int),
+        ("str", v) => v.as_str().map(|s| VectorId::Str(s.to_string())),
+        _ => None,
+    }
+}
