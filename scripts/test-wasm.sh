@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Runs runtime-wasm's wasm-bindgen tests in Node (wasm32-unknown-unknown through
-# wasm-bindgen-test-runner, the runner set in .cargo/config.toml). Extra arguments go to
-# `cargo test`, e.g. `scripts/test-wasm.sh -- parses`.
+# The wasm reader's tests:
+#   1. runtime-wasm's wasm-bindgen tests in Node (wasm32-unknown-unknown through
+#      wasm-bindgen-test-runner, the runner set in .cargo/config.toml); extra arguments go to
+#      this `cargo test`, e.g. `scripts/test-wasm.sh -- parses`;
+#   2. the ES-module package (scripts/build-wasm-pkg.sh, into www/pkg) under Node against a real
+#      nginx on 127.0.0.1, on a snapshot the native CLI builds from the bundled sample, compared
+#      with the native CLI's answers (scripts/wasm-fixtures.sh); node's test runner;
+#   3. the same package in headless Chromium (page and dedicated worker) and in workerd
+#      (miniflare), against nginx on 127.0.0.1.
+# Closes with one line `wasm-js: N passed, N failed` for the JS suites.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,3 +21,22 @@ cd "$here/.."
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 printf 'test-wasm: cargo test -p edgeshard-wasm --target wasm32-unknown-unknown %s\n' "$*" >&2
 cargo test -p edgeshard-wasm --target wasm32-unknown-unknown "$@"
+
+echo "test-wasm: building the package (scripts/build-wasm-pkg.sh)" >&2
+bash "$here/build-wasm-pkg.sh"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+echo "test-wasm: fixtures from the bundled sample (scripts/wasm-fixtures.sh)" >&2
+EDGESHARD_CLI="$(bash "$here/wasm-fixtures.sh" "$work/fixtures")"
+export EDGESHARD_CLI WASM_FIXTURES="$work/fixtures"
+
+echo "test-wasm: node --test runtime-wasm/js/test" >&2
+status=0
+# Each suite bounds itself (servers stopped in after hooks); the timeout is a last resort.
+timeout 900 node --test --test-concurrency=1 runtime-wasm/js/test/*.test.mjs 2>&1 \
+    | tee "$work/node-test.log" || status=$?
+passed=$(grep -Eo '^# pass [0-9]+' "$work/node-test.log" | awk '{s += $3} END {print s + 0}')
+failed=$(grep -Eo '^# fail [0-9]+' "$work/node-test.log" | awk '{s += $3} END {print s + 0}')
+echo "wasm-js: $passed passed, $failed failed"
+exit "$status"

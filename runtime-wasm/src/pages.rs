@@ -341,6 +341,12 @@ impl ShardPages {
         self.missing.borrow_mut().extend(wanted);
     }
 
+    /// Forgets the scan in progress: read-ahead follows misses within one call (a scan), not
+    /// point lookups of separate calls that happen to hit neighbouring pages.
+    pub fn reset_read_ahead(&self) {
+        self.read_ahead.set((0, 1));
+    }
+
     /// Stores pages fetched as one block starting at byte `offset`.
     pub fn insert_block(&self, offset: u64, block: &[u8]) {
         let page_size = self.page_size as usize;

@@ -44,9 +44,10 @@ const MAX_ROUNDS: u32 = 500;
 /// are read per hit instead (one more round, far fewer bytes).
 const MAX_LOOKUP_TABLE_LEAVES: usize = 128;
 
-/// SQLite's own page cache per shard connection, in KiB: kept small because the block cache
-/// (under the caller's budget) already holds the pages.
-const SQLITE_CACHE_KIB: i64 = 512;
+/// SQLite's own page cache per shard connection, in KiB: kept small because the page cache
+/// (under the caller's budget) already holds the pages; what SQLite keeps on top of the budget
+/// is this much per open shard.
+const SQLITE_CACHE_KIB: i64 = 64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -364,6 +365,11 @@ impl Snapshot {
     async fn call<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let _turn = self.lock.lock().await;
         self.cache.borrow_mut().begin_call();
+        for slot in self.slots.iter().flatten() {
+            if let Some(shard) = slot.open.borrow().as_ref() {
+                shard.pages.reset_read_ahead();
+            }
+        }
         let before = self.total();
         let outcome = work.await;
         self.last_call.set(self.total() - before);

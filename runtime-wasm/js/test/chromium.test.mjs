@@ -1,0 +1,97 @@
+// The wasm package in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core):
+// in a page and in a dedicated worker, reading the sample snapshot from nginx on 127.0.0.1 with
+// Range requests through fetch. Answers must equal runtime-native's.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { startNginx, bindSidecars, repo } from "./harness.mjs";
+import { chromium } from "playwright-core";
+
+const fixtures = process.env.WASM_FIXTURES;
+if (!fixtures) throw new Error("WASM_FIXTURES is not set: run scripts/test-wasm.sh");
+const expected = JSON.parse(readFileSync(join(fixtures, "expected.json"), "utf8"));
+const CHROMIUM = "/usr/bin/chromium";
+export const CHROMIUM_ARGS = [
+  "--headless=new",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+  "--disable-sync",
+];
+
+let work;
+let server;
+let browser;
+const KEYS = expected.keys.slice(0, 300);
+const QUERIES = expected.queries.slice(0, 20);
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run scripts/setup.sh`);
+  work = mkdtempSync(join(tmpdir(), "edgeshard-wasm-chromium-"));
+  symlinkSync(join(repo, "www", "pkg"), join(work, "pkg"));
+  symlinkSync(join(repo, "runtime-wasm", "js", "test", "browser"), join(work, "browser"));
+  cpSync(join(fixtures, "sample"), join(work, "snap"), { recursive: true });
+  server = await startNginx(work);
+  bindSidecars(join(work, "snap"), `${server.url}/snap`);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+function check(result, label) {
+  assert.ok(result.open.requests <= 3, `${label}: open took ${result.open.requests} requests`);
+  assert.deepEqual(result.values, expected.values.slice(0, KEYS.length), `${label}: getMany`);
+  assert.equal(result.single, expected.values[0], `${label}: get`);
+  result.searches.forEach((got, i) => {
+    const want = QUERIES[i].results;
+    assert.deepEqual(got.results.map((h) => h.id), want.map((h) => h.id), `${label} query ${i}: ids`);
+    got.results.forEach((h, r) => {
+      assert.ok(Math.abs(h.score - want[r].score) < 1e-6, `${label} query ${i} rank ${r}: score`);
+      assert.deepEqual(h.payload, want[r].payload);
+      assert.equal(h.shard, want[r].shard);
+    });
+  });
+  assert.deepEqual(result.error, { isError: true, code: "INVALID_ARGUMENT", message: result.error.message });
+  assert.match(result.error.message, /dimension 3/);
+  assert.deepEqual(result.stats.sidecarShards, [0, 1, 2, 3], `${label}: sidecars used`);
+}
+
+async function openPage() {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`${server.url}/browser/index.html`);
+  await page.waitForFunction(() => window.ready === true, null, { timeout: 30_000 });
+  return { page, errors };
+}
+
+test("in a Chromium page: answers equal runtime-native's", async () => {
+  const { page, errors } = await openPage();
+  const result = await page.evaluate(
+    ([url, keys, queries]) => window.runInPage(url, keys, queries),
+    [`${server.url}/snap`, KEYS, QUERIES.map((q) => q.vector)],
+  );
+  check(result, "page");
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("in a Chromium dedicated worker: answers equal runtime-native's", async () => {
+  const { page, errors } = await openPage();
+  const result = await page.evaluate(
+    ([url, keys, queries]) => window.runInWorker(url, keys, queries),
+    [`${server.url}/snap`, KEYS, QUERIES.map((q) => q.vector)],
+  );
+  check(result, "worker");
+  assert.deepEqual(errors, []);
+  await page.close();
+});
