@@ -7,7 +7,8 @@
 #      nginx on 127.0.0.1, on a snapshot the native CLI builds from the bundled sample, compared
 #      with the native CLI's answers (scripts/wasm-fixtures.sh); node's test runner;
 #   3. the same package in headless Chromium (page and dedicated worker) and in workerd
-#      (miniflare), against nginx on 127.0.0.1.
+#      (miniflare), against nginx on 127.0.0.1;
+#   4. the www/ demo on the 62,666-package Debian snapshot, clicked through in Chromium.
 # Closes with one line `wasm-js: N passed, N failed` for the JS suites.
 set -euo pipefail
 
@@ -30,6 +31,9 @@ trap 'rm -rf "$work"' EXIT
 echo "test-wasm: fixtures from the bundled sample (scripts/wasm-fixtures.sh)" >&2
 EDGESHARD_CLI="$(bash "$here/wasm-fixtures.sh" "$work/fixtures")"
 export EDGESHARD_CLI WASM_FIXTURES="$work/fixtures"
+
+echo "test-wasm: the www demo's data and package (scripts/serve-www.sh --prepare)" >&2
+bash "$here/serve-www.sh" --prepare
 
 echo "test-wasm: node --test runtime-wasm/js/test" >&2
 status=0

@@ -304,6 +304,25 @@ impl JsSnapshot {
         })
     }
 
+    /// The stored vector of id `key` (unified snapshots: the vector id is the key), or `null`.
+    /// Search with it for "more like this".
+    #[wasm_bindgen(js_name = getVector, unchecked_return_type = "Promise<Float32Array | null>")]
+    pub fn get_vector(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Key")] key: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        let key = key_from_js(key);
+        future_to_promise(async move {
+            let key = key.map_err(|why| js_error(&Error::InvalidArgument(why)))?;
+            let vector = inner.get_vector(key).await.map_err(|e| js_error(&e))?;
+            Ok(match vector {
+                Some(v) => js_sys::Float32Array::from(&v[..]).into(),
+                None => JsValue::NULL,
+            })
+        })
+    }
+
     /// The `k` nearest vectors to `vector` over the routed (or given) shards, merged; lower
     /// scores are better.
     #[wasm_bindgen(unchecked_return_type = "Promise<SearchResult>")]

@@ -434,6 +434,70 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// The stored vector of id `key` in a unified snapshot (where a record's vector id is its
+    /// key, so the key's shard holds it), or `None` when there is none. For "more like this".
+    pub async fn get_vector(&self, key: Key) -> Result<Option<Vec<f32>>> {
+        self.call(async {
+            let spec = self.vector.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("this snapshot has no vectors (no custom.vector)".into())
+            })?;
+            if !spec.unified {
+                return Err(Error::Unsupported(
+                    "getVector needs a unified snapshot (vector ids routed like keys)".into(),
+                ));
+            }
+            let db_id = self.route(&key)?;
+            if self.slots[db_id as usize].is_none() {
+                return Ok(None);
+            }
+            let shards = self.open_shards_now(&[db_id]).await?;
+            let shard = shards[&db_id].clone();
+            // The id map and the vector chunks in two rounds (a search with the vector follows).
+            self.plan_vector_reads(std::slice::from_ref(&shard)).await?;
+            let wanted = match &key {
+                Key::Int(i) => VectorId::Int(*i),
+                Key::Str(s) => VectorId::Str(s.clone()),
+                Key::Bytes(b) => match std::str::from_utf8(b) {
+                    Ok(s) => VectorId::Str(s.to_string()),
+                    Err(_) => return Ok(None),
+                },
+            };
+            // vec_id_map has no index on original_id: read it whole (one shard's ids) and match
+            // parsed ids, so the JSON spelling does not matter.
+            let find: Statement<'_, Vec<(i64, String)>> = Box::new(|conn: &Connection| {
+                let mut stmt =
+                    conn.prepare_cached("SELECT internal_id, original_id FROM vec_id_map")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            });
+            let ids = self.run_jobs(vec![(shard.clone(), find)]).await?;
+            let Some(rowid) = ids
+                .into_iter()
+                .flatten()
+                .find(|(_, text)| parse_original_id(text).as_ref() == Some(&wanted))
+                .map(|(rowid, _)| rowid)
+            else {
+                return Ok(None);
+            };
+            let read: Statement<'_, Option<Vec<u8>>> = Box::new(move |conn: &Connection| {
+                conn.prepare_cached("SELECT embedding FROM vec_index WHERE rowid = ?1")?
+                    .query_row([rowid], |r| r.get(0))
+                    .optional()
+            });
+            let blob = self
+                .run_jobs(vec![(shard.clone(), read)])
+                .await?
+                .pop()
+                .flatten();
+            blob.map(|bytes| {
+                vector::from_le_bytes(&bytes)
+                    .map_err(|e| shard.corrupt(format!("vector {rowid}: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
     /// The `k` nearest vectors to `query`. Shards: `shard_ids` when given; else the probed
     /// shards of a cluster/LSH-routed snapshot (`probes` or the manifest's `num_probes`); else
     /// every non-empty shard.

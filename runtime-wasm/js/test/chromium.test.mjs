@@ -6,23 +6,13 @@ import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { startNginx, bindSidecars, repo } from "./harness.mjs";
+import { startNginx, bindSidecars, repo, CHROMIUM_ARGS } from "./harness.mjs";
 import { chromium } from "playwright-core";
 
 const fixtures = process.env.WASM_FIXTURES;
 if (!fixtures) throw new Error("WASM_FIXTURES is not set: run scripts/test-wasm.sh");
 const expected = JSON.parse(readFileSync(join(fixtures, "expected.json"), "utf8"));
 const CHROMIUM = "/usr/bin/chromium";
-export const CHROMIUM_ARGS = [
-  "--headless=new",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-dev-shm-usage",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--no-first-run",
-  "--disable-sync",
-];
 
 let work;
 let server;

@@ -114,3 +114,15 @@ export async function loadPackage() {
   await pkg.default({ module_or_path: readFileSync(join(dir, "edgeshard_wasm_bg.wasm")) });
   return pkg;
 }
+
+/** Flags for Debian's headless Chromium in a container (no sandbox, no GPU, no phoning home). */
+export const CHROMIUM_ARGS = [
+  "--headless=new",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+  "--disable-sync",
+];

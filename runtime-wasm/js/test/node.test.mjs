@@ -270,3 +270,22 @@ test("bad arguments are INVALID_ARGUMENT errors with a reason", async () => {
   assert.equal(info.vector.dim, 384);
   assert.equal(info.vector_routing.strategy, "all");
 });
+
+test("getVector returns a package's stored vector; searching with it finds the package first", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const { cli } = await import("./harness.mjs");
+  const snap = await pkg.Snapshot.open(server.url);
+  const vector = await snap.getVector("surf");
+  assert.ok(vector instanceof Float32Array);
+  assert.equal(vector.length, 384);
+  assert.equal(await snap.getVector("no-such-package"), null);
+  const got = await snap.search(vector, { k: 10 });
+  assert.equal(got.results[0].id, "surf");
+  assert.ok(Math.abs(got.results[0].score) < 1e-6);
+  const native = JSON.parse(
+    execFileSync(cli(), ["search", "--root", join(fixtures, "sample"), "--k", "10", "--vector", JSON.stringify(Array.from(vector))], {
+      encoding: "utf8",
+    }),
+  );
+  assertSameSearch(got, native, "more like surf");
+});
