@@ -250,10 +250,10 @@ impl JsSnapshot {
     #[wasm_bindgen(unchecked_return_type = "Promise<Snapshot>")]
     pub fn open(
         url: String,
-        #[wasm_bindgen(unchecked_param_type = "SnapshotOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "SnapshotOptions")] options: Option<JsValue>,
     ) -> Promise {
         crate::sqlite_vec_ext::register();
-        let options = parse_open_options(&options);
+        let options = parse_open_options(&options.unwrap_or(JsValue::UNDEFINED));
         future_to_promise(async move {
             let options = options.map_err(|e| js_error(&e))?;
             let inner = snapshot::Snapshot::open(&url, options)
@@ -329,9 +329,10 @@ impl JsSnapshot {
     pub fn search(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Float32Array | number[]")] vector: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "SearchOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "SearchOptions")] options: Option<JsValue>,
     ) -> Promise {
         let inner = self.inner.clone();
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         let parsed = (|| -> Result<_, Error> {
             let query = vector_from_js(&vector)?;
             check_option_names(&options, &["k", "probes", "shards"], "search option")?;
