@@ -38,7 +38,9 @@ async function waitForPort(port, ms) {
 }
 
 /** Starts nginx serving `root` on 127.0.0.1; resolves to { url, stop() }. */
-export async function startNginx(root, mode = "normal", extraHeaders = "") {
+export async function startNginx(rootDir, mode = "normal", extraHeaders = "") {
+  // nginx resolves a relative root against its prefix (the state folder), not the cwd.
+  const root = resolve(rootDir);
   const nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => existsSync(p));
   if (!nginx) throw new Error("nginx is not installed: run scripts/setup.sh (nginx-light)");
   const state = mkdtempSync(join(tmpdir(), "edgeshard-wasm-nginx-"));
