@@ -302,8 +302,10 @@ fn is_transient(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[test]
+    // This module exists on wasm32 only, where wasm-bindgen-test-runner runs these (in Node).
+    #[wasm_bindgen_test]
     fn content_range() {
         assert_eq!(
             parse_content_range("bytes 0-4095/20480"),
