@@ -13,6 +13,28 @@ use std::rc::Rc;
 /// A cached page: (shard slot, page number).
 type PageKey = (u32, u32);
 
+/// Hashes a [`PageKey`] by its bits: every page read of a scan looks the cache up, and the
+/// default SipHash costs more than the rest of the lookup. Keys are not attacker-chosen.
+#[derive(Default)]
+pub struct PageKeyHasher(u64);
+
+impl std::hash::Hasher for PageKeyHasher {
+    fn finish(&self) -> u64 {
+        // Fibonacci hashing spreads consecutive page numbers over the table.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | *b as u64;
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 << 32) | n as u64;
+    }
+}
+
+type PageMap<V> = HashMap<PageKey, V, std::hash::BuildHasherDefault<PageKeyHasher>>;
+
 /// Read-ahead doubles on each sequential miss up to this many pages (256 KiB at 4 KiB pages), so
 /// a scan without a sidecar costs few rounds.
 pub const MAX_READ_AHEAD_PAGES: u32 = 64;
@@ -25,7 +47,7 @@ pub const MAX_READ_AHEAD_PAGES: u32 = 64;
 /// lets them go).
 #[derive(Debug)]
 pub struct PageCache {
-    pages: HashMap<PageKey, (Rc<[u8]>, u64)>,
+    pages: PageMap<(Rc<[u8]>, u64)>,
     /// Last-use stamp -> page, oldest first.
     order: BTreeMap<u64, PageKey>,
     next_stamp: u64,
@@ -39,7 +61,7 @@ pub struct PageCache {
 impl PageCache {
     pub fn new(budget_bytes: usize) -> Self {
         Self {
-            pages: HashMap::new(),
+            pages: PageMap::default(),
             order: BTreeMap::new(),
             next_stamp: 0,
             call_start: 0,
@@ -79,13 +101,18 @@ impl PageCache {
     /// The page, marked as just used.
     pub fn get(&mut self, key: PageKey) -> Option<Rc<[u8]>> {
         let stamp = self.next_stamp;
+        let call_start = self.call_start;
         let (page, old) = self.pages.get_mut(&key)?;
         let page = page.clone();
-        self.order.remove(old);
-        *old = stamp;
-        self.order.insert(stamp, key);
-        self.next_stamp += 1;
         self.hits += 1;
+        // Already used in this call: it is protected and ordered after every older page, so
+        // reordering it again would change nothing that eviction looks at.
+        if *old < call_start {
+            self.order.remove(old);
+            *old = stamp;
+            self.order.insert(stamp, key);
+            self.next_stamp += 1;
+        }
         Some(page)
     }
 

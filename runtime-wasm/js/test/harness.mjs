@@ -109,7 +109,7 @@ export function bindSidecars(root, host) {
 
 /** Loads the package built by scripts/build-wasm-pkg.sh (WASM_PKG_DIR overrides www/pkg). */
 export async function loadPackage() {
-  const dir = process.env.WASM_PKG_DIR || join(repo, "www", "pkg");
+  const dir = resolve(process.env.WASM_PKG_DIR || join(repo, "www", "pkg"));
   const js = join(dir, "edgeshard_wasm.js");
   if (!existsSync(js)) throw new Error(`${js} is missing: run scripts/build-wasm-pkg.sh`);
   const pkg = await import(js);
