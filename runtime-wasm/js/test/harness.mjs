@@ -72,6 +72,11 @@ export async function startNginx(rootDir, mode = "normal", extraHeaders = "") {
   });
   let exited = false;
   child.on("exit", () => (exited = true));
+  // nginx must not outlive this process, however it ends (a failed assertion, a crash).
+  const killOnExit = () => {
+    if (!exited) child.kill("SIGKILL");
+  };
+  process.once("exit", killOnExit);
   try {
     await waitForPort(port, 10_000);
   } catch (e) {
@@ -82,6 +87,7 @@ export async function startNginx(rootDir, mode = "normal", extraHeaders = "") {
   return {
     url: `http://127.0.0.1:${port}`,
     async stop() {
+      process.off("exit", killOnExit);
       if (!exited) {
         const gone = new Promise((r) => child.once("exit", r));
         child.kill("SIGTERM");
