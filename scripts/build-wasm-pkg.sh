@@ -30,7 +30,9 @@ export SQLITE_WASM_RS_FLAGS="-USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE
 
 cd "$repo"
 echo "build-wasm-pkg: cargo build --release -p edgeshard-wasm --target wasm32-unknown-unknown" >&2
-cargo build --quiet --release -p edgeshard-wasm --target wasm32-unknown-unknown
+# The zstd decoder (sidecars) at opt-level 3: 2x faster decoding for 1.6 KB gzipped.
+cargo build --quiet --release -p edgeshard-wasm --target wasm32-unknown-unknown \
+    --config "profile.release.package.ruzstd.opt-level=3"
 raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/edgeshard_wasm.wasm"
 
 stage="$(mktemp -d)"
