@@ -138,7 +138,7 @@ pub fn lsh_probes(q: &[f32], hyperplanes: &Matrix, num_dbs: u32, probes: usize) 
     let code = lsh_code(q, hyperplanes);
     let bits = hyperplanes.rows.min(MAX_HASH_BITS as usize);
     let mut out: Vec<u32> = Vec::with_capacity(probes);
-    let mut push = |c: u64, out: &mut Vec<u32>| {
+    let push = |c: u64, out: &mut Vec<u32>| {
         let shard = (c % num_dbs as u64) as u32;
         if out.len() < probes && !out.contains(&shard) {
             out.push(shard);
