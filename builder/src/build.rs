@@ -12,8 +12,7 @@
 //!    ([`RemotePublisher`]).
 
 use crate::error::{Error, Result};
-use crate::input::{read_records, FieldMapping, InputFormat, Record};
-use crate::input::{FieldValue, RawRecord};
+use crate::input::{read_records, FieldMapping, FieldValue, InputFormat, RawRecord, Record};
 use crate::publish::LocalPublisher;
 use crate::remote_publish::{RemotePublisher, UPLOAD_CONCURRENCY};
 use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
