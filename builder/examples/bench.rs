@@ -41,6 +41,14 @@ fn main() -> BoxResult<()> {
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
             bench_kv(rows, shards)
         }
+        Some("debian-routed") => {
+            let dir = PathBuf::from(
+                args.get(1)
+                    .ok_or("debian-routed needs the data set folder")?,
+            );
+            let queries = read_queries(&dir.join("queries.parquet"))?;
+            bench_debian_routed(&dir, &queries, 16)
+        }
         Some("debian") => {
             let dir = PathBuf::from(args.get(1).ok_or("debian needs the data set folder")?);
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);

@@ -39,7 +39,7 @@ pub const MAX_SHARDS: u32 = 65_536;
 /// Vectors k-means trains the cluster centroids on (a seeded sample when there are more).
 pub const KMEANS_SAMPLE: usize = 20_000;
 /// Lloyd iterations of k-means at most (it stops earlier when no assignment changes).
-pub const KMEANS_ITERATIONS: usize = 25;
+pub const KMEANS_ITERATIONS: usize = 50;
 
 /// How a vector-only snapshot routes vectors to shards (format spec section 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -645,6 +645,7 @@ fn train_centroids(all: &[&[f32]], shards: usize, metric: Metric) -> Result<Matr
         shards,
         KMEANS_ITERATIONS,
         vrouting::DEFAULT_SEED,
+        metric,
     )?)
 }
 

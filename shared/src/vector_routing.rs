@@ -241,10 +241,21 @@ pub fn random_hyperplanes(bits: u32, dim: usize, seed: u64) -> Result<Matrix> {
 }
 
 /// Trains `k` centroids on `sample` (rows of equal length) with k-means: k-means++ seeding
-/// (squared L2, seeded), then up to `iterations` Lloyd steps (assignment by squared L2, ties to
-/// the lowest index; an empty cluster keeps its centroid), stopping early when no assignment
-/// changes. Sums are accumulated in f64.
-pub fn train_kmeans(sample: &[&[f32]], k: usize, iterations: usize, seed: u64) -> Result<Matrix> {
+/// (squared L2, seeded), then up to `iterations` Lloyd steps (ties to the lowest index; an
+/// empty cluster keeps its centroid), stopping early when no assignment changes. Sums are
+/// accumulated in f64.
+///
+/// Training partitions the way routing will: for cosine it is spherical k-means (assignment by
+/// `1 - cos`, centroids renormalised to unit length), so the cells k-means optimises are the
+/// cells [`cluster_assign`] routes by; l2 and dot_product train with squared L2 (as
+/// shardyfusion does).
+pub fn train_kmeans(
+    sample: &[&[f32]],
+    k: usize,
+    iterations: usize,
+    seed: u64,
+    metric: Metric,
+) -> Result<Matrix> {
     let n = sample.len();
     if k == 0 {
         return Err(Error::InvalidArgument("k-means needs k >= 1".into()));
@@ -288,13 +299,24 @@ pub fn train_kmeans(sample: &[&[f32]], k: usize, iterations: usize, seed: u64) -
         }
         centroids.push(c);
     }
+    let dot =
+        |a: &[f32], b: &[f32]| -> f64 { a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum() };
+    let norms: Vec<f64> = sample.iter().map(|v| dot(v, v).sqrt()).collect();
     let mut assignment = vec![usize::MAX; n];
     for _ in 0..iterations {
         let mut changed = false;
-        for (slot, v) in assignment.iter_mut().zip(sample) {
+        let centroid_norms: Vec<f64> = centroids.iter().map(|c| dot(c, c).sqrt()).collect();
+        for ((slot, v), vn) in assignment.iter_mut().zip(sample).zip(&norms) {
             let mut best = (0usize, f64::INFINITY);
             for (j, c) in centroids.iter().enumerate() {
-                let d = sq(v, c);
+                let d = match metric {
+                    // 1 - cos with the norms computed once (a zero norm is equally far from all).
+                    Metric::Cosine => match vn * centroid_norms[j] {
+                        0.0 => 1.0,
+                        norms => 1.0 - dot(v, c) / norms,
+                    },
+                    Metric::L2 | Metric::DotProduct => sq(v, c),
+                };
                 if d < best.1 {
                     best = (j, d);
                 }
@@ -317,8 +339,15 @@ pub fn train_kmeans(sample: &[&[f32]], k: usize, iterations: usize, seed: u64) -
         }
         for ((c, s), count) in centroids.iter_mut().zip(&sums).zip(&counts) {
             if *count > 0 {
-                for (ci, si) in c.iter_mut().zip(s) {
-                    *ci = (si / *count as f64) as f32;
+                let scale = match metric {
+                    // Spherical: the mean direction (length does not matter to cosine).
+                    Metric::Cosine => s.iter().map(|x| x * x).sum::<f64>().sqrt(),
+                    Metric::L2 | Metric::DotProduct => *count as f64,
+                };
+                if scale > 0.0 {
+                    for (ci, si) in c.iter_mut().zip(s) {
+                        *ci = (si / scale) as f32;
+                    }
                 }
             }
         }
@@ -428,7 +457,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[f32]> = points.iter().map(Vec::as_slice).collect();
-        let c = train_kmeans(&refs, 3, 25, DEFAULT_SEED).unwrap();
+        let c = train_kmeans(&refs, 3, 25, DEFAULT_SEED, Metric::L2).unwrap();
         assert_eq!((c.rows, c.cols), (3, 2));
         // Every true centre has a centroid within 0.5, and points of one group share a shard.
         for (x, y) in centres {
@@ -445,8 +474,35 @@ mod tests {
             assert_eq!(shards.len(), 1, "group {g} split over {shards:?}");
         }
         // Same seed, same centroids.
-        assert_eq!(train_kmeans(&refs, 3, 25, DEFAULT_SEED).unwrap(), c);
-        assert!(train_kmeans(&refs[..2], 3, 25, 1).is_err());
+        assert_eq!(
+            train_kmeans(&refs, 3, 25, DEFAULT_SEED, Metric::L2).unwrap(),
+            c
+        );
+        assert!(train_kmeans(&refs[..2], 3, 25, 1, Metric::L2).is_err());
+
+        // Spherical (cosine): unit-length centroids pointing at the three directions.
+        let dirs = [(1.0f32, 0.0f32), (0.0, 1.0), (-1.0, 0.0)];
+        let points: Vec<Vec<f32>> = (0..60)
+            .map(|i| {
+                let (x, y) = dirs[i % 3];
+                let len = 1.0 + (i % 5) as f32; // lengths vary, directions do not
+                let jitter = (rng.next_f64() as f32 - 0.5) * 0.1;
+                vec![(x + jitter) * len, (y - jitter) * len]
+            })
+            .collect();
+        let refs: Vec<&[f32]> = points.iter().map(Vec::as_slice).collect();
+        let c = train_kmeans(&refs, 3, 25, DEFAULT_SEED, Metric::Cosine).unwrap();
+        for i in 0..3 {
+            let n = (c.row(i)[0].powi(2) + c.row(i)[1].powi(2)).sqrt();
+            assert!((n - 1.0).abs() < 1e-5, "unit length: {n}");
+        }
+        for g in 0..3 {
+            let shards: std::collections::BTreeSet<u32> = (0..60)
+                .filter(|i| i % 3 == g)
+                .map(|i| cluster_assign(&points[i], &c, Metric::Cosine))
+                .collect();
+            assert_eq!(shards.len(), 1, "direction {g} split over {shards:?}");
+        }
     }
 
     #[test]
