@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p edgeshard-builder --example bench -- kv [ROWS] [SHARDS]
 //! cargo run --release -p edgeshard-builder --example bench -- debian DIR [SHARDS]
+//! cargo run --release -p edgeshard-builder --example bench -- debian-routed DIR
 //! ```
 //! `kv`: builds ROWS (default 1,000,000) integer-keyed rows with 100-byte values, then times
 //! warm single-key `get`s (each timed alone) and batched `multi_get`.
@@ -11,7 +12,7 @@
 //! reports recall@10 against exact ground truth (the set's `gt_cosine_ids` / `gt_l2_ids`; for
 //! dot, which the set has no column for, brute force in f64 here). Then vector-only snapshots of
 //! 16 shards with cluster and lsh routing, searched with 1, 2 and 4 probes: recall@10 against
-//! `gt_cosine_ids` and the shards each search touched.
+//! `gt_cosine_ids` and the shards each search touched (`debian-routed`: only this part).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
