@@ -272,6 +272,9 @@ pub struct BuildArgs {
     /// u64be, u32be, utf8 or raw (default: u64be for integer keys, utf8 otherwise).
     #[arg(long, value_parser = parse_key_encoding)]
     pub key_encoding: Option<KeyEncoding>,
+    /// cosine, l2 or dot_product (alias dot). sqlite-vec has no inner-product distance, so
+    /// dot_product is stored by the exact reduction to L2 with one extra dimension (recorded in
+    /// the manifest as custom.vector.dot_reduction); scores are 1 - q.v.
     #[arg(long, value_parser = parse_metric, default_value = "cosine")]
     pub metric: Metric,
     /// SQLite page size of the shards (power of two, 4096..65536).
@@ -307,11 +310,12 @@ pub struct BuildArgs {
     #[arg(long)]
     pub vector_only: bool,
     /// Vector routing of a --vector-only snapshot: cluster (nearest k-means centroid), lsh
-    /// (random-hyperplane hash) or explicit (--shard-field names each record's shard).
+    /// (random-hyperplane hash) or explicit (--shard-field names each record's shard). Default:
+    /// cluster.
     #[arg(long, value_enum)]
     pub routing: Option<VectorRoutingKind>,
     /// Shards a query probes by default (the manifest's num_probes), 1..=--shards; cluster and
-    /// lsh routing.
+    /// lsh routing. Default: 1.
     #[arg(long)]
     pub probes: Option<u32>,
     /// Explicit routing: the field holding each record's shard id (0..--shards).
