@@ -3,19 +3,25 @@
 //! ```text
 //! cargo run --release -p edgeshard-builder --example bench -- kv [ROWS] [SHARDS]
 //! cargo run --release -p edgeshard-builder --example bench -- debian DIR [SHARDS]
+//! cargo run --release -p edgeshard-builder --example bench -- debian-routed DIR
 //! ```
 //! `kv`: builds ROWS (default 1,000,000) integer-keyed rows with 100-byte values, then times
 //! warm single-key `get`s (each timed alone) and batched `multi_get`.
 //! `debian`: builds DIR/packages.parquet (the debian-minilm set) as a unified sqlite-vec snapshot
-//! for cosine and l2, then times warm `search` k=10 for DIR/queries.parquet and reports
-//! recall@10 against the set's exact ground truth.
+//! for cosine, l2 and dot_product, then times warm `search` k=10 for DIR/queries.parquet and
+//! reports recall@10 against exact ground truth (the set's `gt_cosine_ids` / `gt_l2_ids`; for
+//! dot, which the set has no column for, brute force in f64 here). Then vector-only snapshots of
+//! 16 shards with cluster and lsh routing, searched with 1, 2 and 4 probes: recall@10 against
+//! `gt_cosine_ids` and the shards each search touched (`debian-routed`: only this part).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::Array;
-use edgeshard_builder::build::{build, BuildOptions, DuplicatePolicy};
+use edgeshard_builder::build::{
+    build, BuildOptions, DuplicatePolicy, VectorOnlyOptions, VectorRoutingKind,
+};
 use edgeshard_builder::input::{FieldMapping, InputFormat};
-use edgeshard_native::{Snapshot, VectorId};
+use edgeshard_native::{SearchOptions, Snapshot, VectorId};
 use edgeshard_shared::{Key, KeyEncoding, Metric};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
@@ -35,6 +41,14 @@ fn main() -> BoxResult<()> {
                 .unwrap_or(1_000_000);
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
             bench_kv(rows, shards)
+        }
+        Some("debian-routed") => {
+            let dir = PathBuf::from(
+                args.get(1)
+                    .ok_or("debian-routed needs the data set folder")?,
+            );
+            let queries = read_queries(&dir.join("queries.parquet"))?;
+            bench_debian_routed(&dir, &queries, 16)
         }
         Some("debian") => {
             let dir = PathBuf::from(args.get(1).ok_or("debian needs the data set folder")?);
@@ -67,6 +81,7 @@ fn options(
         threads: None,
         progress: false,
         sidecar: true,
+        vector_only: None,
     }
 }
 
@@ -133,8 +148,21 @@ fn bench_kv(rows: u64, shards: u32) -> BoxResult<()> {
 }
 
 fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
-    let queries = read_queries(&dir.join("queries.parquet"))?;
-    for (metric, gt_column) in [(Metric::Cosine, "gt_cosine_ids"), (Metric::L2, "gt_l2_ids")] {
+    let mut queries = read_queries(&dir.join("queries.parquet"))?;
+    let t = Instant::now();
+    let dot_truth = brute_force_dot(&dir.join("packages.parquet"), &queries)?;
+    eprintln!(
+        "dot ground truth by brute force: {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    for (q, truth) in queries.iter_mut().zip(dot_truth) {
+        q.gt_dot = truth;
+    }
+    for (metric, gt_column) in [
+        (Metric::Cosine, "gt_cosine_ids"),
+        (Metric::L2, "gt_l2_ids"),
+        (Metric::DotProduct, "brute-force dot"),
+    ] {
         let work = tempfile::tempdir()?;
         let fields = FieldMapping {
             key_field: "id".into(),
@@ -170,10 +198,10 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
             let t = Instant::now();
             let response = snap.search(&q.vector, 10, None)?;
             timings.push(t.elapsed().as_secs_f64() * 1e3);
-            let truth = if metric == Metric::Cosine {
-                &q.gt_cosine
-            } else {
-                &q.gt_l2
+            let truth = match metric {
+                Metric::Cosine => &q.gt_cosine,
+                Metric::L2 => &q.gt_l2,
+                Metric::DotProduct => &q.gt_dot,
             };
             hits += response
                 .results
@@ -189,13 +217,168 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
             hits as f64 / (queries.len() * 10) as f64
         );
     }
+    bench_debian_routed(dir, &queries, 16)
+}
+
+/// Vector-only snapshots with cluster / lsh routing: recall@10 and shards touched per probes.
+fn bench_debian_routed(dir: &Path, queries: &[Query], shards: u32) -> BoxResult<()> {
+    for routing in [VectorRoutingKind::Cluster, VectorRoutingKind::Lsh] {
+        let work = tempfile::tempdir()?;
+        let fields = FieldMapping {
+            key_field: "id".into(),
+            value_field: None,
+            vector_field: Some("embedding".into()),
+            payload_fields: vec!["section".into()],
+        };
+        let mut opts = options(
+            dir.join("packages.parquet"),
+            work.path(),
+            fields,
+            shards,
+            Metric::Cosine,
+        );
+        opts.input_format = Some(InputFormat::Parquet);
+        opts.key_encoding = Some(KeyEncoding::Utf8);
+        opts.vector_only = Some(VectorOnlyOptions {
+            routing,
+            num_probes: 2,
+            shard_field: None,
+            hash_bits: None,
+        });
+        let summary = build(&opts)?;
+        let name = summary.vector_routing.unwrap_or("?");
+        let snap = Snapshot::open(&work.path().display().to_string())?;
+        let sizes: Vec<u64> = snap.manifest().shards.iter().map(|s| s.row_count).collect();
+        println!(
+            "| build vector-only ({name}, cosine) | {} x 384-d, {shards} shards (rows per shard {}..{}) | {:.2} s | {:.0} rows/s | {:.1} MB |",
+            summary.rows,
+            sizes.iter().min().unwrap_or(&0),
+            sizes.iter().max().unwrap_or(&0),
+            summary.seconds,
+            summary.rows_per_s,
+            summary.bytes as f64 / 1e6
+        );
+        for probes in [1usize, 2, 4] {
+            let search = |q: &Query| {
+                snap.search_with(
+                    &q.vector,
+                    &SearchOptions {
+                        k: 10,
+                        probes: Some(probes),
+                        ..SearchOptions::default()
+                    },
+                )
+            };
+            for q in queries {
+                search(q)?; // warm-up
+            }
+            let (mut timings, mut hits, mut touched) = (Vec::new(), 0usize, 0usize);
+            for q in queries {
+                let t = Instant::now();
+                let response = search(q)?;
+                timings.push(t.elapsed().as_secs_f64() * 1e3);
+                touched += response.shards_queried;
+                hits += response
+                    .results
+                    .iter()
+                    .filter(
+                        |h| matches!(&h.id, VectorId::Str(id) if q.gt_cosine[..10].contains(id)),
+                    )
+                    .count();
+            }
+            let (p50, p99, mean) = percentiles(&mut timings);
+            println!(
+                "| search k=10 ({name}, {probes} probes, warm) | {} queries, gt_cosine_ids | p50 {p50:.2} ms | p99 {p99:.2} ms | mean {mean:.2} ms, recall@10 {:.4}, shards touched {:.2} |",
+                queries.len(),
+                hits as f64 / (queries.len() * 10) as f64,
+                touched as f64 / queries.len() as f64
+            );
+        }
+    }
     Ok(())
+}
+
+/// The exact top 10 ids by inner product (f64, ties to the lower row), per query.
+fn brute_force_dot(packages: &Path, queries: &[Query]) -> BoxResult<Vec<Vec<String>>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(packages)?)?;
+    let schema = builder.schema().clone();
+    let mask = ProjectionMask::roots(
+        builder.parquet_schema(),
+        [schema.index_of("id")?, schema.index_of("embedding")?],
+    );
+    let mut ids = Vec::new();
+    let mut vectors: Vec<Vec<f64>> = Vec::new();
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let id = batch
+            .column_by_name("id")
+            .ok_or("no id")?
+            .as_string::<i32>()
+            .clone();
+        let emb = batch
+            .column_by_name("embedding")
+            .ok_or("no embedding")?
+            .as_fixed_size_list()
+            .clone();
+        for i in 0..batch.num_rows() {
+            ids.push(id.value(i).to_string());
+            let v = emb.value(i);
+            vectors.push(
+                v.as_primitive::<Float32Type>()
+                    .values()
+                    .iter()
+                    .map(|x| *x as f64)
+                    .collect(),
+            );
+        }
+    }
+    let truth = std::thread::scope(|scope| {
+        let workers: Vec<_> = queries
+            .chunks(queries.len().div_ceil(2).max(1))
+            .map(|chunk| {
+                let vectors = &vectors;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|q| {
+                            let q: Vec<f64> = q.vector.iter().map(|x| *x as f64).collect();
+                            let mut scored: Vec<(f64, usize)> = vectors
+                                .iter()
+                                .enumerate()
+                                .map(|(row, v)| {
+                                    (-v.iter().zip(&q).map(|(a, b)| a * b).sum::<f64>(), row)
+                                })
+                                .collect();
+                            scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                            scored.truncate(10);
+                            scored
+                                .into_iter()
+                                .map(|(_, row)| row)
+                                .collect::<Vec<usize>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    Ok(truth
+        .into_iter()
+        .map(|rows| rows.into_iter().map(|r| ids[r].clone()).collect())
+        .collect())
 }
 
 struct Query {
     vector: Vec<f32>,
     gt_cosine: Vec<String>,
     gt_l2: Vec<String>,
+    /// Filled by brute force (the set has no dot column).
+    gt_dot: Vec<String>,
 }
 
 fn read_queries(path: &Path) -> BoxResult<Vec<Query>> {
@@ -227,6 +410,7 @@ fn read_queries(path: &Path) -> BoxResult<Vec<Query>> {
                 vector: v.as_primitive::<Float32Type>().values().to_vec(),
                 gt_cosine,
                 gt_l2,
+                gt_dot: Vec::new(),
             });
         }
     }

@@ -1,15 +1,18 @@
 //! `edgeshard build`: records in, a published snapshot out.
 //!
-//! 1. read and validate every record, routing each to its shard (nothing is written yet, so bad
-//!    input publishes nothing);
+//! 1. read and validate every record, then route each to its shard: by key hash (KV and unified
+//!    snapshots) or, for vector-only snapshots, by vector (cluster: k-means centroids trained on
+//!    a seeded sample; lsh: seeded random hyperplanes; explicit: a field names the shard).
+//!    Nothing is written yet, so bad input publishes nothing;
 //! 2. per shard, in parallel: sort by stored key and resolve duplicates;
 //! 3. per shard, in parallel: write the SQLite file into staging, then its page-cache sidecar;
-//! 4. publish shards, then the manifest, then `_CURRENT`: on a local root by atomic renames
+//! 4. publish shards, then the routing artifact (`vector_meta/run_id=<RUN>/centroids.npy` or
+//!    `hyperplanes.npy`), then the manifest, then `_CURRENT`: on a local root by atomic renames
 //!    ([`LocalPublisher`]); on `s3://` by uploads and a conditional `_CURRENT` PUT
 //!    ([`RemotePublisher`]).
 
 use crate::error::{Error, Result};
-use crate::input::{read_records, FieldMapping, InputFormat, Record};
+use crate::input::{read_records, FieldMapping, FieldValue, InputFormat, RawRecord, Record};
 use crate::publish::LocalPublisher;
 use crate::remote_publish::{RemotePublisher, UPLOAD_CONCURRENCY};
 use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
@@ -18,8 +21,11 @@ use edgeshard_native::remote::RemoteRoot;
 use edgeshard_native::Root;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{
-    BuildMeta, Manifest, ShardEntry, Sharding, FORMAT_VERSION, KEY_COL_KV,
+    BuildMeta, Manifest, ShardEntry, Sharding, FORMAT_VERSION, KEY_COL_KV, KEY_COL_VECTOR,
 };
+use edgeshard_shared::npy::{self, Matrix};
+use edgeshard_shared::vector::DotReduction;
+use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
 use edgeshard_shared::{layout, routing, vector, KeyEncoding, Metric};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -30,6 +36,46 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub const MAX_SHARDS: u32 = 65_536;
+/// Vectors k-means trains the cluster centroids on (a seeded sample when there are more).
+pub const KMEANS_SAMPLE: usize = 20_000;
+/// Lloyd iterations of k-means at most (it stops earlier when no assignment changes).
+pub const KMEANS_ITERATIONS: usize = 50;
+
+/// How a vector-only snapshot routes vectors to shards (format spec section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VectorRoutingKind {
+    /// Nearest k-means centroid (centroids.npy).
+    Cluster,
+    /// Random-hyperplane hash, code % shards (hyperplanes.npy).
+    Lsh,
+    /// Each record names its shard (--shard-field); readers must be given shard ids.
+    Explicit,
+}
+
+impl VectorRoutingKind {
+    pub fn strategy(self) -> VectorStrategy {
+        match self {
+            Self::Cluster => VectorStrategy::Cluster,
+            Self::Lsh => VectorStrategy::Lsh,
+            Self::Explicit => VectorStrategy::Explicit,
+        }
+    }
+}
+
+/// A vector-only snapshot: no KV rows (`key_col` `_vector_id`, the key being the vector id),
+/// vectors routed by [`VectorRoutingKind`].
+#[derive(Debug, Clone)]
+pub struct VectorOnlyOptions {
+    pub routing: VectorRoutingKind,
+    /// `num_probes` recorded in the manifest: the shards a query probes by default (1 for
+    /// explicit routing).
+    pub num_probes: u32,
+    /// Explicit routing: the field holding each record's shard id (an integer below the shard
+    /// count).
+    pub shard_field: Option<String>,
+    /// LSH: hyperplanes (code bits); default `ceil(log2(shards))`.
+    pub hash_bits: Option<u32>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DuplicatePolicy {
@@ -62,6 +108,8 @@ pub struct BuildOptions {
     pub progress: bool,
     /// Write `shard.sidecar` beside each shard (format spec section 8).
     pub sidecar: bool,
+    /// `Some`: a vector-only snapshot with vector routing instead of a KV / unified one.
+    pub vector_only: Option<VectorOnlyOptions>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +125,8 @@ pub struct BuildSummary {
     pub key_encoding: &'static str,
     pub vector_dim: Option<usize>,
     pub metric: Option<&'static str>,
+    /// cluster, lsh or explicit for vector-only snapshots; `null` (key hash) otherwise.
+    pub vector_routing: Option<&'static str>,
     pub seconds: f64,
     pub rows_per_s: f64,
 }
@@ -113,7 +163,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     };
 
     // 1. Read, validate, route.
-    let (buckets, encoding, dim, read_count) = read_and_route(opts)?;
+    let Routed {
+        buckets,
+        encoding,
+        dim,
+        count: read_count,
+        dot,
+        artifact,
+    } = read_and_route(opts)?;
     log(format!(
         "read {read_count} records in {:.1}s (key encoding {}{})",
         started.elapsed().as_secs_f64(),
@@ -148,6 +205,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let vectors = dim.map(|dim| VectorLayout {
         dim,
         metric: opts.metric,
+        dot,
+        kv: opts.vector_only.is_none(),
     });
     type Written = (ShardStats, Option<SidecarStats>);
     let stats: Vec<Option<Written>> = parallel_map(opts.shards as usize, threads, |db_id| {
@@ -215,8 +274,19 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         ));
     }
 
-    // 4. Publish: shards, manifest, _CURRENT.
-    let mut custom = custom_json(dim, opts.metric);
+    // 4. Publish: shards, routing artifact, manifest, _CURRENT.
+    let artifact_ref = artifact
+        .as_ref()
+        .map(|(file, _)| layout::join(&root_url, &layout::vector_meta_path(&run_id, file)));
+    let mut custom = custom_json(
+        dim,
+        opts.metric,
+        dot,
+        opts.vector_only.as_ref(),
+        artifact.as_ref().map(|(_, m)| m),
+        artifact_ref.as_deref(),
+        rows,
+    );
     if stats.iter().flatten().any(|(_, sidecar)| sidecar.is_some()) {
         custom.insert(
             "sqlite_sidecar".into(),
@@ -235,12 +305,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             created_at: now.clone(),
             num_dbs: opts.shards,
             s3_prefix: root_url.clone(),
-            key_col: KEY_COL_KV.into(),
+            key_col: match opts.vector_only {
+                Some(_) => KEY_COL_VECTOR.into(),
+                None => KEY_COL_KV.into(),
+            },
+            // Vector-only snapshots record their vector routing in custom.vector; `sharding`
+            // stays the hash spec, as shardyfusion writes it.
             sharding: Sharding::hash(),
             db_path_template: layout::DB_PATH_TEMPLATE.into(),
             shard_prefix: layout::SHARDS_DIR.into(),
             format_version: FORMAT_VERSION,
-            key_encoding: encoding,
+            // Vector-only shards hold no KV rows; shardyfusion records "raw" for them.
+            key_encoding: match opts.vector_only {
+                Some(_) => KeyEncoding::Raw,
+                None => encoding,
+            },
             custom,
         },
         shards: stats
@@ -264,14 +343,25 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             .collect(),
     };
     let manifest_bytes = manifest.to_sqlite_bytes()?;
+    let artifact_bytes = artifact.as_ref().map(|(file, m)| (*file, npy::write(m)));
     let manifest_path = match &mut publisher {
         Publisher::Local(local) => {
             local.publish_shards()?;
+            if let Some((file, bytes)) = &artifact_bytes {
+                local.publish_vector_meta(file, bytes)?;
+            }
             local.publish_manifest(&now, &manifest_bytes)?
         }
-        Publisher::Remote(remote) => remote
-            .publish_manifest(&now, &manifest_bytes)
-            .map_err(before_current)?,
+        Publisher::Remote(remote) => {
+            if let Some((file, bytes)) = &artifact_bytes {
+                remote
+                    .publish_vector_meta(file, bytes)
+                    .map_err(before_current)?;
+            }
+            remote
+                .publish_manifest(&now, &manifest_bytes)
+                .map_err(before_current)?
+        }
     };
     let pointer = CurrentPointer {
         manifest_ref: layout::join(&root_url, &manifest_path),
@@ -313,6 +403,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         key_encoding: encoding.as_str(),
         vector_dim: dim,
         metric: dim.map(|_| opts.metric.as_str()),
+        vector_routing: opts
+            .vector_only
+            .as_ref()
+            .map(|v| v.routing.strategy().as_str()),
         seconds,
         rows_per_s: rows as f64 / seconds.max(1e-9),
     })
@@ -346,17 +440,66 @@ fn check_options(opts: &BuildOptions) -> Result<()> {
             opts.page_size
         )));
     }
-    if opts.fields.vector_field.is_some() && opts.metric == Metric::DotProduct {
-        return Err(Error::Usage(
-            "--metric dot_product is not supported by the sqlite-vec backend (it has no inner \
-             product distance); use cosine or l2"
-                .into(),
-        ));
+    if let Some(v) = &opts.vector_only {
+        if opts.fields.vector_field.is_none() {
+            return Err(Error::Usage(
+                "--vector-only needs --vector-field (the vectors to index)".into(),
+            ));
+        }
+        if v.num_probes == 0 || v.num_probes > opts.shards {
+            return Err(Error::Usage(format!(
+                "--probes must be between 1 and --shards ({}), got {}",
+                opts.shards, v.num_probes
+            )));
+        }
+        match (v.routing, &v.shard_field) {
+            (VectorRoutingKind::Explicit, None) => {
+                return Err(Error::Usage(
+                    "--routing explicit needs --shard-field (the field naming each record's \
+                     shard)"
+                        .into(),
+                ))
+            }
+            (VectorRoutingKind::Explicit, Some(_)) if v.num_probes != 1 => {
+                return Err(Error::Usage(
+                    "--probes applies to cluster and lsh routing; explicit routing searches \
+                     the shards a query names"
+                        .into(),
+                ))
+            }
+            (VectorRoutingKind::Cluster | VectorRoutingKind::Lsh, Some(_)) => {
+                return Err(Error::Usage(
+                    "--shard-field is only for --routing explicit".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(bits) = v.hash_bits {
+            if v.routing != VectorRoutingKind::Lsh {
+                return Err(Error::Usage("--hash-bits is only for --routing lsh".into()));
+            }
+            if !(1..=vrouting::MAX_HASH_BITS).contains(&bits) {
+                return Err(Error::Usage(format!(
+                    "--hash-bits must be between 1 and {}, got {bits}",
+                    vrouting::MAX_HASH_BITS
+                )));
+            }
+        }
     }
     Ok(())
 }
 
-type Routed = (Vec<Vec<Record>>, KeyEncoding, Option<usize>, u64);
+/// Records bucketed by shard, and what the manifest needs to say about them.
+struct Routed {
+    buckets: Vec<Vec<Record>>,
+    encoding: KeyEncoding,
+    dim: Option<usize>,
+    count: u64,
+    /// dot_product: the L2 reduction the vectors are stored with.
+    dot: Option<DotReduction>,
+    /// Vector-only cluster / lsh routing: the file name and matrix to publish.
+    artifact: Option<(&'static str, Matrix)>,
+}
 
 fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
     let format = match opts.input_format {
@@ -368,16 +511,29 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
             ))
         })?,
     };
-    let needed = opts.fields.needed_columns();
+    let shard_field = opts
+        .vector_only
+        .as_ref()
+        .and_then(|v| v.shard_field.clone());
+    let needed = opts.fields.needed_columns().map(|mut cols| {
+        cols.extend(shard_field.iter().cloned());
+        cols.sort();
+        cols.dedup();
+        cols
+    });
     let rows = read_records(&opts.input, format, needed.as_deref())?;
     let spinner = progress_bar(opts.progress, 0, "reading records");
-    let mut buckets: Vec<Vec<Record>> = (0..opts.shards).map(|_| Vec::new()).collect();
+    let mut records: Vec<Record> = Vec::new();
+    // Explicit routing: each record's shard, read from its shard field.
+    let mut explicit: Vec<u32> = Vec::new();
     let mut encoding = opts.key_encoding;
     let mut dim: Option<usize> = None;
-    let mut count = 0u64;
     for raw in rows {
         let raw = raw?;
         let enc = *encoding.get_or_insert_with(|| opts.fields.infer_key_encoding(&raw));
+        if let Some(field) = &shard_field {
+            explicit.push(explicit_shard(&raw, field, opts.shards)?);
+        }
         let record = opts.fields.to_record(raw, enc)?;
         if let Some(v) = &record.vector {
             let want = *dim.get_or_insert(v.len());
@@ -387,14 +543,13 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
                 reason: e.to_string(),
             })?;
         }
-        let shard = routing::shard_for_key(&record.key, opts.shards)?;
-        buckets[shard as usize].push(record);
-        count += 1;
-        if count.is_multiple_of(4096) {
-            spinner.set_position(count);
+        records.push(record);
+        if records.len().is_multiple_of(4096) {
+            spinner.set_position(records.len() as u64);
         }
     }
     spinner.finish_and_clear();
+    let count = records.len() as u64;
     if count == 0 {
         return Err(Error::InvalidInput {
             location: opts.input.display().to_string(),
@@ -402,7 +557,118 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
         });
     }
     let encoding = encoding.unwrap_or(KeyEncoding::Utf8);
-    Ok((buckets, encoding, dim, count))
+    let vectors = || records.iter().filter_map(|r| r.vector.as_deref());
+    let dot = match (dim, opts.metric) {
+        (Some(_), Metric::DotProduct) => Some(DotReduction::for_vectors(vectors()).map_err(
+            |e| Error::InvalidInput {
+                location: opts.input.display().to_string(),
+                reason: e.to_string(),
+            },
+        )?),
+        _ => None,
+    };
+
+    let (shard_of, artifact): (Vec<u32>, Option<(&'static str, Matrix)>) = match &opts.vector_only {
+        None => (
+            records
+                .iter()
+                .map(|r| routing::shard_for_key(&r.key, opts.shards))
+                .collect::<std::result::Result<_, _>>()?,
+            None,
+        ),
+        Some(v) => match v.routing {
+            VectorRoutingKind::Explicit => (explicit, None),
+            VectorRoutingKind::Cluster => {
+                let all: Vec<&[f32]> = vectors().collect();
+                if all.len() < opts.shards as usize {
+                    return Err(Error::Usage(format!(
+                        "--routing cluster trains one centroid per shard: {} vectors \
+                             cannot make {} shards; use fewer --shards",
+                        all.len(),
+                        opts.shards
+                    )));
+                }
+                let centroids = train_centroids(&all, opts.shards as usize, opts.metric)?;
+                let shards = all
+                    .iter()
+                    .map(|v| vrouting::cluster_assign(v, &centroids, opts.metric))
+                    .collect();
+                (shards, Some((layout::CENTROIDS_FILE, centroids)))
+            }
+            VectorRoutingKind::Lsh => {
+                let bits = v
+                    .hash_bits
+                    .unwrap_or_else(|| vrouting::default_hash_bits(opts.shards));
+                let planes =
+                    vrouting::random_hyperplanes(bits, dim.unwrap_or(0), vrouting::DEFAULT_SEED)?;
+                let shards = vectors()
+                    .map(|v| vrouting::lsh_assign(v, &planes, opts.shards))
+                    .collect();
+                (shards, Some((layout::HYPERPLANES_FILE, planes)))
+            }
+        },
+    };
+    let mut buckets: Vec<Vec<Record>> = (0..opts.shards).map(|_| Vec::new()).collect();
+    for (record, shard) in records.into_iter().zip(shard_of) {
+        buckets[shard as usize].push(record);
+    }
+    Ok(Routed {
+        buckets,
+        encoding,
+        dim,
+        count,
+        dot,
+        artifact,
+    })
+}
+
+/// k-means centroids for cluster routing, trained on a seeded sample of the vectors. Cosine
+/// trains on unit-length copies (direction is what cosine compares).
+fn train_centroids(all: &[&[f32]], shards: usize, metric: Metric) -> Result<Matrix> {
+    let picked = vrouting::sample_indices(all.len(), KMEANS_SAMPLE, vrouting::DEFAULT_SEED);
+    let sample: Vec<Vec<f32>> = picked
+        .iter()
+        .map(|&i| {
+            let v = all[i];
+            match metric {
+                Metric::Cosine => {
+                    let n = vector::norm2(v).sqrt();
+                    v.iter().map(|x| (*x as f64 / n) as f32).collect()
+                }
+                _ => v.to_vec(),
+            }
+        })
+        .collect();
+    let refs: Vec<&[f32]> = sample.iter().map(Vec::as_slice).collect();
+    Ok(vrouting::train_kmeans(
+        &refs,
+        shards,
+        KMEANS_ITERATIONS,
+        vrouting::DEFAULT_SEED,
+        metric,
+    )?)
+}
+
+/// The shard a record names in its `--shard-field` (explicit routing).
+fn explicit_shard(raw: &RawRecord, field: &str, shards: u32) -> Result<u32> {
+    let invalid = |reason: String| Error::InvalidRecord {
+        record: raw.number,
+        field: field.to_string(),
+        reason,
+    };
+    let id = match raw.fields.get(field) {
+        None => return Err(invalid("missing shard id".into())),
+        Some(FieldValue::Json(serde_json::Value::Number(n))) => n.as_u64(),
+        Some(FieldValue::Json(serde_json::Value::String(s))) => s.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    };
+    match id {
+        Some(id) if id < shards as u64 => Ok(id as u32),
+        Some(id) => Err(invalid(format!(
+            "shard id {id} is not below --shards {shards}"
+        ))),
+        None => Err(invalid("the shard id is not a non-negative integer".into())),
+    }
 }
 
 /// Sorts by stored key (stable, so equal keys stay in input order) and applies the duplicate
@@ -470,22 +736,52 @@ fn take(buckets: &Mutex<Vec<Option<Vec<Record>>>>, i: usize) -> Vec<Record> {
         .unwrap_or_default()
 }
 
-fn custom_json(dim: Option<usize>, metric: Metric) -> Map<String, Value> {
+fn custom_json(
+    dim: Option<usize>,
+    metric: Metric,
+    dot: Option<DotReduction>,
+    vector_only: Option<&VectorOnlyOptions>,
+    artifact: Option<&Matrix>,
+    artifact_ref: Option<&str>,
+    rows: u64,
+) -> Map<String, Value> {
     let mut custom = Map::new();
-    if let Some(dim) = dim {
-        custom.insert(
-            "vector".into(),
-            json!({
-                "backend": "sqlite-vec",
-                "dim": dim,
-                "index_type": "flat",
-                "kv_backend": "sqlite-vec",
-                "metric": metric.as_str(),
-                "quantization": null,
-                "unified": true,
-            }),
-        );
+    let Some(dim) = dim else {
+        return custom;
+    };
+    let mut vector = json!({
+        "backend": "sqlite-vec",
+        "dim": dim,
+        "index_type": "flat",
+        "metric": metric.as_str(),
+        "quantization": null,
+    });
+    match vector_only {
+        None => {
+            vector["kv_backend"] = "sqlite-vec".into();
+            vector["unified"] = true.into();
+        }
+        Some(v) => {
+            vector["total_vectors"] = rows.into();
+            vector["sharding_strategy"] = v.routing.strategy().as_str().into();
+            vector["num_probes"] = v.num_probes.into();
+            match v.routing {
+                VectorRoutingKind::Cluster => vector["centroids_ref"] = artifact_ref.into(),
+                VectorRoutingKind::Lsh => {
+                    vector["hyperplanes_ref"] = artifact_ref.into();
+                    vector["num_hash_bits"] = artifact.map(|m| m.rows).into();
+                }
+                VectorRoutingKind::Explicit => {}
+            }
+        }
     }
+    if let Some(dot) = dot {
+        vector["dot_reduction"] = json!({
+            "method": DotReduction::METHOD,
+            "max_norm": dot.max_norm,
+        });
+    }
+    custom.insert("vector".into(), vector);
     custom
 }
 

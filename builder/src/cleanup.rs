@@ -31,7 +31,8 @@ pub struct CleanupOptions {
 pub struct Removal {
     /// "removed" or, with --dry-run, "would remove".
     pub action: &'static str,
-    /// "manifest", "shards" or "staging".
+    /// "manifest", "shards", "vector_meta" (a vector-only run's routing artifact) or
+    /// "staging".
     pub kind: &'static str,
     pub run_id: String,
     pub path: String,
@@ -65,15 +66,20 @@ pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
         // Two manifests never share a run id in edgeshard, but be safe: keep shards a kept
         // manifest still uses.
         if !kept_runs.contains(&version.run_id) {
-            let shards = run_shards_dir(dir, &version.run_id);
-            if shards.exists() {
-                removals.push(remove(
-                    &shards,
-                    "shards",
-                    &version.run_id,
-                    action,
-                    opts.dry_run,
-                )?);
+            for (parent, kind) in [
+                (layout::SHARDS_DIR, "shards"),
+                (layout::VECTOR_META_DIR, "vector_meta"),
+            ] {
+                let run_dir = dir.join(parent).join(format!("run_id={}", version.run_id));
+                if run_dir.exists() {
+                    removals.push(remove(
+                        &run_dir,
+                        kind,
+                        &version.run_id,
+                        action,
+                        opts.dry_run,
+                    )?);
+                }
             }
         }
     }
@@ -83,6 +89,7 @@ pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
     let grace_cutoff = now - IN_PROGRESS_GRACE.max(opts.older_than.unwrap_or_default());
     for (parent, kind) in [
         (dir.join(layout::SHARDS_DIR), "shards"),
+        (dir.join(layout::VECTOR_META_DIR), "vector_meta"),
         (dir.join(STAGING_DIR), "staging"),
     ] {
         for entry in read_dir_sorted(&parent)? {
@@ -152,6 +159,10 @@ fn cleanup_remote(
                 "shards",
                 format!("{}/run_id={}", layout::SHARDS_DIR, version.run_id),
             ));
+            groups.push((
+                "vector_meta",
+                format!("{}/run_id={}", layout::VECTOR_META_DIR, version.run_id),
+            ));
         }
         for (kind, prefix) in groups {
             let objects = remote.list_objects(&prefix)?;
@@ -172,11 +183,6 @@ fn cleanup_remote(
         }
     }
     Ok(removals)
-}
-
-fn run_shards_dir(root: &Path, run_id: &str) -> PathBuf {
-    root.join(layout::SHARDS_DIR)
-        .join(format!("run_id={run_id}"))
 }
 
 fn remove(

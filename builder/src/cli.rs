@@ -1,16 +1,17 @@
 //! The `edgeshard` command line. Read commands print one JSON object per line by default
 //! (`--format table` for people); errors go to stderr with a non-zero exit code.
 
-use crate::build::{build, BuildOptions, DuplicatePolicy};
+use crate::build::{build, BuildOptions, DuplicatePolicy, VectorOnlyOptions, VectorRoutingKind};
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
 use crate::publish::write_current;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgeshard_native::{
-    current_manifest_path, AccessMode, OpenOptions, Root, SearchResponse, Snapshot,
+    current_manifest_path, AccessMode, OpenOptions, Root, SearchOptions, SearchResponse, Snapshot,
 };
 use edgeshard_shared::current::CurrentPointer;
+use edgeshard_shared::filter::Filter;
 use edgeshard_shared::{layout, routing, Key, KeyEncoding, Metric};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
@@ -22,7 +23,7 @@ use std::time::Instant;
     name = "edgeshard",
     version,
     about = "Build and read sharded, versioned KV + vector snapshots (shardyfusion format v4)",
-    after_help = "Examples:\n  edgeshard build --input docs.jsonl --key-field id --value-field text \\\n      --vector-field embedding --shards 8 --out ./snap\n  edgeshard get --root ./snap some-key\n  edgeshard search --root ./snap --vector '[0.1, 0.2, 0.3]' --k 5"
+    after_help = "Examples:\n  edgeshard build --input docs.jsonl --key-field id --value-field text \\\n      --vector-field embedding --shards 8 --out ./snap\n  edgeshard build --input docs.parquet --key-field id --vector-field embedding \\\n      --payload-fields section --vector-only --routing cluster --shards 16 --probes 2 --out ./vsnap\n  edgeshard get --root ./snap some-key\n  edgeshard search --root ./snap --vector '[0.1, 0.2, 0.3]' --k 5 --filter section=web"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -144,9 +145,22 @@ pub enum Command {
         vector_file: Option<PathBuf>,
         #[arg(long, default_value_t = 10)]
         k: usize,
-        /// Only these shard ids (comma-separated).
+        /// Only these shard ids (comma-separated). Required for explicit vector routing; with
+        /// cluster / lsh routing they replace the probed shards.
         #[arg(long, value_delimiter = ',')]
         shards: Option<Vec<u32>>,
+        /// Vector-routed (cluster / lsh) snapshots: how many shards to probe (default: the
+        /// manifest's num_probes; at most the shard count).
+        #[arg(long)]
+        probes: Option<usize>,
+        /// Keep only vectors whose payload matches: FIELD=VALUE, FIELD=V1|V2 (any of),
+        /// FIELD!=VALUE; VALUE is JSON when it parses as JSON, else text. Repeat to AND. Still
+        /// returns k results when k vectors match.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Payload fields to return (comma-separated; default: the whole payload).
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
     },
     /// Summary of the current snapshot.
     Info {
@@ -258,6 +272,9 @@ pub struct BuildArgs {
     /// u64be, u32be, utf8 or raw (default: u64be for integer keys, utf8 otherwise).
     #[arg(long, value_parser = parse_key_encoding)]
     pub key_encoding: Option<KeyEncoding>,
+    /// cosine, l2 or dot_product (alias dot). sqlite-vec has no inner-product distance, so
+    /// dot_product is stored by the exact reduction to L2 with one extra dimension (recorded in
+    /// the manifest as custom.vector.dot_reduction); scores are 1 - q.v.
     #[arg(long, value_parser = parse_metric, default_value = "cosine")]
     pub metric: Metric,
     /// SQLite page size of the shards (power of two, 4096..65536).
@@ -288,6 +305,25 @@ pub struct BuildArgs {
     /// Do not write the page-cache sidecar (shard.sidecar) beside each shard.
     #[arg(long)]
     pub no_sidecar: bool,
+    /// Build a vector-only snapshot (no KV rows; the key field is the vector id), with vectors
+    /// routed to shards by --routing. Needs --vector-field.
+    #[arg(long)]
+    pub vector_only: bool,
+    /// Vector routing of a --vector-only snapshot: cluster (nearest k-means centroid), lsh
+    /// (random-hyperplane hash) or explicit (--shard-field names each record's shard). Default:
+    /// cluster.
+    #[arg(long, value_enum)]
+    pub routing: Option<VectorRoutingKind>,
+    /// Shards a query probes by default (the manifest's num_probes), 1..=--shards; cluster and
+    /// lsh routing. Default: 1.
+    #[arg(long)]
+    pub probes: Option<u32>,
+    /// Explicit routing: the field holding each record's shard id (0..--shards).
+    #[arg(long)]
+    pub shard_field: Option<String>,
+    /// LSH routing: number of hyperplanes (1..=64; default ceil(log2(--shards))).
+    #[arg(long)]
+    pub hash_bits: Option<u32>,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
 }
@@ -323,6 +359,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             vector_file,
             k,
             shards,
+            probes,
+            filters,
+            fields,
         } => {
             let text = match (vector, vector_file) {
                 (Some(text), _) => text,
@@ -340,9 +379,19 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 .into_iter()
                 .map(|x| x as f32)
                 .collect();
+            let options = SearchOptions {
+                k,
+                probes,
+                shard_ids: shards,
+                filter: match filters.is_empty() {
+                    true => None,
+                    false => Some(Filter::parse(&filters)?),
+                },
+                payload_fields: fields,
+            };
             let snap = read.open()?;
             let started = Instant::now();
-            let response = snap.search(&query, k, shards.as_deref())?;
+            let response = snap.search_with(&query, &options)?;
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             read.report(&snap);
             print_search(&response, latency_ms, read.format, out)
@@ -450,6 +499,28 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
 }
 
 fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
+    let vector_only = match args.vector_only {
+        true => Some(VectorOnlyOptions {
+            routing: args.routing.unwrap_or(VectorRoutingKind::Cluster),
+            num_probes: args.probes.unwrap_or(1),
+            shard_field: args.shard_field,
+            hash_bits: args.hash_bits,
+        }),
+        false => {
+            let stray = [
+                ("--routing", args.routing.is_some()),
+                ("--probes", args.probes.is_some()),
+                ("--shard-field", args.shard_field.is_some()),
+                ("--hash-bits", args.hash_bits.is_some()),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(Error::Usage(format!(
+                    "{flag} applies to vector-only snapshots: add --vector-only"
+                )));
+            }
+            None
+        }
+    };
     let opts = BuildOptions {
         input: args.input,
         input_format: args.input_format,
@@ -476,6 +547,7 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
         threads: args.threads,
         progress: !args.quiet,
         sidecar: !args.no_sidecar,
+        vector_only,
     };
     let summary = build(&opts)?;
     let value = serde_json::to_value(&summary).map_err(json_err)?;
@@ -686,6 +758,7 @@ fn print_search(
             let value = json!({
                 "results": response.results,
                 "shards_queried": response.shards_queried,
+                "shards": response.shards,
                 "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
             });
             writeln!(out, "{value}").map_err(Error::io("stdout"))

@@ -20,6 +20,9 @@ pub struct LocalPublisher {
     run_id: String,
     /// Set once shards have been moved out of staging, so a later failure removes them.
     published_shards: Option<PathBuf>,
+    /// Set once a routing artifact is written under `vector_meta/run_id=<RUN>/` (removed on
+    /// failure, like the shards).
+    published_vector_meta: Option<PathBuf>,
 }
 
 impl LocalPublisher {
@@ -47,6 +50,7 @@ impl LocalPublisher {
             staging,
             run_id: run_id.to_string(),
             published_shards: None,
+            published_vector_meta: None,
         })
     }
 
@@ -73,6 +77,21 @@ impl LocalPublisher {
         Ok(())
     }
 
+    /// Writes a vector routing artifact at `vector_meta/run_id=<RUN>/<file>` (after the shards,
+    /// before the manifest that references it); returns its root-relative path.
+    pub fn publish_vector_meta(&mut self, file: &str, bytes: &[u8]) -> Result<String> {
+        let relative = layout::vector_meta_path(&self.run_id, file);
+        let target = self.root.join(&relative);
+        let dir = target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        fs::create_dir_all(&dir).map_err(Error::io(dir.display()))?;
+        self.published_vector_meta = Some(dir);
+        write_atomically(&self.staging.join(file), &target, bytes)?;
+        Ok(relative)
+    }
+
     /// Writes the manifest at `manifests/<TS>_run_id=<RUN>/manifest` (returned, root-relative).
     pub fn publish_manifest(&self, timestamp: &str, bytes: &[u8]) -> Result<String> {
         let relative = layout::manifest_path(timestamp, &self.run_id);
@@ -93,6 +112,7 @@ impl LocalPublisher {
     /// Removes the staging folder after success.
     pub fn finish(mut self) -> Result<()> {
         self.published_shards = None;
+        self.published_vector_meta = None;
         let staging = self.staging.clone();
         fs::remove_dir_all(&staging).map_err(Error::io(staging.display()))?;
         remove_if_empty(&self.root.join(STAGING_DIR));
@@ -105,6 +125,9 @@ impl Drop for LocalPublisher {
     fn drop(&mut self) {
         if let Some(shards) = self.published_shards.take() {
             let _ = fs::remove_dir_all(shards);
+        }
+        if let Some(dir) = self.published_vector_meta.take() {
+            let _ = fs::remove_dir_all(dir);
         }
         if self.staging.exists() {
             let _ = fs::remove_dir_all(&self.staging);

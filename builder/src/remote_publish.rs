@@ -91,6 +91,19 @@ impl RemotePublisher {
         Ok(stats)
     }
 
+    /// Uploads a vector routing artifact at `vector_meta/run_id=<RUN>/<file>` (after the shards,
+    /// before the manifest that references it); returns its root-relative path.
+    pub fn publish_vector_meta(&self, file: &str, bytes: &[u8]) -> Result<String> {
+        let relative = layout::vector_meta_path(&self.run_id, file);
+        self.root.put(
+            &relative,
+            bytes.to_vec(),
+            PutMode::Overwrite,
+            Some("application/octet-stream"),
+        )?;
+        Ok(relative)
+    }
+
     /// Uploads the manifest at `manifests/<TS>_run_id=<RUN>/manifest` (returned, root-relative).
     pub fn publish_manifest(&self, timestamp: &str, bytes: &[u8]) -> Result<String> {
         let relative = layout::manifest_path(timestamp, &self.run_id);

@@ -1,9 +1,15 @@
-//! Writes one shard: a SQLite file with the `kv` table and, for unified snapshots, the sqlite-vec
-//! tables (`vec_index`, `vec_payloads`, `vec_id_map`), with exactly the schema of the format spec.
+//! Writes one shard: a SQLite file with the `kv` table and, for unified and vector-only
+//! snapshots, the sqlite-vec tables (`vec_index`, `vec_payloads`, `vec_id_map`), with exactly the
+//! schema of the format spec. Vector-only shards leave `kv` empty.
+//!
+//! dot_product has no sqlite-vec distance: its vectors are stored augmented for L2 (one extra
+//! dimension, see [`DotReduction`]), in a `vec0` index of `dim + 1` dimensions with
+//! `distance_metric=l2`.
 
 use crate::error::{Error, Result};
 use crate::input::Record;
 use edgeshard_shared::json::{to_string_sorted, Style};
+use edgeshard_shared::vector::DotReduction;
 use edgeshard_shared::{vector, Key, Metric};
 use rusqlite::{params, Connection};
 use serde_json::Value;
@@ -17,8 +23,13 @@ pub const VEC_PAYLOADS_DDL: &str =
 pub const VEC_ID_MAP_DDL: &str =
     "CREATE TABLE vec_id_map (internal_id INTEGER PRIMARY KEY, original_id TEXT NOT NULL)";
 
-/// `CREATE VIRTUAL TABLE vec_index ...` for a dimension and metric (cosine or l2).
+/// `CREATE VIRTUAL TABLE vec_index ...` for a dimension and metric: cosine and l2 as they are,
+/// dot_product as its L2 reduction (`dim + 1`, l2).
 pub fn vec_index_ddl(dim: usize, metric: Metric) -> String {
+    let (dim, metric) = match metric {
+        Metric::DotProduct => (dim + 1, Metric::L2),
+        other => (dim, other),
+    };
     format!(
         "CREATE VIRTUAL TABLE vec_index USING vec0(embedding float[{dim}] distance_metric={})",
         metric.as_str()
@@ -39,6 +50,10 @@ pub struct ShardStats {
 pub struct VectorLayout {
     pub dim: usize,
     pub metric: Metric,
+    /// dot_product: how vectors are augmented for the L2 index (required for that metric).
+    pub dot: Option<DotReduction>,
+    /// Write the `kv` rows (false for vector-only snapshots: the table stays empty).
+    pub kv: bool,
 }
 
 /// Writes `records` (sorted by encoded key, no duplicates) to a new SQLite file at `path`.
@@ -73,6 +88,14 @@ pub fn write_shard(
         ))
         .map_err(Error::sqlite(&location))?;
     }
+    if let Some(v) = vectors {
+        if (v.metric == Metric::DotProduct) != v.dot.is_some() {
+            return Err(Error::Usage(
+                "internal: dot_product vectors need their L2 reduction (and only they)".into(),
+            ));
+        }
+    }
+    let write_kv = vectors.is_none_or(|v| v.kv);
     let tx = conn.transaction().map_err(Error::sqlite(&location))?;
     // One table at a time, so each table's pages are contiguous in the file: a range reader's
     // read-ahead then turns a scan (a vector chunk table, a kv walk) into few large reads.
@@ -81,7 +104,7 @@ pub fn write_shard(
             .prepare("INSERT INTO kv (k, v) VALUES (?1, ?2)")
             .map_err(Error::sqlite(&location))?;
         let mut pending = 0u64;
-        for record in records {
+        for record in records.iter().filter(|_| write_kv) {
             kv.execute(params![record.encoded_key, record.value])
                 .map_err(Error::sqlite(&location))?;
             pending += 1;
@@ -91,8 +114,11 @@ pub fn write_shard(
             }
         }
         on_rows(pending);
+        if !write_kv {
+            on_rows(records.len() as u64);
+        }
     }
-    if vectors.is_some() {
+    if let Some(layout) = vectors {
         // In a unified snapshot the vector id is the record key; rowids are 0.. per shard.
         let with_rowids = || {
             records
@@ -104,8 +130,12 @@ pub fn write_shard(
             .prepare("INSERT INTO vec_index (rowid, embedding) VALUES (?1, ?2)")
             .map_err(Error::sqlite(&location))?;
         for (rowid, _, v) in with_rowids() {
+            let bytes = match &layout.dot {
+                Some(dot) => vector::to_le_bytes(&dot.augment(v)),
+                None => vector::to_le_bytes(v),
+            };
             index
-                .execute(params![rowid, vector::to_le_bytes(v)])
+                .execute(params![rowid, bytes])
                 .map_err(Error::sqlite(&location))?;
         }
         let mut id_map = tx

@@ -22,6 +22,6 @@ pub use live::{LiveSnapshot, Refresh};
 pub use range::StatsSnapshot;
 pub use root::{ManifestVersion, Root};
 pub use snapshot::{
-    current_manifest_path, AccessMode, OpenOptions, SearchHit, SearchResponse, Snapshot,
-    SnapshotInfo, VectorId,
+    current_manifest_path, AccessMode, OpenOptions, SearchHit, SearchOptions, SearchResponse,
+    Snapshot, SnapshotInfo, VectorId,
 };

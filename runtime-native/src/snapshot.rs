@@ -5,10 +5,14 @@ use crate::range::{vfs, FileSource, RangeFile, RangeSource, RangeStats, StatsSna
 use crate::root::{sqlite_immutable_uri, ManifestVersion, Root};
 use crate::sqlite_vec_ext;
 use edgeshard_shared::current::CurrentPointer;
+use edgeshard_shared::filter::Filter;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k, Scored};
+use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::sidecar::{Sidecar, SidecarContent};
-use edgeshard_shared::{layout, routing, vector, Key, Manifest};
+use edgeshard_shared::vector::DotReduction;
+use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
+use edgeshard_shared::{layout, routing, vector, Key, Manifest, Metric};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
@@ -43,7 +47,50 @@ pub struct SearchHit {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchResponse {
     pub results: Vec<SearchHit>,
+    /// How many shards the search touched (non-empty shards among those selected).
     pub shards_queried: usize,
+    /// Which: probe order for vector-routed snapshots, ascending otherwise.
+    pub shards: Vec<u32>,
+}
+
+/// Options of [`Snapshot::search_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchOptions {
+    /// Results wanted, 1..=4096.
+    pub k: usize,
+    /// Vector-routed (cluster / lsh) snapshots: shards to probe (default: the manifest's
+    /// `num_probes`; capped at `num_dbs`). An error on snapshots routed by key.
+    pub probes: Option<usize>,
+    /// Search exactly these shards (required for explicit vector routing; replaces the probed
+    /// shards otherwise). Cannot be combined with `probes`.
+    pub shard_ids: Option<Vec<u32>>,
+    /// Keep only vectors whose payload matches. On sqlite-vec this is a post-filter that still
+    /// returns `k` results when `k` vectors match: each shard over-fetches `4k` candidates,
+    /// doubles up to sqlite-vec's cap of 4096, then scans the shard exactly.
+    pub filter: Option<Filter>,
+    /// Payload fields to return (`None`: the whole payload; empty: no payload).
+    pub payload_fields: Option<Vec<String>>,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self {
+            k: 10,
+            probes: None,
+            shard_ids: None,
+            filter: None,
+            payload_fields: None,
+        }
+    }
+}
+
+/// How a vector-only snapshot picks the shards of a query (format spec section 7).
+#[derive(Debug, Clone)]
+enum Router {
+    Cluster(Matrix),
+    Lsh(Matrix),
+    Explicit,
+    Cel,
 }
 
 /// What `edgeshard info` prints.
@@ -135,6 +182,11 @@ pub struct Snapshot {
     manifest_path: String,
     manifest: Manifest,
     vector: Option<VectorSpec>,
+    /// The vector backend in force: `custom.vector.backend`, or detected from the shard objects
+    /// when a (shardyfusion) vector-only manifest names none.
+    backend: Option<VectorBackend>,
+    /// Vector-only snapshots: centroids / hyperplanes loaded at open.
+    router: Option<Router>,
     /// Indexed by db_id; `None` for empty slots.
     shards: Vec<Option<ShardHandle>>,
     options: OpenOptions,
@@ -243,6 +295,15 @@ impl Snapshot {
                 conn: Mutex::new(None),
             });
         }
+        let backend = vector.as_ref().map(|spec| match spec.backend {
+            Some(backend) => backend,
+            None if spec.unified => VectorBackend::SqliteVec,
+            None => detect_backend(&root, &shards),
+        });
+        let router = match vector.as_ref() {
+            Some(spec) => load_router(&root, &manifest, spec, &stats)?,
+            None => None,
+        };
         let mode = match (options.access, &root) {
             (AccessMode::Auto, Root::Local(_)) => AccessMode::Download,
             (AccessMode::Auto, Root::Remote(_)) => {
@@ -266,6 +327,8 @@ impl Snapshot {
             manifest_path: manifest_path.to_string(),
             manifest,
             vector,
+            backend,
+            router,
             shards,
             options,
             mode,
@@ -391,21 +454,38 @@ impl Snapshot {
     }
 
     /// The `k` nearest vectors to `query` over the given shards (all non-empty shards when
-    /// `shard_ids` is `None`), queried in parallel and merged.
+    /// `shard_ids` is `None`, or the probed shards of a vector-routed snapshot), queried in
+    /// parallel and merged. See [`Snapshot::search_with`] for filters, probes and projection.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
         shard_ids: Option<&[u32]>,
     ) -> Result<SearchResponse> {
+        self.search_with(
+            query,
+            &SearchOptions {
+                k,
+                shard_ids: shard_ids.map(<[u32]>::to_vec),
+                ..SearchOptions::default()
+            },
+        )
+    }
+
+    /// The `k` nearest vectors to `query` with options: shards (probes / ids), a payload
+    /// filter and a payload projection. Scores follow one convention per metric whatever the
+    /// backend (`shared::vector`): lower is better.
+    pub fn search_with(&self, query: &[f32], options: &SearchOptions) -> Result<SearchResponse> {
         let spec = self.vector.as_ref().ok_or_else(|| {
             Error::InvalidRequest("this snapshot has no vectors (no custom.vector)".into())
         })?;
-        if spec.backend == Some(VectorBackend::LanceDb) {
+        if self.backend == Some(VectorBackend::LanceDb) {
             return Err(Error::Unsupported(
-                "LanceDB vector shards are not supported by this build yet".into(),
+                "LanceDB vector shards (vector_index.lance) are not supported in this build yet"
+                    .into(),
             ));
         }
+        let k = options.k;
         if !(1..=MAX_K).contains(&k) {
             return Err(Error::InvalidRequest(format!(
                 "k must be between 1 and {MAX_K}, got {k}"
@@ -413,32 +493,38 @@ impl Snapshot {
         }
         vector::check_vector(query, spec.dim, spec.metric)
             .map_err(|e| Error::InvalidRequest(format!("query vector: {e}")))?;
-        let targets: Vec<&ShardHandle> = match shard_ids {
-            None => self.shards.iter().flatten().collect(),
-            Some(ids) => {
-                let mut ids = ids.to_vec();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut targets = Vec::new();
-                for id in ids {
-                    let slot = self.shards.get(id as usize).ok_or_else(|| {
-                        Error::InvalidRequest(format!(
-                            "shard {id} does not exist (num_dbs is {})",
-                            self.shards.len()
-                        ))
-                    })?;
-                    targets.extend(slot.as_ref());
-                }
-                targets
+        let dot = match (spec.metric, spec.dot_reduction) {
+            (Metric::DotProduct, None) => {
+                return Err(Error::Unsupported(
+                    "this dot_product snapshot on sqlite-vec records no dot_reduction: \
+                     sqlite-vec has no inner-product distance, so it cannot be ranked correctly"
+                        .into(),
+                ))
             }
+            (_, reduction) => reduction,
         };
-        let query_bytes = vector::to_le_bytes(query);
+        let selected = self.select_shards(query, spec, options)?;
+        let targets: Vec<&ShardHandle> = selected
+            .iter()
+            .filter_map(|id| self.shards[*id as usize].as_ref())
+            .collect();
+        let shard_query = ShardQuery {
+            bytes: match dot {
+                Some(_) => vector::to_le_bytes(&DotReduction::augment_query(query)),
+                None => vector::to_le_bytes(query),
+            },
+            query,
+            metric: spec.metric,
+            dim: spec.dim,
+            k,
+            filter: options.filter.as_ref(),
+        };
         let per_shard: Vec<Result<Vec<Scored<SearchHit>>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = targets
                 .iter()
                 .map(|shard| {
-                    let query_bytes = &query_bytes;
-                    scope.spawn(move || self.search_shard(shard, query_bytes, k))
+                    let shard_query = &shard_query;
+                    scope.spawn(move || self.search_shard(shard, shard_query))
                 })
                 .collect();
             handles
@@ -453,80 +539,212 @@ impl Snapshot {
         let per_shard = per_shard.into_iter().collect::<Result<Vec<_>>>()?;
         let results = merge_top_k(per_shard, k)
             .into_iter()
-            .map(|s| s.item)
+            .map(|s| {
+                let mut hit = s.item;
+                if let Some(fields) = &options.payload_fields {
+                    hit.payload = project(hit.payload.take(), fields);
+                }
+                hit
+            })
             .collect();
         Ok(SearchResponse {
             results,
             shards_queried: targets.len(),
+            shards: targets.iter().map(|s| s.entry.db_id).collect(),
         })
     }
 
+    /// The shard ids a search covers, before dropping empty slots.
+    fn select_shards(
+        &self,
+        query: &[f32],
+        spec: &VectorSpec,
+        options: &SearchOptions,
+    ) -> Result<Vec<u32>> {
+        let num_dbs = self.manifest.meta.num_dbs;
+        if options.probes == Some(0) {
+            return Err(Error::InvalidRequest("probes must be at least 1".into()));
+        }
+        if let Some(ids) = &options.shard_ids {
+            if options.probes.is_some() {
+                return Err(Error::InvalidRequest(
+                    "give shard ids or probes, not both".into(),
+                ));
+            }
+            let mut ids = ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            if let Some(bad) = ids.iter().find(|id| **id >= num_dbs) {
+                return Err(Error::InvalidRequest(format!(
+                    "shard {bad} does not exist (num_dbs is {num_dbs})"
+                )));
+            }
+            return Ok(ids);
+        }
+        let probes = || {
+            let default = spec.routing.as_ref().map_or(1, |r| r.num_probes as usize);
+            options.probes.unwrap_or(default).min(num_dbs as usize)
+        };
+        match &self.router {
+            None => match options.probes {
+                Some(_) => Err(Error::InvalidRequest(
+                    "probes apply to vector-routed (cluster / lsh) snapshots; this one routes \
+                     by key, so a search covers every shard"
+                        .into(),
+                )),
+                None => Ok((0..num_dbs).collect()),
+            },
+            Some(Router::Cluster(centroids)) => Ok(vrouting::cluster_probes(
+                query,
+                centroids,
+                spec.metric,
+                probes(),
+            )),
+            Some(Router::Lsh(planes)) => Ok(vrouting::lsh_probes(query, planes, num_dbs, probes())),
+            Some(Router::Explicit) => Err(Error::InvalidRequest(
+                "this snapshot uses explicit vector routing: give the shard ids to search \
+                 (shard_ids, or --shards on the command line)"
+                    .into(),
+            )),
+            Some(Router::Cel) => Err(Error::Unsupported(
+                "CEL vector routing needs a routing context, which this reader does not take \
+                 yet; give shard ids"
+                    .into(),
+            )),
+        }
+    }
+
+    /// One shard's best hits, scores already in the reported convention. Dispatches on the
+    /// backend (a LanceDB backend slots in here beside sqlite-vec).
     fn search_shard(
         &self,
         shard: &ShardHandle,
-        query_bytes: &[u8],
-        k: usize,
+        q: &ShardQuery<'_>,
     ) -> Result<Vec<Scored<SearchHit>>> {
-        let db_id = shard.entry.db_id;
-        let rows = self.with_conn(shard, |conn| {
-            let mut stmt = conn.prepare_cached(
-                "WITH knn AS MATERIALIZED (
-                     SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
-                 )
-                 SELECT knn.rowid, knn.distance, m.original_id, p.payload
-                 FROM knn
-                 LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
-                 LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
-                 ORDER BY knn.distance, knn.rowid",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![query_bytes, k as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, f64>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        rows.into_iter()
-            .map(|(rowid, distance, original_id, payload)| {
-                let corrupt = |detail: String| Error::CorruptShard {
-                    db_id,
-                    location: shard.location.clone(),
-                    detail,
-                };
-                let id = match original_id {
-                    Some(text) => parse_original_id(&text)
-                        .ok_or_else(|| corrupt(format!("vec_id_map row {rowid}: {text:?}")))?,
-                    None => return Err(corrupt(format!("vector {rowid} has no vec_id_map row"))),
-                };
-                let payload = payload
-                    .map(|text| {
-                        serde_json::from_str(&text)
-                            .map_err(|e| corrupt(format!("vec_payloads row {rowid}: {e}")))
-                    })
-                    .transpose()?;
-                // sqlite-vec distances already follow the reported convention for cosine
-                // (1 - cos) and l2 (Euclidean); dot_product never reaches sqlite-vec.
-                Ok(Scored {
-                    score: distance,
-                    item: SearchHit {
-                        id,
-                        score: distance,
-                        payload,
-                        shard: db_id,
-                    },
-                })
-            })
-            .collect()
+        match self.backend {
+            Some(VectorBackend::LanceDb) => Err(Error::Unsupported(
+                "LanceDB vector shards are not supported in this build yet".into(),
+            )),
+            Some(VectorBackend::SqliteVec) | None => self.search_shard_sqlite_vec(shard, q),
+        }
     }
 
-    /// Runs `f` on the shard's connection, opening it on first use.
+    /// sqlite-vec: exact KNN through `vec0` (`MATCH ? AND k = ?`).
+    ///
+    /// - With a filter, candidates are over-fetched (`4 x` what is needed, doubling up to
+    ///   sqlite-vec's cap of 4096) and filtered after; when the cap is reached without enough
+    ///   matches, the shard is scanned exactly (`vec_distance_*` over every row, in order), so
+    ///   `k` results come back whenever `k` vectors match.
+    /// - dot_product (stored as its L2 reduction): the L2 pass yields `k + max(k, 16)`
+    ///   candidates, re-ranked by the exact `1 - q.v` computed from the stored vector.
+    fn search_shard_sqlite_vec(
+        &self,
+        shard: &ShardHandle,
+        q: &ShardQuery<'_>,
+    ) -> Result<Vec<Scored<SearchHit>>> {
+        let db_id = shard.entry.db_id;
+        let dot = q.metric == Metric::DotProduct;
+        let want = match dot {
+            true => q.k + q.k.max(16),
+            false => q.k,
+        };
+        let corrupt = |detail: String| Error::CorruptShard {
+            db_id,
+            location: shard.location.clone(),
+            detail,
+        };
+        let mut hits = self.with_conn_try(shard, |conn| {
+            let sql = |e: rusqlite::Error| self.sql_error(shard, e);
+            let mut fetch = match q.filter {
+                None => want,
+                Some(_) => want.saturating_mul(4),
+            }
+            .min(MAX_K);
+            loop {
+                let rows = knn_rows(conn, q, fetch, dot).map_err(sql)?;
+                let exhausted = rows.len() < fetch;
+                let matched = keep_matching(rows, q.filter, want, &corrupt)?;
+                if matched.len() >= want || exhausted {
+                    break Ok(matched);
+                }
+                if fetch >= MAX_K {
+                    let rows = scan_rows(conn, q, dot).map_err(sql)?;
+                    break keep_matching(rows, q.filter, want, &corrupt);
+                }
+                fetch = (fetch * 2).min(MAX_K);
+            }
+        })?;
+        if dot {
+            for hit in &mut hits {
+                let stored = hit
+                    .embedding
+                    .as_deref()
+                    .map(vector::from_le_bytes)
+                    .transpose()
+                    .map_err(|e| corrupt(format!("vector {}: {e}", hit.rowid)))?
+                    .filter(|v| v.len() == q.dim + 1)
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "vector {} is not {} floats (dim + 1 of the dot reduction)",
+                            hit.rowid,
+                            q.dim + 1
+                        ))
+                    })?;
+                hit.distance = Metric::DotProduct.score(q.query, &stored[..q.dim]);
+            }
+            hits.sort_by(|a, b| {
+                a.distance
+                    .total_cmp(&b.distance)
+                    .then(a.rowid.cmp(&b.rowid))
+            });
+        }
+        hits.truncate(q.k);
+        // sqlite-vec distances already follow the reported convention for cosine (1 - cos)
+        // and l2 (Euclidean); dot_product was rescored above.
+        Ok(hits
+            .into_iter()
+            .map(|h| Scored {
+                score: h.distance,
+                item: SearchHit {
+                    id: h.id,
+                    score: h.distance,
+                    payload: h.payload,
+                    shard: db_id,
+                },
+            })
+            .collect())
+    }
+
+    /// Runs `f` on the shard's connection, opening it on first use; SQLite errors become
+    /// [`Error::CorruptShard`] naming the shard.
     fn with_conn<T>(
         &self,
         shard: &ShardHandle,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.with_conn_try(shard, |conn| f(conn).map_err(|e| self.sql_error(shard, e)))
+    }
+
+    /// A SQLite error on a shard, with the cause of a failed ranged read when there is one.
+    fn sql_error(&self, shard: &ShardHandle, e: rusqlite::Error) -> Error {
+        let detail = match vfs::take_last_error() {
+            // A failed ranged read surfaces in SQLite as "disk I/O error": say what failed.
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
+        Error::CorruptShard {
+            db_id: shard.entry.db_id,
+            location: shard.location.clone(),
+            detail,
+        }
+    }
+
+    /// Runs `f` on the shard's connection, opening it on first use (a shard that cannot be
+    /// opened is an error naming it).
+    fn with_conn_try<T>(
+        &self,
+        shard: &ShardHandle,
+        f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         let corrupt = |detail: String| Error::CorruptShard {
             db_id: shard.entry.db_id,
@@ -544,11 +762,7 @@ impl Snapshot {
         let conn = guard
             .as_ref()
             .ok_or_else(|| corrupt("connection missing after open".into()))?;
-        f(conn).map_err(|e| match vfs::take_last_error() {
-            // A failed ranged read surfaces in SQLite as "disk I/O error": say what failed.
-            Some(cause) => corrupt(format!("{e}: {cause}")),
-            None => corrupt(e.to_string()),
-        })
+        f(conn)
     }
 
     /// Opens one shard's database per the access mode.
@@ -780,4 +994,265 @@ fn parse_original_id(text: &str) -> Option<VectorId> {
         ("str", v) => v.as_str().map(|s| VectorId::Str(s.to_string())),
         _ => None,
     }
+}
+
+/// One search as every shard runs it.
+struct ShardQuery<'a> {
+    /// The query as the index stores vectors (augmented `[q, 0]` for dot_product).
+    bytes: Vec<u8>,
+    query: &'a [f32],
+    metric: Metric,
+    dim: usize,
+    k: usize,
+    filter: Option<&'a Filter>,
+}
+
+/// A candidate row of a shard.
+struct RawRow {
+    rowid: i64,
+    distance: f64,
+    original_id: Option<String>,
+    payload: Option<String>,
+    embedding: Option<Vec<u8>>,
+}
+
+/// A candidate that passed the filter, decoded.
+struct ShardHit {
+    rowid: i64,
+    distance: f64,
+    id: VectorId,
+    payload: Option<Value>,
+    embedding: Option<Vec<u8>>,
+}
+
+const KNN_SQL: &str = "WITH knn AS MATERIALIZED (
+         SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
+     )
+     SELECT knn.rowid, knn.distance, m.original_id, p.payload, NULL
+     FROM knn
+     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
+     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
+     ORDER BY knn.distance, knn.rowid";
+
+/// As [`KNN_SQL`], with the stored vectors (dot_product re-ranks from them).
+const KNN_WITH_VECTORS_SQL: &str = "WITH knn AS MATERIALIZED (
+         SELECT rowid, distance, embedding FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
+     )
+     SELECT knn.rowid, knn.distance, m.original_id, p.payload, knn.embedding
+     FROM knn
+     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
+     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
+     ORDER BY knn.distance, knn.rowid";
+
+fn read_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<RawRow>> {
+    let rows = stmt.query_map(params, |r| {
+        Ok(RawRow {
+            rowid: r.get(0)?,
+            distance: r.get(1)?,
+            original_id: r.get(2)?,
+            payload: r.get(3)?,
+            embedding: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The `fetch` nearest rows by the index's own distance, nearest first.
+fn knn_rows(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    fetch: usize,
+    with_vectors: bool,
+) -> rusqlite::Result<Vec<RawRow>> {
+    let mut stmt = conn.prepare_cached(match with_vectors {
+        true => KNN_WITH_VECTORS_SQL,
+        false => KNN_SQL,
+    })?;
+    read_rows(&mut stmt, rusqlite::params![q.bytes, fetch as i64])
+}
+
+/// Every row of the shard, nearest first: the exact fallback of a filtered search, past the
+/// KNN cap (same distances as the index: `vec_distance_cosine` / `vec_distance_l2`).
+fn scan_rows(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    with_vectors: bool,
+) -> rusqlite::Result<Vec<RawRow>> {
+    let function = match q.metric {
+        Metric::Cosine => "vec_distance_cosine",
+        // l2, and dot_product through its L2 reduction.
+        Metric::L2 | Metric::DotProduct => "vec_distance_l2",
+    };
+    let vectors = if with_vectors { "v.embedding" } else { "NULL" };
+    let sql = format!(
+        "SELECT v.rowid, {function}(v.embedding, ?1) AS distance, m.original_id, p.payload,
+                {vectors}
+         FROM vec_index v
+         LEFT JOIN vec_id_map m ON m.internal_id = v.rowid
+         LEFT JOIN vec_payloads p ON p.rowid = v.rowid
+         ORDER BY distance, v.rowid"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    read_rows(&mut stmt, rusqlite::params![q.bytes])
+}
+
+/// Decodes rows in order and keeps the first `want` that pass the filter.
+fn keep_matching(
+    rows: Vec<RawRow>,
+    filter: Option<&Filter>,
+    want: usize,
+    corrupt: &dyn Fn(String) -> Error,
+) -> Result<Vec<ShardHit>> {
+    let mut out = Vec::with_capacity(want.min(rows.len()));
+    for row in rows {
+        if out.len() >= want {
+            break;
+        }
+        let payload: Option<Value> = row
+            .payload
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| corrupt(format!("vec_payloads row {}: {e}", row.rowid)))
+            })
+            .transpose()?;
+        if filter.is_some_and(|f| !f.matches(payload.as_ref())) {
+            continue;
+        }
+        let id = match &row.original_id {
+            Some(text) => parse_original_id(text)
+                .ok_or_else(|| corrupt(format!("vec_id_map row {}: {text:?}", row.rowid)))?,
+            None => {
+                return Err(corrupt(format!(
+                    "vector {} has no vec_id_map row",
+                    row.rowid
+                )))
+            }
+        };
+        out.push(ShardHit {
+            rowid: row.rowid,
+            distance: row.distance,
+            id,
+            payload,
+            embedding: row.embedding,
+        });
+    }
+    Ok(out)
+}
+
+/// Keeps only `fields` of a JSON object payload (`None` when none of them is present).
+fn project(payload: Option<Value>, fields: &[String]) -> Option<Value> {
+    let Value::Object(map) = payload? else {
+        return None;
+    };
+    let kept: serde_json::Map<String, Value> = map
+        .into_iter()
+        .filter(|(key, _)| fields.contains(key))
+        .collect();
+    (!kept.is_empty()).then_some(Value::Object(kept))
+}
+
+/// The backend of a vector-only manifest that names none (shardyfusion's): `shard.db` in the
+/// first non-empty shard's folder means sqlite-vec, `vector_index.lance` LanceDB. When neither
+/// is found, sqlite-vec (opening the shard then fails, naming it).
+fn detect_backend(root: &Root, shards: &[Option<ShardHandle>]) -> VectorBackend {
+    let Some(shard) = shards.iter().flatten().next() else {
+        return VectorBackend::SqliteVec;
+    };
+    let dir = shard
+        .relative
+        .strip_suffix(layout::SHARD_DB_FILE)
+        .unwrap_or(&shard.relative)
+        .trim_end_matches('/');
+    let lance = layout::join(dir, layout::LANCE_INDEX_DIR);
+    match root {
+        Root::Local(base) => {
+            if base.join(&shard.relative).is_file() {
+                VectorBackend::SqliteVec
+            } else if base.join(&lance).exists() {
+                VectorBackend::LanceDb
+            } else {
+                VectorBackend::SqliteVec
+            }
+        }
+        Root::Remote(remote) => match remote.head(&shard.relative) {
+            Ok(_) => VectorBackend::SqliteVec,
+            Err(_) => match remote.list_objects(&lance) {
+                Ok(objects) if !objects.is_empty() => VectorBackend::LanceDb,
+                _ => VectorBackend::SqliteVec,
+            },
+        },
+    }
+}
+
+/// Loads the routing artifact of a vector-only snapshot (centroids / hyperplanes, NPY v1.0),
+/// checking its shape against the manifest. A missing or malformed artifact fails the open.
+fn load_router(
+    root: &Root,
+    manifest: &Manifest,
+    spec: &VectorSpec,
+    stats: &RangeStats,
+) -> Result<Option<Router>> {
+    let Some(routing) = &spec.routing else {
+        return Ok(None);
+    };
+    let meta = &manifest.meta;
+    let load = |recorded: &Option<String>, file: &str| -> Result<Matrix> {
+        let relative = recorded
+            .as_deref()
+            .and_then(|url| layout::relative_to_root(url, &meta.s3_prefix, layout::VECTOR_META_DIR))
+            .map(str::to_string)
+            .unwrap_or_else(|| layout::vector_meta_path(&meta.run_id, file));
+        let bytes = read_counted(root, &relative, stats)?;
+        let format = |source| Error::Format {
+            location: root.location(&relative),
+            source,
+        };
+        let matrix = npy::read(&bytes).map_err(format)?;
+        if matrix.cols != spec.dim {
+            return Err(format(edgeshard_shared::Error::InvalidNpy(format!(
+                "shape ({}, {}) but the vectors have dim {}",
+                matrix.rows, matrix.cols, spec.dim
+            ))));
+        }
+        Ok(matrix)
+    };
+    let router = match routing.strategy {
+        VectorStrategy::Cluster => {
+            let centroids = load(&routing.centroids_ref, layout::CENTROIDS_FILE)?;
+            if centroids.rows != meta.num_dbs as usize {
+                return Err(Error::Format {
+                    location: root.location(layout::VECTOR_META_DIR),
+                    source: edgeshard_shared::Error::InvalidNpy(format!(
+                        "{} centroids but num_dbs is {}",
+                        centroids.rows, meta.num_dbs
+                    )),
+                });
+            }
+            Router::Cluster(centroids)
+        }
+        VectorStrategy::Lsh => {
+            let planes = load(&routing.hyperplanes_ref, layout::HYPERPLANES_FILE)?;
+            let bits_ok = (1..=vrouting::MAX_HASH_BITS as usize).contains(&planes.rows)
+                && routing
+                    .num_hash_bits
+                    .is_none_or(|b| b as usize == planes.rows);
+            if !bits_ok {
+                return Err(Error::Format {
+                    location: root.location(layout::VECTOR_META_DIR),
+                    source: edgeshard_shared::Error::InvalidNpy(format!(
+                        "{} hyperplanes but num_hash_bits is {:?}",
+                        planes.rows, routing.num_hash_bits
+                    )),
+                });
+            }
+            Router::Lsh(planes)
+        }
+        VectorStrategy::Explicit => Router::Explicit,
+        VectorStrategy::Cel => Router::Cel,
+    };
+    Ok(Some(router))
 }

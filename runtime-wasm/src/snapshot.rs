@@ -18,7 +18,7 @@ use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec
 use edgeshard_shared::merge::{merge_top_k, Scored};
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, Sidecar};
-use edgeshard_shared::{layout, routing, vector, vector_probes, Key, Manifest};
+use edgeshard_shared::{layout, routing, vector, vector_routing, Key, Manifest};
 use futures::future::join_all;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -542,13 +542,12 @@ impl Snapshot {
                     .as_ref()
                     .map(|v| v.metric)
                     .unwrap_or(vector::Metric::L2);
-                vector_probes::cluster_probes(
+                vector_routing::cluster_probes(
                     query,
                     centroids,
                     metric,
-                    probes.unwrap_or(*num_probes),
+                    probes.unwrap_or(*num_probes).max(1),
                 )
-                .map_err(Error::invalid_argument)?
             }
             (
                 None,
@@ -556,13 +555,12 @@ impl Snapshot {
                     hyperplanes,
                     num_probes,
                 },
-            ) => vector_probes::lsh_probes(
+            ) => vector_routing::lsh_probes(
                 query,
                 hyperplanes,
                 num_dbs,
-                probes.unwrap_or(*num_probes),
-            )
-            .map_err(Error::invalid_argument)?,
+                probes.unwrap_or(*num_probes).max(1),
+            ),
             (None, VectorRouting::CallerChooses(strategy)) => {
                 return Err(Error::InvalidArgument(format!(
                     "this snapshot places vectors by {strategy:?} routing: pass the shards to \
@@ -589,6 +587,14 @@ impl Snapshot {
             return Err(Error::Unsupported(
                 "LanceDB vector shards cannot be read in wasm; build with --vector-backend \
                  sqlite-vec"
+                    .into(),
+            ));
+        }
+        if spec.metric == vector::Metric::DotProduct {
+            // Stored as an L2 reduction (one extra dimension); ranking it as plain vectors would
+            // be silently wrong, so refuse until the reader augments and re-ranks like native.
+            return Err(Error::Unsupported(
+                "dot_product snapshots are not searchable in wasm yet (use the native reader)"
                     .into(),
             ));
         }

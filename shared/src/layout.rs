@@ -4,6 +4,7 @@
 //! _CURRENT
 //! manifests/<TS>_run_id=<RUN>/manifest
 //! shards/run_id=<RUN>/db=<NNNNN>/attempt=<AA>/shard.db
+//! vector_meta/run_id=<RUN>/centroids.npy | hyperplanes.npy
 //! ```
 
 use crate::error::{Error, Result};
@@ -14,6 +15,12 @@ pub const MANIFEST_FILE: &str = "manifest";
 pub const SHARDS_DIR: &str = "shards";
 pub const SHARD_DB_FILE: &str = "shard.db";
 pub const SIDECAR_FILE: &str = "shard.sidecar";
+/// Vector routing artifacts of vector-only snapshots.
+pub const VECTOR_META_DIR: &str = "vector_meta";
+pub const CENTROIDS_FILE: &str = "centroids.npy";
+pub const HYPERPLANES_FILE: &str = "hyperplanes.npy";
+/// A LanceDB shard's dataset folder (vector-only snapshots), inside the shard folder.
+pub const LANCE_INDEX_DIR: &str = "vector_index.lance";
 /// `build_meta.db_path_template` as shardyfusion writes it.
 pub const DB_PATH_TEMPLATE: &str = "db={db_id:05d}";
 
@@ -46,6 +53,11 @@ pub fn parse_manifest_dir_name(name: &str) -> Option<(&str, &str)> {
 /// `shards/run_id=<RUN>/db=<NNNNN>/attempt=<AA>`, relative to the root.
 pub fn shard_dir(run_id: &str, db_id: u32, attempt: u32) -> String {
     format!("{SHARDS_DIR}/run_id={run_id}/db={db_id:05}/attempt={attempt:02}")
+}
+
+/// `vector_meta/run_id=<RUN>/<file>`, relative to the root.
+pub fn vector_meta_path(run_id: &str, file: &str) -> String {
+    format!("{VECTOR_META_DIR}/run_id={run_id}/{file}")
 }
 
 /// Joins a root (path or URL, with or without a trailing `/`) and a relative path.
@@ -135,6 +147,10 @@ mod tests {
             "manifests/2026-03-14T10:30:00.123456Z_run_id=abc/manifest"
         );
         assert_eq!(join("file:///x/", "_CURRENT"), "file:///x/_CURRENT");
+        assert_eq!(
+            vector_meta_path("abc", CENTROIDS_FILE),
+            "vector_meta/run_id=abc/centroids.npy"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod current;
 pub mod error;
+pub mod filter;
 pub mod json;
 pub mod key;
 pub mod layout;
@@ -15,7 +16,7 @@ pub mod npy;
 pub mod routing;
 pub mod sidecar;
 pub mod vector;
-pub mod vector_probes;
+pub mod vector_routing;
 
 pub use error::{Error, Result};
 pub use key::{Key, KeyEncoding};

@@ -6,7 +6,8 @@
 use crate::error::{Error, Result};
 use crate::json::{to_string_sorted, Style};
 use crate::key::KeyEncoding;
-use crate::vector::Metric;
+use crate::vector::{DotReduction, Metric};
+use crate::vector_routing::{VectorStrategy, MAX_HASH_BITS};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -202,6 +203,26 @@ pub struct VectorSpec {
     pub backend: Option<VectorBackend>,
     /// KV and vectors in one snapshot (a record's vector id is its key).
     pub unified: bool,
+    /// How vectors were routed to shards, for vector-only snapshots (`sharding_strategy`);
+    /// `None` when rows are routed by key (unified snapshots).
+    pub routing: Option<VectorRouting>,
+    /// `dot_reduction`: how dot_product is stored in an L2-only index (see
+    /// [`DotReduction`]); `None` for cosine and l2.
+    pub dot_reduction: Option<DotReduction>,
+}
+
+/// The vector routing keys of a vector-only `custom.vector` (format spec section 3 and 7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorRouting {
+    pub strategy: VectorStrategy,
+    /// Shards a query probes by default (cluster, lsh).
+    pub num_probes: u32,
+    /// URL of `centroids.npy` as recorded (cluster).
+    pub centroids_ref: Option<String>,
+    /// URL of `hyperplanes.npy` as recorded (lsh).
+    pub hyperplanes_ref: Option<String>,
+    pub num_hash_bits: Option<u32>,
+    pub total_vectors: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -244,11 +265,85 @@ impl Manifest {
             Some("lancedb") => Some(VectorBackend::LanceDb),
             Some(other) => return Err(bad(&format!("unknown backend {other:?}"))),
         };
+        let text = |key: &str| -> Result<Option<String>> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(bad(&format!("{key} is not a string"))),
+            }
+        };
+        let routing = match text("sharding_strategy")? {
+            None => None,
+            Some(name) => {
+                let strategy = VectorStrategy::parse(&name).map_err(|e| bad(&e.to_string()))?;
+                let num_probes = match obj.get("num_probes") {
+                    None | Some(Value::Null) => 1,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|p| (1..=u32::MAX as u64).contains(p))
+                        .ok_or_else(|| bad("num_probes is not a positive integer"))?
+                        as u32,
+                };
+                let num_hash_bits = match obj.get("num_hash_bits") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .filter(|b| (1..=MAX_HASH_BITS as u64).contains(b))
+                            .ok_or_else(|| {
+                                bad(&format!(
+                                    "num_hash_bits is not an integer in 1..={MAX_HASH_BITS}"
+                                ))
+                            })? as u32,
+                    ),
+                };
+                let routing = VectorRouting {
+                    strategy,
+                    num_probes,
+                    centroids_ref: text("centroids_ref")?,
+                    hyperplanes_ref: text("hyperplanes_ref")?,
+                    num_hash_bits,
+                    total_vectors: obj.get("total_vectors").and_then(Value::as_u64),
+                };
+                match strategy {
+                    VectorStrategy::Cluster if routing.centroids_ref.is_none() => {
+                        return Err(bad("cluster sharding without centroids_ref"))
+                    }
+                    VectorStrategy::Lsh if routing.hyperplanes_ref.is_none() => {
+                        return Err(bad("lsh sharding without hyperplanes_ref"))
+                    }
+                    _ => {}
+                }
+                Some(routing)
+            }
+        };
+        let dot_reduction = match obj.get("dot_reduction") {
+            None | Some(Value::Null) => None,
+            Some(r) => {
+                let method = r.get("method").and_then(Value::as_str);
+                if method != Some(DotReduction::METHOD) {
+                    return Err(bad(&format!(
+                        "dot_reduction method {method:?} is not {:?}",
+                        DotReduction::METHOD
+                    )));
+                }
+                let max_norm = r
+                    .get("max_norm")
+                    .and_then(Value::as_f64)
+                    .filter(|m| m.is_finite() && *m > 0.0)
+                    .ok_or_else(|| bad("dot_reduction max_norm is not a positive number"))?;
+                if metric != Metric::DotProduct {
+                    return Err(bad("dot_reduction on a metric other than dot_product"));
+                }
+                Some(DotReduction { max_norm })
+            }
+        };
         Ok(Some(VectorSpec {
             dim: dim as usize,
             metric,
             backend,
             unified: obj.get("unified").and_then(Value::as_bool).unwrap_or(false),
+            routing,
+            dot_reduction,
         }))
     }
 
@@ -653,6 +748,66 @@ mod tests {
             .custom
             .insert("vector".into(), json!({"dim": 4, "metric": "hamming"}));
         assert_invalid(&m, "hamming");
+    }
+
+    #[test]
+    fn reads_vector_only_routing_and_dot_reduction() {
+        let mut m = sample();
+        m.meta.key_col = KEY_COL_VECTOR.into();
+        m.meta.custom.insert(
+            "vector".into(),
+            json!({"dim": 4, "metric": "dot_product", "index_type": "flat", "quantization": null,
+                   "total_vectors": 15, "sharding_strategy": "cluster", "num_probes": 2,
+                   "centroids_ref": "file:///snap/vector_meta/run_id=run1/centroids.npy",
+                   "backend": "sqlite-vec",
+                   "dot_reduction": {"method": "l2_augmented", "max_norm": 2.5}}),
+        );
+        let bytes = m.to_sqlite_bytes().unwrap();
+        let spec = Manifest::from_sqlite_bytes(&bytes)
+            .unwrap()
+            .vector_spec()
+            .unwrap()
+            .unwrap();
+        let routing = spec.routing.unwrap();
+        assert_eq!(routing.strategy, VectorStrategy::Cluster);
+        assert_eq!(routing.num_probes, 2);
+        assert_eq!(routing.total_vectors, Some(15));
+        assert!(routing.centroids_ref.unwrap().ends_with("centroids.npy"));
+        assert_eq!(spec.dot_reduction, Some(DotReduction { max_norm: 2.5 }));
+        assert!(!spec.unified);
+
+        let bad_cases = [
+            (
+                json!({"dim": 4, "metric": "l2", "sharding_strategy": "cluster"}),
+                "centroids_ref",
+            ),
+            (
+                json!({"dim": 4, "metric": "l2", "sharding_strategy": "lsh"}),
+                "hyperplanes_ref",
+            ),
+            (
+                json!({"dim": 4, "metric": "l2", "sharding_strategy": "kd"}),
+                "kd",
+            ),
+            (
+                json!({"dim": 4, "metric": "l2", "sharding_strategy": "explicit", "num_probes": 0}),
+                "num_probes",
+            ),
+            (
+                json!({"dim": 4, "metric": "dot_product",
+                    "dot_reduction": {"method": "pad", "max_norm": 1.0}}),
+                "pad",
+            ),
+            (
+                json!({"dim": 4, "metric": "cosine",
+                    "dot_reduction": {"method": "l2_augmented", "max_norm": 1.0}}),
+                "other than",
+            ),
+        ];
+        for (vector, needle) in bad_cases {
+            m.meta.custom.insert("vector".into(), vector);
+            assert_invalid(&m, needle);
+        }
     }
 
     /// Duplicate db_ids cannot come from our own writer (db_id is the primary key), so build a

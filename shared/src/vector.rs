@@ -110,6 +110,76 @@ pub fn from_le_bytes(bytes: &[u8]) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// Inner product in f64.
+pub fn dot(q: &[f32], v: &[f32]) -> f64 {
+    q.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+/// Squared Euclidean norm in f64.
+pub fn norm2(v: &[f32]) -> f64 {
+    dot(v, v)
+}
+
+/// How dot_product is served by an index that only knows L2 (sqlite-vec): the standard
+/// reduction of maximum inner product search to nearest neighbour with one extra dimension.
+///
+/// With `M` the largest norm over all stored vectors, a stored vector `v` becomes
+/// `v' = [v, sqrt(M^2 - |v|^2)]` (so `|v'| = M` for all) and a query `q` becomes `q' = [q, 0]`.
+/// Then `|q' - v'|^2 = |q|^2 + M^2 - 2 q.v`: ascending L2 distance is descending `q.v`.
+/// Recorded in the manifest as `custom.vector.dot_reduction =
+/// {"method": "l2_augmented", "max_norm": M}` (the index then has `dim + 1` dimensions and
+/// `distance_metric=l2`; `custom.vector.dim` stays the user's dimension).
+///
+/// Readers use the L2 pass to find candidates only: the reported score `1 - q.v` is computed
+/// exactly (f64) from the first `dim` stored components (the original vector, bit for bit), and
+/// candidates are re-ranked by it, so float rounding in `|q|^2 + M^2 - d^2` never reorders
+/// results.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DotReduction {
+    pub max_norm: f64,
+}
+
+impl DotReduction {
+    pub const METHOD: &'static str = "l2_augmented";
+
+    /// The reduction for a set of vectors; refused when every vector is zero (no inner product
+    /// ranks anything).
+    pub fn for_vectors<'a>(vectors: impl IntoIterator<Item = &'a [f32]>) -> Result<Self> {
+        let max2 = vectors.into_iter().map(norm2).fold(0f64, f64::max);
+        if max2 <= 0.0 || !max2.is_finite() {
+            return Err(Error::InvalidVector(
+                "every vector is all zeros, so dot_product cannot rank them".into(),
+            ));
+        }
+        Ok(Self {
+            max_norm: max2.sqrt(),
+        })
+    }
+
+    /// `[v, sqrt(M^2 - |v|^2)]` (the square root clamped at 0 against rounding).
+    pub fn augment(&self, v: &[f32]) -> Vec<f32> {
+        let extra = (self.max_norm * self.max_norm - norm2(v)).max(0.0).sqrt();
+        let mut out = Vec::with_capacity(v.len() + 1);
+        out.extend_from_slice(v);
+        out.push(extra as f32);
+        out
+    }
+
+    /// `[q, 0]`.
+    pub fn augment_query(q: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(q.len() + 1);
+        out.extend_from_slice(q);
+        out.push(0.0);
+        out
+    }
+
+    /// `q.v` recovered from the augmented L2 distance `d`: `(|q|^2 + M^2 - d^2) / 2`. Only as
+    /// exact as `d` (readers re-rank with [`dot`] on the stored vector instead).
+    pub fn dot_from_distance(&self, q: &[f32], d: f64) -> f64 {
+        (norm2(q) + self.max_norm * self.max_norm - d * d) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +218,50 @@ mod tests {
             assert_eq!(Metric::parse(m.as_str()).unwrap(), m);
         }
         assert!(Metric::parse("hamming").is_err());
+    }
+
+    #[test]
+    fn dot_reduction_turns_l2_order_into_dot_order() {
+        let vs: Vec<Vec<f32>> = vec![
+            vec![3.0, 0.0],
+            vec![0.5, 0.5],
+            vec![-1.0, 2.0],
+            vec![0.0, 0.0],
+        ];
+        let r = DotReduction::for_vectors(vs.iter().map(Vec::as_slice)).unwrap();
+        assert!((r.max_norm - 3.0).abs() < 1e-12);
+        let q = [0.7f32, -0.2];
+        let l2 = |a: &[f32], b: &[f32]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let qa = DotReduction::augment_query(&q);
+        assert_eq!(qa, [0.7, -0.2, 0.0]);
+        for v in &vs {
+            let va = r.augment(v);
+            assert_eq!(va.len(), 3);
+            assert_eq!(
+                &va[..2],
+                &v[..],
+                "the original components are kept bit for bit"
+            );
+            assert!((norm2(&va) - 9.0).abs() < 1e-5, "every augmented norm is M");
+            let recovered = r.dot_from_distance(&q, l2(&qa, &va));
+            assert!(
+                (recovered - dot(&q, v)).abs() < 1e-5,
+                "{recovered} vs {}",
+                dot(&q, v)
+            );
+        }
+        // Ascending augmented distance = descending dot.
+        let mut by_l2: Vec<usize> = (0..vs.len()).collect();
+        by_l2.sort_by(|a, b| l2(&qa, &r.augment(&vs[*a])).total_cmp(&l2(&qa, &r.augment(&vs[*b]))));
+        let mut by_dot: Vec<usize> = (0..vs.len()).collect();
+        by_dot.sort_by(|a, b| dot(&q, &vs[*b]).total_cmp(&dot(&q, &vs[*a])));
+        assert_eq!(by_l2, by_dot);
+        assert!(DotReduction::for_vectors([&[0.0f32, 0.0][..]]).is_err());
     }
 }

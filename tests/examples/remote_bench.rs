@@ -48,6 +48,7 @@ fn main() {
         threads: None,
         progress: false,
         sidecar: true,
+        vector_only: None,
     })
     .expect("build");
     let local = Snapshot::open(root.to_str().unwrap()).expect("open local");

@@ -166,6 +166,7 @@ pub fn build_options(input: &Path, out: &Path) -> BuildOptions {
         threads: Some(2),
         progress: false,
         sidecar: true,
+        vector_only: None,
     }
 }
 

@@ -178,3 +178,65 @@ fn cleanup_on_s3_removes_old_runs_objects() {
     .unwrap();
     assert_eq!(snap.get(&Key::Int(3)).unwrap().unwrap(), b"v3-3");
 }
+
+#[test]
+fn cleanup_removes_old_vector_only_runs_routing_artifacts() {
+    use edgeshard_builder::build::{VectorOnlyOptions, VectorRoutingKind};
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    let input = dir.path().join("v.jsonl");
+    write_jsonl(
+        &input,
+        (0..30i64).map(|id| json!({"id": id, "emb": [1.0, id as f64, (id % 7) as f64]})),
+    );
+    let runs: Vec<String> = (0..3)
+        .map(|_| {
+            let mut opts = build_options(&input, &root);
+            opts.fields.value_field = None;
+            opts.fields.vector_field = Some("emb".into());
+            opts.shards = 3;
+            opts.vector_only = Some(VectorOnlyOptions {
+                routing: VectorRoutingKind::Cluster,
+                num_probes: 1,
+                shard_field: None,
+                hash_bits: None,
+            });
+            std::thread::sleep(Duration::from_millis(2));
+            build(&opts).expect("build").run_id
+        })
+        .collect();
+    let meta = |run: &str| root.join(format!("vector_meta/run_id={run}/centroids.npy"));
+    assert!(runs.iter().all(|r| meta(r).is_file()));
+    let removed = cli(&[
+        "cleanup",
+        "--root",
+        root.to_str().unwrap(),
+        "--keep-last",
+        "1",
+    ]);
+    let kinds: Vec<(&str, &str)> = removed
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["run_id"].as_str().unwrap()))
+        .collect();
+    for run in &runs[..2] {
+        for kind in ["manifest", "shards", "vector_meta"] {
+            assert!(
+                kinds.contains(&(kind, run.as_str())),
+                "{kind} of {run}: {kinds:?}"
+            );
+        }
+        assert!(!meta(run).exists());
+    }
+    assert!(
+        meta(&runs[2]).is_file(),
+        "the current run keeps its centroids"
+    );
+    let snap = Snapshot::open(root.to_str().unwrap()).unwrap();
+    assert_eq!(
+        snap.search(&[1.0, 3.0, 3.0], 3, None)
+            .unwrap()
+            .results
+            .len(),
+        3
+    );
+}

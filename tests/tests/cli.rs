@@ -279,9 +279,10 @@ fn read_commands_history_and_rollback() {
         let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            BTreeSet::from(["results", "shards_queried", "latency_ms"])
+            BTreeSet::from(["results", "shards_queried", "shards", "latency_ms"])
         );
         assert_eq!(obj["shards_queried"], routed.len());
+        assert_eq!(obj["shards"].as_array().unwrap().len(), routed.len());
         assert!(obj["latency_ms"].as_f64().unwrap() >= 0.0);
         let results = obj["results"].as_array().unwrap();
         let mut got = Vec::new();

@@ -264,3 +264,62 @@ fn large_files_go_up_as_multipart_and_return_the_etag_head_reports() {
     assert_eq!(head_etag.as_deref(), Some(etag.as_str()));
     assert_eq!(store.read("x/shard.db").unwrap(), bytes);
 }
+
+#[test]
+fn a_vector_only_cluster_build_on_s3_publishes_its_centroids() {
+    use edgeshard_builder::build::{VectorOnlyOptions, VectorRoutingKind};
+    use edgeshard_native::SearchOptions;
+    let dir = temp_dir();
+    let (input, queries) = write_input(dir.path(), 43);
+    let server = S3Server::start();
+    server.create_bucket("vectors");
+    let url = "s3://vectors/routed";
+    let vector_only = Some(VectorOnlyOptions {
+        routing: VectorRoutingKind::Cluster,
+        num_probes: 2,
+        shard_field: None,
+        hash_bits: None,
+    });
+    let local_root = dir.path().join("local");
+    let mut local_opts = options(&input, local_root.to_str().unwrap(), &server);
+    local_opts.storage_options.clear();
+    local_opts.vector_only = vector_only.clone();
+    build(&local_opts).expect("local build");
+    let mut opts = options(&input, url, &server);
+    opts.vector_only = vector_only;
+    let summary = build(&opts).expect("vector-only build to S3");
+
+    // The artifact sits where custom.vector.centroids_ref says, as the same bytes as locally.
+    let store = remote(&server, url);
+    let key = format!("vector_meta/run_id={}/centroids.npy", summary.run_id);
+    let remote_npy = store.read(&key).expect("centroids.npy uploaded");
+    let local_run = std::fs::read_dir(local_root.join("vector_meta"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        remote_npy,
+        std::fs::read(local_run.join("centroids.npy")).unwrap(),
+        "same seeded k-means, same centroids"
+    );
+    let snap = open(
+        &server,
+        url,
+        AccessMode::Download,
+        &dir.path().join("cache"),
+    );
+    let vector = &snap.manifest().meta.custom["vector"];
+    assert_eq!(vector["centroids_ref"], format!("{url}/{key}"));
+    let local = Snapshot::open(local_root.to_str().unwrap()).unwrap();
+    for q in &queries {
+        let options = SearchOptions {
+            k: 7,
+            ..SearchOptions::default()
+        };
+        let got = snap.search_with(q, &options).unwrap();
+        assert!(got.shards_queried <= 2);
+        assert_eq!(got, local.search_with(q, &options).unwrap());
+    }
+}
