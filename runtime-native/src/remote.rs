@@ -50,6 +50,7 @@ pub struct RemoteRoot {
     prefix: StorePath,
     /// S3 settings as object_store keys (explicit options, plus the endpoint from the
     /// environment), so LanceDB can open tables under this root with the same settings.
+    #[cfg_attr(not(feature = "lancedb"), allow(dead_code))]
     s3_options: Vec<(String, String)>,
 }
 
