@@ -82,6 +82,8 @@ fn options(
         progress: false,
         sidecar: true,
         vector_only: None,
+        vector_backend: Default::default(),
+        vector_index: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::publish::LocalPublisher;
 use crate::remote_publish::{RemotePublisher, UPLOAD_CONCURRENCY};
 use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
 use crate::sidecar_writer::{write_local_sidecar, SidecarStats};
+use crate::vector_index::{IndexKind, IndexPlan};
 use edgeshard_native::remote::RemoteRoot;
 use edgeshard_native::Root;
 use edgeshard_shared::current::CurrentPointer;
@@ -77,6 +78,17 @@ pub struct VectorOnlyOptions {
     pub hash_bits: Option<u32>,
 }
 
+/// Where a snapshot's vectors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum VectorBackendKind {
+    /// sqlite-vec `vec0` tables inside each shard's SQLite file (exact search).
+    #[default]
+    SqliteVec,
+    /// A LanceDB table per shard (`vector_index.lance`; composite with SQLite KV in unified
+    /// snapshots), with an ANN index on large shards. Needs a build with `--features lancedb`.
+    Lancedb,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DuplicatePolicy {
     /// Refuse the input, naming both records.
@@ -110,6 +122,9 @@ pub struct BuildOptions {
     pub sidecar: bool,
     /// `Some`: a vector-only snapshot with vector routing instead of a KV / unified one.
     pub vector_only: Option<VectorOnlyOptions>,
+    pub vector_backend: VectorBackendKind,
+    /// LanceDB shards: which index (auto: flat below a size, IVF_HNSW_SQ above).
+    pub vector_index: IndexKind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,29 +217,43 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         Root::Remote(remote) => Publisher::Remote(RemotePublisher::new(remote.clone(), &run_id)?),
     };
     let bar = progress_bar(opts.progress, rows, "writing shards");
-    let vectors = dim.map(|dim| VectorLayout {
+    let lance = opts.vector_backend == VectorBackendKind::Lancedb;
+    // On LanceDB the SQLite file holds KV only (composite shards) or is not written at all
+    // (vector-only shards).
+    let vectors = dim.filter(|_| !lance).map(|dim| VectorLayout {
         dim,
         metric: opts.metric,
         dot,
         kv: opts.vector_only.is_none(),
     });
-    type Written = (ShardStats, Option<SidecarStats>);
+    let lance_layout = lance_layout(opts, dim, &shards)?;
+    type Written = (ShardStats, Option<SidecarStats>, Option<IndexPlan>);
     let stats: Vec<Option<Written>> = parallel_map(opts.shards as usize, threads, |db_id| {
         let records = &shards[db_id];
         if records.is_empty() {
             return Ok(None);
         }
         let path = publisher.staged_shard_path(db_id as u32)?;
-        let shard = write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| {
-            bar.inc(n)
-        })?;
+        let (shard, plan) = match &lance_layout {
+            None => (
+                write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| {
+                    bar.inc(n)
+                })?,
+                None,
+            ),
+            Some(layout) => write_lance(&path, records, layout, opts.vector_only.is_none(), opts.page_size, &|n| bar.inc(n))?,
+        };
+        if opts.vector_only.is_some() && lance {
+            // Vector-only LanceDB shards have no SQLite file, so no sidecar either.
+            return Ok(Some((shard, None, plan)));
+        }
         // The file is closed; bind the sidecar to the ETag a single-part upload of it gets.
         // (A remote publisher binds it to the ETag its upload returns, after uploading.)
         let sidecar = match (opts.sidecar, &publisher) {
             (true, Publisher::Local(_)) => write_local_sidecar(&path)?,
             _ => None,
         };
-        Ok(Some((shard, sidecar)))
+        Ok(Some((shard, sidecar, plan)))
     })?;
     bar.finish_and_clear();
     drop(shards);
@@ -257,13 +286,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             opts.shards as usize,
             UPLOAD_CONCURRENCY,
             |db_id| match &stats[db_id] {
-                Some(_) => remote.upload_shard(db_id as u32, opts.sidecar),
+                Some(_) => {
+                    if lance {
+                        let vector_only = opts.vector_only.is_some();
+                        remote.upload_lance(db_id as u32, vector_only)?;
+                        if vector_only {
+                            return Ok(None);
+                        }
+                    }
+                    remote.upload_shard(db_id as u32, opts.sidecar)
+                }
                 None => Ok(None),
             },
         )
         .map_err(before_current)?;
         for (slot, sidecar) in stats.iter_mut().zip(uploaded) {
-            if let Some((_, s)) = slot {
+            if let Some((_, s, _)) = slot {
                 *s = sidecar;
             }
         }
@@ -287,7 +325,26 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         artifact_ref.as_deref(),
         rows,
     );
-    if stats.iter().flatten().any(|(_, sidecar)| sidecar.is_some()) {
+    if lance {
+        // The snapshot-level index is that of the largest shard (the one queries wait on);
+        // each shard's own choice is in its writer_info.
+        let largest = stats
+            .iter()
+            .flatten()
+            .max_by_key(|(s, _, _)| s.rows)
+            .and_then(|(_, _, plan)| *plan)
+            .unwrap_or(IndexPlan::Flat);
+        if let Some(Value::Object(vector)) = custom.get_mut("vector") {
+            vector.insert("backend".into(), "lancedb".into());
+            if opts.vector_only.is_none() {
+                vector.insert("kv_backend".into(), "sqlite".into());
+            }
+            vector.insert("index_type".into(), largest.index_type().into());
+            vector.insert("quantization".into(), largest.quantization().into());
+            vector.insert("index_params".into(), largest.params());
+        }
+    }
+    if stats.iter().flatten().any(|(_, sidecar, _)| sidecar.is_some()) {
         custom.insert(
             "sqlite_sidecar".into(),
             json!({
@@ -325,8 +382,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         shards: stats
             .iter()
             .enumerate()
-            .filter_map(|(db_id, s)| s.as_ref().map(|(s, sc)| (db_id as u32, s, sc)))
-            .map(|(db_id, s, sidecar)| ShardEntry {
+            .filter_map(|(db_id, s)| s.as_ref().map(|(s, sc, plan)| (db_id as u32, s, sc, plan)))
+            .map(|(db_id, s, sidecar, plan)| ShardEntry {
                 db_id,
                 db_url: Some(layout::join(
                     &root_url,
@@ -338,7 +395,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 min_key: s.min_key.as_ref().and_then(|k| k.to_json()),
                 max_key: s.max_key.as_ref().and_then(|k| k.to_json()),
                 checkpoint_id: Some(s.checkpoint_id.clone()),
-                writer_info: writer_info(s.duration_ms, sidecar.as_ref()),
+                writer_info: writer_info(s.duration_ms, sidecar.as_ref(), *plan),
             })
             .collect(),
     };
@@ -439,6 +496,25 @@ fn check_options(opts: &BuildOptions) -> Result<()> {
             "--page-size must be a power of two from 4096 to 65536, got {}",
             opts.page_size
         )));
+    }
+    if opts.vector_backend == VectorBackendKind::Lancedb {
+        if cfg!(not(feature = "lancedb")) {
+            return Err(Error::Usage(
+                "--vector-backend lancedb: this edgeshard was built without LanceDB support \
+                 (cargo build --features lancedb)"
+                    .into(),
+            ));
+        }
+        if opts.fields.vector_field.is_none() {
+            return Err(Error::Usage(
+                "--vector-backend lancedb needs --vector-field (the vectors to index)".into(),
+            ));
+        }
+    } else if opts.vector_index != IndexKind::Auto {
+        return Err(Error::Usage(
+            "--vector-index applies to --vector-backend lancedb (sqlite-vec is always exact)"
+                .into(),
+        ));
     }
     if let Some(v) = &opts.vector_only {
         if opts.fields.vector_field.is_none() {
@@ -558,8 +634,10 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
     }
     let encoding = encoding.unwrap_or(KeyEncoding::Utf8);
     let vectors = || records.iter().filter_map(|r| r.vector.as_deref());
-    let dot = match (dim, opts.metric) {
-        (Some(_), Metric::DotProduct) => Some(DotReduction::for_vectors(vectors()).map_err(
+    // LanceDB has an inner-product distance; sqlite-vec stores dot_product as an L2 reduction.
+    let dot = match (dim, opts.metric, opts.vector_backend) {
+        (_, _, VectorBackendKind::Lancedb) => None,
+        (Some(_), Metric::DotProduct, _) => Some(DotReduction::for_vectors(vectors()).map_err(
             |e| Error::InvalidInput {
                 location: opts.input.display().to_string(),
                 reason: e.to_string(),
@@ -736,6 +814,92 @@ fn take(buckets: &Mutex<Vec<Option<Vec<Record>>>>, i: usize) -> Vec<Record> {
         .unwrap_or_default()
 }
 
+/// The LanceDB table layout of a `--vector-backend lancedb` build (`None` otherwise).
+#[cfg(feature = "lancedb")]
+fn lance_layout(
+    opts: &BuildOptions,
+    dim: Option<usize>,
+    shards: &[Vec<Record>],
+) -> Result<Option<crate::lance_writer::LanceLayout>> {
+    use crate::lance_writer::LanceLayout;
+    match (opts.vector_backend, dim) {
+        (VectorBackendKind::Lancedb, Some(dim)) => Ok(Some(LanceLayout {
+            dim,
+            metric: opts.metric,
+            filter_columns: LanceLayout::filter_columns_of(shards.iter().flatten()),
+            index: opts.vector_index,
+        })),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "lancedb"))]
+fn lance_layout(
+    _opts: &BuildOptions,
+    _dim: Option<usize>,
+    _shards: &[Vec<Record>],
+) -> Result<Option<NoLance>> {
+    // check_options refused --vector-backend lancedb already.
+    Ok(None)
+}
+
+/// Stands in for the LanceDB layout in builds without the feature (never constructed).
+#[cfg(not(feature = "lancedb"))]
+enum NoLance {}
+
+/// Writes a LanceDB shard: for composite (unified) snapshots the SQLite KV file at `db_path`
+/// plus the table under `vector/`; for vector-only ones the table in the shard folder only.
+#[cfg(feature = "lancedb")]
+fn write_lance(
+    db_path: &std::path::Path,
+    records: &[Record],
+    layout: &crate::lance_writer::LanceLayout,
+    composite: bool,
+    page_size: u32,
+    on_rows: &(dyn Fn(u64) + Sync),
+) -> Result<(ShardStats, Option<IndexPlan>)> {
+    let shard_dir = db_path
+        .parent()
+        .ok_or_else(|| Error::Usage(format!("no folder for {}", db_path.display())))?;
+    let kv = match composite {
+        true => Some(write_shard(db_path, records, None, page_size, &|_| {})?),
+        false => None,
+    };
+    let db_dir = match composite {
+        true => shard_dir.join(layout::COMPOSITE_VECTOR_DIR),
+        false => shard_dir.to_path_buf(),
+    };
+    let lance = crate::lance_writer::write_lance_shard(&db_dir, records, layout)?;
+    on_rows(records.len() as u64);
+    let stats = match kv {
+        Some(mut kv) => {
+            kv.duration_ms += lance.duration_ms;
+            kv
+        }
+        None => ShardStats {
+            rows: lance.rows,
+            bytes: lance.bytes,
+            checkpoint_id: lance.checkpoint_id,
+            min_key: records.first().map(|r| r.key.clone()),
+            max_key: records.last().map(|r| r.key.clone()),
+            duration_ms: lance.duration_ms,
+        },
+    };
+    Ok((stats, Some(lance.plan)))
+}
+
+#[cfg(not(feature = "lancedb"))]
+fn write_lance(
+    _db_path: &std::path::Path,
+    _records: &[Record],
+    layout: &NoLance,
+    _composite: bool,
+    _page_size: u32,
+    _on_rows: &(dyn Fn(u64) + Sync),
+) -> Result<(ShardStats, Option<IndexPlan>)> {
+    match *layout {}
+}
+
 fn custom_json(
     dim: Option<usize>,
     metric: Metric,
@@ -785,7 +949,11 @@ fn custom_json(
     custom
 }
 
-fn writer_info(duration_ms: u64, sidecar: Option<&SidecarStats>) -> Map<String, Value> {
+fn writer_info(
+    duration_ms: u64,
+    sidecar: Option<&SidecarStats>,
+    plan: Option<IndexPlan>,
+) -> Map<String, Value> {
     let Value::Object(mut map) = json!({
         "attempt": 0,
         "duration_ms": duration_ms,
@@ -797,6 +965,10 @@ fn writer_info(duration_ms: u64, sidecar: Option<&SidecarStats>) -> Map<String, 
     };
     if let Some(sidecar) = sidecar {
         map.insert("sidecar_tag".into(), sidecar.tag.clone().into());
+    }
+    if let Some(plan) = plan {
+        map.insert("index_type".into(), plan.index_type().into());
+        map.insert("index_params".into(), plan.params());
     }
     map
 }

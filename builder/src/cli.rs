@@ -1,14 +1,18 @@
 //! The `edgeshard` command line. Read commands print one JSON object per line by default
 //! (`--format table` for people); errors go to stderr with a non-zero exit code.
 
-use crate::build::{build, BuildOptions, DuplicatePolicy, VectorOnlyOptions, VectorRoutingKind};
+use crate::build::{
+    build, BuildOptions, DuplicatePolicy, VectorBackendKind, VectorOnlyOptions, VectorRoutingKind,
+};
+use crate::vector_index::IndexKind;
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
 use crate::publish::write_current;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgeshard_native::{
-    current_manifest_path, AccessMode, OpenOptions, Root, SearchOptions, SearchResponse, Snapshot,
+    current_manifest_path, AccessMode, AnnParams, OpenOptions, Root, SearchOptions, SearchResponse,
+    Snapshot,
 };
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::Filter;
@@ -161,6 +165,16 @@ pub enum Command {
         /// Payload fields to return (comma-separated; default: the whole payload).
         #[arg(long, value_delimiter = ',')]
         fields: Option<Vec<String>>,
+        /// Indexed LanceDB shards: IVF partitions to probe (default: the manifest's
+        /// index_params).
+        #[arg(long)]
+        nprobes: Option<usize>,
+        /// Indexed LanceDB shards: re-rank REFINE x k candidates by exact distance.
+        #[arg(long)]
+        refine: Option<u32>,
+        /// Indexed LanceDB shards (HNSW): search breadth.
+        #[arg(long)]
+        ef: Option<usize>,
     },
     /// Summary of the current snapshot.
     Info {
@@ -324,6 +338,14 @@ pub struct BuildArgs {
     /// LSH routing: number of hyperplanes (1..=64; default ceil(log2(--shards))).
     #[arg(long)]
     pub hash_bits: Option<u32>,
+    /// Where vectors live: sqlite-vec (exact, inside shard.db) or lancedb (a LanceDB table per
+    /// shard beside the SQLite KV file; needs a build with --features lancedb).
+    #[arg(long, value_enum, default_value = "sqlite-vec")]
+    pub vector_backend: VectorBackendKind,
+    /// LanceDB index per shard: auto (flat below 20,000 rows, IVF_HNSW_SQ above), flat,
+    /// ivf-hnsw-sq or ivf-pq.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub vector_index: IndexKind,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
 }
@@ -362,6 +384,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             probes,
             filters,
             fields,
+            nprobes,
+            refine,
+            ef,
         } => {
             let text = match (vector, vector_file) {
                 (Some(text), _) => text,
@@ -388,6 +413,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                     false => Some(Filter::parse(&filters)?),
                 },
                 payload_fields: fields,
+                ann: AnnParams {
+                    nprobes,
+                    refine_factor: refine,
+                    ef,
+                },
             };
             let snap = read.open()?;
             let started = Instant::now();
@@ -548,6 +578,8 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
         progress: !args.quiet,
         sidecar: !args.no_sidecar,
         vector_only,
+        vector_backend: args.vector_backend,
+        vector_index: args.vector_index,
     };
     let summary = build(&opts)?;
     let value = serde_json::to_value(&summary).map_err(json_err)?;

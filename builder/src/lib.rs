@@ -4,6 +4,8 @@
 //! - [`build`]: routing, sorting, duplicate handling, parallel shard writing;
 //! - [`shard_writer`]: one shard's SQLite (+ sqlite-vec) file;
 //! - [`sidecar_writer`]: the page-cache sidecar (`shard.sidecar`) of a shard;
+//! - [`vector_index`]: which vector index a LanceDB shard gets; `lance_writer` (feature
+//!   `lancedb`) writes LanceDB shards;
 //! - [`publish`]: staged, atomic publication to a local root;
 //! - [`remote_publish`]: publication to an `s3://` root (uploads, conditional `_CURRENT`);
 //! - [`cli`]: the `edgeshard` command line.
@@ -13,9 +15,12 @@ pub mod cleanup;
 pub mod cli;
 pub mod error;
 pub mod input;
+#[cfg(feature = "lancedb")]
+pub mod lance_writer;
 pub mod publish;
 pub mod remote_publish;
 pub mod shard_writer;
 pub mod sidecar_writer;
+pub mod vector_index;
 
 pub use error::{Error, Result};

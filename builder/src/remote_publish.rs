@@ -91,6 +91,31 @@ impl RemotePublisher {
         Ok(stats)
     }
 
+    /// Uploads a staged LanceDB shard: every file of its database folder (the shard folder
+    /// for vector-only snapshots, `vector/` for composite ones), names unchanged, so the table
+    /// opens on S3 as it did on disk. Files go up one after another; shards upload in parallel.
+    pub fn upload_lance(&self, db_id: u32, vector_only: bool) -> Result<()> {
+        let shard_dir = layout::shard_dir(&self.run_id, db_id, 0);
+        let db_dir = layout::lance_db_dir(&shard_dir, !vector_only);
+        let local = self.staging.path().join(&db_dir);
+        let mut pending = vec![local.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(Error::io(dir.display()))? {
+                let path = entry.map_err(Error::io(dir.display()))?.path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path
+                    .strip_prefix(&local)
+                    .map_err(|_| Error::Usage(format!("{} is outside {}", path.display(), local.display())))?;
+                let key = format!("{db_dir}/{}", relative.to_string_lossy().replace('\\', "/"));
+                self.root.put_file(&key, &path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Uploads a vector routing artifact at `vector_meta/run_id=<RUN>/<file>` (after the shards,
     /// before the manifest that references it); returns its root-relative path.
     pub fn publish_vector_meta(&self, file: &str, bytes: &[u8]) -> Result<String> {

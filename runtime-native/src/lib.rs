@@ -10,6 +10,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "lancedb")]
+pub mod lance;
 mod live;
 pub mod range;
 pub mod remote;
@@ -17,6 +19,7 @@ mod root;
 mod snapshot;
 pub mod sqlite_vec_ext;
 
+pub use edgeshard_shared::vector::AnnParams;
 pub use error::{Error, Result};
 pub use live::{LiveSnapshot, Refresh};
 pub use range::StatsSnapshot;

@@ -23,7 +23,7 @@ static RUNTIME: LazyLock<std::io::Result<tokio::runtime::Runtime>> = LazyLock::n
 
 /// Runs `future` on the I/O runtime and waits for it, from any thread (also from inside
 /// another tokio runtime, where `block_on` would panic).
-fn wait<T: Send + 'static>(
+pub(crate) fn wait<T: Send + 'static>(
     future: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T> {
     let runtime = RUNTIME.as_ref().map_err(|e| Error::Io {
@@ -48,6 +48,10 @@ pub struct RemoteRoot {
     store: Arc<dyn ObjectStore>,
     /// The root's path inside the store.
     prefix: StorePath,
+    /// S3 settings as object_store keys (explicit options, plus the endpoint from the
+    /// environment), so LanceDB can open tables under this root with the same settings.
+    #[cfg_attr(not(feature = "lancedb"), allow(dead_code))]
+    s3_options: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for RemoteRoot {
@@ -132,9 +136,11 @@ impl RemoteRoot {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let mut builder =
                 object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut s3_options: Vec<(String, String)> = Vec::new();
             if let Ok(endpoint) =
                 std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT"))
             {
+                s3_options.push(("aws_endpoint".into(), endpoint.clone()));
                 builder = builder
                     .with_endpoint(endpoint.clone())
                     .with_allow_http(endpoint.starts_with("http://"))
@@ -143,7 +149,9 @@ impl RemoteRoot {
             if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err()
             {
                 builder = builder.with_region("us-east-1");
+                s3_options.push(("aws_region".into(), "us-east-1".into()));
             }
+            s3_options.extend(storage_options.iter().cloned());
             for (key, value) in storage_options {
                 let config_key = key
                     .parse::<object_store::aws::AmazonS3ConfigKey>()
@@ -166,6 +174,7 @@ impl RemoteRoot {
                 url: trimmed.to_string(),
                 store: Arc::new(store),
                 prefix: StorePath::from(prefix),
+                s3_options,
             });
         }
         if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
@@ -178,6 +187,7 @@ impl RemoteRoot {
                 url: trimmed.to_string(),
                 store: Arc::new(store),
                 prefix: StorePath::from(""),
+                s3_options: Vec::new(),
             });
         }
         Err(Error::Unsupported(format!(
@@ -187,6 +197,37 @@ impl RemoteRoot {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL and LanceDB storage options of a LanceDB database folder under this root
+    /// (`s3://` only: LanceDB lists a table's versions, which a static HTTP host cannot do).
+    #[cfg(feature = "lancedb")]
+    pub fn lance_location(&self, relative: &str) -> Result<(String, Vec<(String, String)>)> {
+        if !self.url.starts_with("s3://") {
+            return Err(Error::Unsupported(format!(
+                "LanceDB shards are read from a local directory or S3; {} is a static HTTP \
+                 host, which cannot list a table's versions (copy the snapshot to S3 or disk)",
+                self.url
+            )));
+        }
+        let mut options: Vec<(String, String)> = Vec::new();
+        let mut plain_http = false;
+        for (key, value) in &self.s3_options {
+            // Lance's commits make their own conditional requests; the publish setting for
+            // `_CURRENT` does not apply to it.
+            if key == "aws_conditional_put" || key == "conditional_put" {
+                continue;
+            }
+            if key == "aws_endpoint" || key == "endpoint" {
+                plain_http = value.starts_with("http://");
+                options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
+            }
+            options.push((key.clone(), value.clone()));
+        }
+        if plain_http {
+            options.push(("allow_http".into(), "true".into()));
+        }
+        Ok((edgeshard_shared::layout::join(&self.url, relative), options))
     }
 
     fn path(&self, relative: &str) -> StorePath {

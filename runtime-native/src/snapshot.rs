@@ -10,7 +10,7 @@ use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec
 use edgeshard_shared::merge::{merge_top_k, Scored};
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::sidecar::{Sidecar, SidecarContent};
-use edgeshard_shared::vector::DotReduction;
+use edgeshard_shared::vector::{AnnParams, DotReduction};
 use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
 use edgeshard_shared::{layout, routing, vector, Key, Manifest, Metric};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -70,6 +70,9 @@ pub struct SearchOptions {
     pub filter: Option<Filter>,
     /// Payload fields to return (`None`: the whole payload; empty: no payload).
     pub payload_fields: Option<Vec<String>>,
+    /// ANN knobs of indexed LanceDB shards. sqlite-vec (exact) and flat LanceDB shards
+    /// ignore them.
+    pub ann: AnnParams,
 }
 
 impl Default for SearchOptions {
@@ -80,6 +83,7 @@ impl Default for SearchOptions {
             shard_ids: None,
             filter: None,
             payload_fields: None,
+            ann: AnnParams::default(),
         }
     }
 }
@@ -118,6 +122,9 @@ struct ShardHandle {
     location: String,
     /// Opened on first use; a shard that is never queried is never opened.
     conn: Mutex<Option<Connection>>,
+    /// The shard's LanceDB table, opened on first search (LanceDB snapshots).
+    #[cfg(feature = "lancedb")]
+    lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
 }
 
 /// How shard databases are read.
@@ -293,6 +300,8 @@ impl Snapshot {
                 location: root.location(&relative),
                 relative,
                 conn: Mutex::new(None),
+                #[cfg(feature = "lancedb")]
+                lance: Mutex::new(None),
             });
         }
         let backend = vector.as_ref().map(|spec| match spec.backend {
@@ -479,9 +488,11 @@ impl Snapshot {
         let spec = self.vector.as_ref().ok_or_else(|| {
             Error::InvalidRequest("this snapshot has no vectors (no custom.vector)".into())
         })?;
+        #[cfg(not(feature = "lancedb"))]
         if self.backend == Some(VectorBackend::LanceDb) {
             return Err(Error::Unsupported(
-                "LanceDB vector shards (vector_index.lance) are not supported in this build yet"
+                "this snapshot's vectors are LanceDB shards (vector_index.lance); this build of \
+                 edgeshard has no LanceDB support (build with --features lancedb)"
                     .into(),
             ));
         }
@@ -494,6 +505,8 @@ impl Snapshot {
         vector::check_vector(query, spec.dim, spec.metric)
             .map_err(|e| Error::InvalidRequest(format!("query vector: {e}")))?;
         let dot = match (spec.metric, spec.dot_reduction) {
+            // LanceDB has an inner-product distance of its own.
+            (Metric::DotProduct, None) if self.backend == Some(VectorBackend::LanceDb) => None,
             (Metric::DotProduct, None) => {
                 return Err(Error::Unsupported(
                     "this dot_product snapshot on sqlite-vec records no dot_reduction: \
@@ -518,6 +531,7 @@ impl Snapshot {
             dim: spec.dim,
             k,
             filter: options.filter.as_ref(),
+            ann: options.ann,
         };
         let per_shard: Vec<Result<Vec<Scored<SearchHit>>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = targets
@@ -622,10 +636,87 @@ impl Snapshot {
         q: &ShardQuery<'_>,
     ) -> Result<Vec<Scored<SearchHit>>> {
         match self.backend {
+            #[cfg(feature = "lancedb")]
+            Some(VectorBackend::LanceDb) => self.search_shard_lance(shard, q),
+            #[cfg(not(feature = "lancedb"))]
             Some(VectorBackend::LanceDb) => Err(Error::Unsupported(
-                "LanceDB vector shards are not supported in this build yet".into(),
+                "LanceDB vector shards need a build with --features lancedb".into(),
             )),
             Some(VectorBackend::SqliteVec) | None => self.search_shard_sqlite_vec(shard, q),
+        }
+    }
+
+    /// LanceDB: the shard's table is opened in place (local directory or S3, never
+    /// downloaded) on first use and kept; the search runs on the I/O runtime.
+    #[cfg(feature = "lancedb")]
+    fn search_shard_lance(
+        &self,
+        shard: &ShardHandle,
+        q: &ShardQuery<'_>,
+    ) -> Result<Vec<Scored<SearchHit>>> {
+        use crate::lance::{LanceQuery, LanceShard};
+        let db_id = shard.entry.db_id;
+        let table = {
+            let mut slot = shard
+                .lance
+                .lock()
+                .map_err(|_| Error::Unsupported("a shard lock was poisoned".into()))?;
+            match slot.as_ref() {
+                Some(table) => table.clone(),
+                None => {
+                    let (uri, options) = self.lance_location(shard)?;
+                    let opened = Arc::new(crate::remote::wait(async move {
+                        LanceShard::open(db_id, &uri, options).await
+                    })??);
+                    *slot = Some(opened.clone());
+                    opened
+                }
+            }
+        };
+        let defaults = self.vector.as_ref().map(|v| v.ann_defaults).unwrap_or_default();
+        // Per-query values win over the defaults the builder recorded.
+        let ann = AnnParams {
+            nprobes: q.ann.nprobes.or(defaults.nprobes),
+            refine_factor: q.ann.refine_factor.or(defaults.refine_factor),
+            ef: q.ann.ef.or(defaults.ef),
+        };
+        let vector = q.query.to_vec();
+        let filter = q.filter.cloned();
+        let (metric, k) = (q.metric, q.k);
+        let hits = crate::remote::wait(async move {
+            table
+                .search(&LanceQuery {
+                    vector: &vector,
+                    metric,
+                    k,
+                    filter: filter.as_ref(),
+                    ann,
+                })
+                .await
+        })??;
+        Ok(hits
+            .into_iter()
+            .map(|h| Scored {
+                score: h.score,
+                item: SearchHit {
+                    id: h.id,
+                    score: h.score,
+                    payload: h.payload,
+                    shard: db_id,
+                },
+            })
+            .collect())
+    }
+
+    /// Where a LanceDB shard's database is (the folder holding `vector_index.lance`) and the
+    /// storage options to open it with.
+    #[cfg(feature = "lancedb")]
+    fn lance_location(&self, shard: &ShardHandle) -> Result<(String, Vec<(String, String)>)> {
+        let composite = self.vector.as_ref().is_some_and(|v| v.unified);
+        let relative = layout::lance_db_dir(shard_dir_of(&shard.relative), composite);
+        match &self.root {
+            Root::Local(base) => Ok((base.join(&relative).display().to_string(), Vec::new())),
+            Root::Remote(remote) => remote.lance_location(&relative),
         }
     }
 
@@ -1005,6 +1096,8 @@ struct ShardQuery<'a> {
     dim: usize,
     k: usize,
     filter: Option<&'a Filter>,
+    #[cfg_attr(not(feature = "lancedb"), allow(dead_code))]
+    ann: AnnParams,
 }
 
 /// A candidate row of a shard.
@@ -1158,15 +1251,19 @@ fn project(payload: Option<Value>, fields: &[String]) -> Option<Value> {
 /// The backend of a vector-only manifest that names none (shardyfusion's): `shard.db` in the
 /// first non-empty shard's folder means sqlite-vec, `vector_index.lance` LanceDB. When neither
 /// is found, sqlite-vec (opening the shard then fails, naming it).
+/// `shards/run_id=R/db=NNNNN/attempt=AA` of `.../shard.db`.
+fn shard_dir_of(relative_db: &str) -> &str {
+    relative_db
+        .strip_suffix(layout::SHARD_DB_FILE)
+        .unwrap_or(relative_db)
+        .trim_end_matches('/')
+}
+
 fn detect_backend(root: &Root, shards: &[Option<ShardHandle>]) -> VectorBackend {
     let Some(shard) = shards.iter().flatten().next() else {
         return VectorBackend::SqliteVec;
     };
-    let dir = shard
-        .relative
-        .strip_suffix(layout::SHARD_DB_FILE)
-        .unwrap_or(&shard.relative)
-        .trim_end_matches('/');
+    let dir = shard_dir_of(&shard.relative);
     let lance = layout::join(dir, layout::LANCE_INDEX_DIR);
     match root {
         Root::Local(base) => {

@@ -48,6 +48,91 @@ impl Filter {
     }
 }
 
+/// The type of a column that holds one top-level payload field, for pushing a [`Filter`] down
+/// into a backend that filters in SQL (LanceDB). A column is NULL where the field is absent or
+/// JSON `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    /// Every number as a float64: numbers compare by value, as [`Filter::matches`] does.
+    Number,
+    Bool,
+}
+
+impl ColumnKind {
+    /// The kind every present, non-null value of a field has, or `None` when they differ or
+    /// one is an array or object (such a field gets no column and is post-filtered).
+    pub fn of_values<'a>(values: impl IntoIterator<Item = &'a Value>) -> Option<Option<Self>> {
+        let mut kind = None;
+        for value in values {
+            let this = match value {
+                Value::Null => continue,
+                Value::String(_) => Self::Text,
+                Value::Number(_) => Self::Number,
+                Value::Bool(_) => Self::Bool,
+                Value::Array(_) | Value::Object(_) => return None,
+            };
+            match kind {
+                None => kind = Some(this),
+                Some(k) if k == this => {}
+                Some(_) => return None,
+            }
+        }
+        Some(kind)
+    }
+}
+
+/// Whether `field` may name a filter column: lower-case SQL identifier characters only, so the
+/// column needs no quoting and no identifier case folding can change it.
+pub fn is_plain_field_name(field: &str) -> bool {
+    let mut chars = field.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Filter {
+    /// The same filter as an SQL predicate over payload columns, when it can be stated there
+    /// exactly: every condition names a top-level field for which `column` gives a column name
+    /// and kind, and no value is `null` (a NULL column cannot tell an absent field from a null
+    /// one). `None` otherwise: the caller then filters payloads itself.
+    pub fn to_sql(&self, column: impl Fn(&str) -> Option<(String, ColumnKind)>) -> Option<String> {
+        let mut parts = Vec::with_capacity(self.conditions.len());
+        for condition in &self.conditions {
+            let [field] = condition.path.as_slice() else {
+                return None;
+            };
+            let (name, kind) = column(field)?;
+            let mut literals = Vec::new();
+            for value in &condition.values {
+                let literal = match (kind, value) {
+                    (_, Value::Null) => return None,
+                    (ColumnKind::Text, Value::String(text)) => {
+                        format!("'{}'", text.replace('\'', "''"))
+                    }
+                    (ColumnKind::Number, Value::Number(n)) => match n.as_f64() {
+                        Some(x) if x.is_finite() => format!("{x:?}"),
+                        _ => return None,
+                    },
+                    (ColumnKind::Bool, Value::Bool(b)) => b.to_string(),
+                    // A value of another type never equals this field's values.
+                    _ => continue,
+                };
+                literals.push(literal);
+            }
+            let list = literals.join(", ");
+            parts.push(match (condition.negated, literals.is_empty()) {
+                (false, true) => "FALSE".to_string(),
+                (false, false) => format!("{name} IN ({list})"),
+                (true, true) => "TRUE".to_string(),
+                (true, false) => format!("({name} IS NULL OR {name} NOT IN ({list}))"),
+            });
+        }
+        Some(parts.join(" AND "))
+    }
+}
+
 impl Condition {
     fn parse(text: &str) -> Result<Self> {
         let bad = |why: &str| {
@@ -166,6 +251,50 @@ mod tests {
         let p = json!({"t": "a|b=c"});
         assert!(f(&["t=\"a|b=c\""]).matches(Some(&p)));
         assert!(!f(&["t=a|b=c"]).matches(Some(&p)));
+    }
+
+    #[test]
+    fn sql_pushdown_states_the_same_filter() {
+        let columns = |field: &str| match field {
+            "section" => Some(("payload_section".to_string(), ColumnKind::Text)),
+            "n" => Some(("payload_n".to_string(), ColumnKind::Number)),
+            "ok" => Some(("payload_ok".to_string(), ColumnKind::Bool)),
+            _ => None,
+        };
+        let sql = |c: &[&str]| f(c).to_sql(columns);
+        assert_eq!(
+            sql(&["section=web|o'reilly"]).as_deref(),
+            Some("payload_section IN ('web', 'o''reilly')")
+        );
+        assert_eq!(
+            sql(&["n=3", "ok=true"]).as_deref(),
+            Some("payload_n IN (3.0) AND payload_ok IN (true)")
+        );
+        assert_eq!(
+            sql(&["section!=web"]).as_deref(),
+            Some("(payload_section IS NULL OR payload_section NOT IN ('web'))")
+        );
+        // A number never equals a text field; a negated impossible value always holds.
+        assert_eq!(sql(&["section=3"]).as_deref(), Some("FALSE"));
+        assert_eq!(sql(&["section!=3"]).as_deref(), Some("TRUE"));
+        // Not expressible: nested paths, unknown fields, null values.
+        assert_eq!(sql(&["meta.lang=en"]), None);
+        assert_eq!(sql(&["other=1"]), None);
+        assert_eq!(sql(&["section=null"]), None);
+    }
+
+    #[test]
+    fn column_kinds_and_names() {
+        let kind = |v: &[Value]| ColumnKind::of_values(v.iter());
+        assert_eq!(kind(&[json!("a"), json!(null), json!("b")]), Some(Some(ColumnKind::Text)));
+        assert_eq!(kind(&[json!(1), json!(2.5)]), Some(Some(ColumnKind::Number)));
+        assert_eq!(kind(&[json!(1), json!("a")]), None);
+        assert_eq!(kind(&[json!([1])]), None);
+        assert_eq!(kind(&[json!(null)]), Some(None));
+        assert!(is_plain_field_name("section_2"));
+        assert!(!is_plain_field_name("Section"));
+        assert!(!is_plain_field_name("2x"));
+        assert!(!is_plain_field_name("a-b"));
     }
 
     #[test]

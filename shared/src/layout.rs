@@ -21,6 +21,8 @@ pub const CENTROIDS_FILE: &str = "centroids.npy";
 pub const HYPERPLANES_FILE: &str = "hyperplanes.npy";
 /// A LanceDB shard's dataset folder (vector-only snapshots), inside the shard folder.
 pub const LANCE_INDEX_DIR: &str = "vector_index.lance";
+/// The LanceDB half of a composite (SQLite KV + LanceDB) shard lives in this sub-folder.
+pub const COMPOSITE_VECTOR_DIR: &str = "vector";
 /// `build_meta.db_path_template` as shardyfusion writes it.
 pub const DB_PATH_TEMPLATE: &str = "db={db_id:05d}";
 
@@ -56,6 +58,15 @@ pub fn shard_dir(run_id: &str, db_id: u32, attempt: u32) -> String {
 }
 
 /// `vector_meta/run_id=<RUN>/<file>`, relative to the root.
+/// The LanceDB database folder of a shard (the folder holding `vector_index.lance`):
+/// the shard folder itself for vector-only snapshots, its `vector/` for composite ones.
+pub fn lance_db_dir(shard_dir: &str, composite: bool) -> String {
+    match composite {
+        true => join(shard_dir, COMPOSITE_VECTOR_DIR),
+        false => shard_dir.trim_end_matches('/').to_string(),
+    }
+}
+
 pub fn vector_meta_path(run_id: &str, file: &str) -> String {
     format!("{VECTOR_META_DIR}/run_id={run_id}/{file}")
 }

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::json::{to_string_sorted, Style};
 use crate::key::KeyEncoding;
-use crate::vector::{DotReduction, Metric};
+use crate::vector::{AnnParams, DotReduction, Metric};
 use crate::vector_routing::{VectorStrategy, MAX_HASH_BITS};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
@@ -209,6 +209,8 @@ pub struct VectorSpec {
     /// `dot_reduction`: how dot_product is stored in an L2-only index (see
     /// [`DotReduction`]); `None` for cosine and l2.
     pub dot_reduction: Option<DotReduction>,
+    /// Query defaults of indexed shards (`index_params`: nprobes, refine_factor, ef).
+    pub ann_defaults: AnnParams,
 }
 
 /// The vector routing keys of a vector-only `custom.vector` (format spec section 3 and 7).
@@ -344,6 +346,10 @@ impl Manifest {
             unified: obj.get("unified").and_then(Value::as_bool).unwrap_or(false),
             routing,
             dot_reduction,
+            ann_defaults: obj
+                .get("index_params")
+                .map(AnnParams::from_index_params)
+                .unwrap_or_default(),
         }))
     }
 

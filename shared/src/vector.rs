@@ -120,6 +120,32 @@ pub fn norm2(v: &[f32]) -> f64 {
     dot(v, v)
 }
 
+/// Query-time parameters of an approximate (indexed) vector shard, LanceDB's IVF / HNSW. The
+/// builder records its defaults in `custom.vector.index_params`; a query may override each.
+/// Exact backends (sqlite-vec, flat LanceDB shards) ignore them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AnnParams {
+    /// IVF partitions to probe.
+    pub nprobes: Option<usize>,
+    /// Re-rank `refine_factor x k` candidates by their exact distance.
+    pub refine_factor: Option<u32>,
+    /// HNSW search breadth.
+    pub ef: Option<usize>,
+}
+
+impl AnnParams {
+    /// Reads `nprobes`, `refine_factor` and `ef` from an `index_params` object; other keys
+    /// (build parameters) are ignored, and so is a value that is not a positive integer.
+    pub fn from_index_params(params: &serde_json::Value) -> Self {
+        let positive = |key: &str| params.get(key).and_then(serde_json::Value::as_u64).filter(|v| *v > 0);
+        Self {
+            nprobes: positive("nprobes").map(|v| v as usize),
+            refine_factor: positive("refine_factor").and_then(|v| u32::try_from(v).ok()),
+            ef: positive("ef").map(|v| v as usize),
+        }
+    }
+}
+
 /// How dot_product is served by an index that only knows L2 (sqlite-vec): the standard
 /// reduction of maximum inner product search to nearest neighbour with one extra dimension.
 ///

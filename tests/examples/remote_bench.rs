@@ -49,6 +49,8 @@ fn main() {
         progress: false,
         sidecar: true,
         vector_only: None,
+        vector_backend: Default::default(),
+        vector_index: Default::default(),
     })
     .expect("build");
     let local = Snapshot::open(root.to_str().unwrap()).expect("open local");

@@ -167,6 +167,8 @@ pub fn build_options(input: &Path, out: &Path) -> BuildOptions {
         progress: false,
         sidecar: true,
         vector_only: None,
+        vector_backend: Default::default(),
+        vector_index: Default::default(),
     }
 }
 
