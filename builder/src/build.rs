@@ -241,7 +241,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 })?,
                 None,
             ),
-            Some(layout) => write_lance(&path, records, layout, opts.vector_only.is_none(), opts.page_size, &|n| bar.inc(n))?,
+            Some(layout) => write_lance(
+                &path,
+                records,
+                layout,
+                opts.vector_only.is_none(),
+                opts.page_size,
+                &|n| bar.inc(n),
+            )?,
         };
         if opts.vector_only.is_some() && lance {
             // Vector-only LanceDB shards have no SQLite file, so no sidecar either.
@@ -344,7 +351,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             vector.insert("index_params".into(), largest.params());
         }
     }
-    if stats.iter().flatten().any(|(_, sidecar, _)| sidecar.is_some()) {
+    if stats
+        .iter()
+        .flatten()
+        .any(|(_, sidecar, _)| sidecar.is_some())
+    {
         custom.insert(
             "sqlite_sidecar".into(),
             json!({

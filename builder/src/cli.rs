@@ -4,10 +4,10 @@
 use crate::build::{
     build, BuildOptions, DuplicatePolicy, VectorBackendKind, VectorOnlyOptions, VectorRoutingKind,
 };
-use crate::vector_index::IndexKind;
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
 use crate::publish::write_current;
+use crate::vector_index::IndexKind;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgeshard_native::{

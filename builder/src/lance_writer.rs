@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::input::Record;
+use crate::vector_index::{IndexKind, IndexPlan};
 use arrow_array::types::Float32Type;
 use arrow_array::{
     ArrayRef, BooleanArray, FixedSizeListArray, Float64Array, RecordBatch, StringArray,
@@ -25,7 +26,6 @@ use edgeshard_shared::json::{to_string_sorted, Style};
 use edgeshard_shared::{Key, Metric};
 use lancedb::index::vector::{IvfHnswSqIndexBuilder, IvfPqIndexBuilder};
 use lancedb::index::Index;
-use crate::vector_index::{IndexKind, IndexPlan};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -57,10 +57,17 @@ pub struct LanceLayout {
 impl LanceLayout {
     /// Filter columns for every plain top-level payload field whose values, over all records,
     /// share one scalar type.
-    pub fn filter_columns_of<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<(String, ColumnKind)> {
+    pub fn filter_columns_of<'a>(
+        records: impl Iterator<Item = &'a Record> + Clone,
+    ) -> Vec<(String, ColumnKind)> {
         let mut fields: Vec<String> = records
             .clone()
-            .filter_map(|r| r.payload.as_ref()?.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+            .filter_map(|r| {
+                r.payload
+                    .as_ref()?
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            })
             .flatten()
             .filter(|f| is_plain_field_name(f))
             .collect();
@@ -147,7 +154,9 @@ pub fn write_lance_shard(
     }
     let rows = with_vectors.len();
     let plan = IndexPlan::for_rows(layout.index, rows, layout.dim);
-    let runtime = RUNTIME.as_ref().map_err(|e| Error::Usage(format!("LanceDB runtime: {e}")))?;
+    let runtime = RUNTIME
+        .as_ref()
+        .map_err(|e| Error::Usage(format!("LanceDB runtime: {e}")))?;
     let uri = location.clone();
     let metric = layout.metric;
     let index_ms = runtime.block_on(async {
@@ -239,19 +248,25 @@ fn batch(
         Arc::new(payloads),
     ];
     for (field, kind) in &layout.filter_columns {
-        let values = rows.iter().map(|(r, _)| r.payload.as_ref().and_then(|p| p.get(field)));
+        let values = rows
+            .iter()
+            .map(|(r, _)| r.payload.as_ref().and_then(|p| p.get(field)));
         let column: ArrayRef = match kind {
             ColumnKind::Text => Arc::new(
                 values
                     .map(|v| v.and_then(Value::as_str).map(str::to_string))
                     .collect::<StringArray>(),
             ),
-            ColumnKind::Number => {
-                Arc::new(values.map(|v| v.and_then(Value::as_f64)).collect::<Float64Array>())
-            }
-            ColumnKind::Bool => {
-                Arc::new(values.map(|v| v.and_then(Value::as_bool)).collect::<BooleanArray>())
-            }
+            ColumnKind::Number => Arc::new(
+                values
+                    .map(|v| v.and_then(Value::as_f64))
+                    .collect::<Float64Array>(),
+            ),
+            ColumnKind::Bool => Arc::new(
+                values
+                    .map(|v| v.and_then(Value::as_bool))
+                    .collect::<BooleanArray>(),
+            ),
         };
         columns.push(column);
     }

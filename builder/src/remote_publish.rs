@@ -106,9 +106,9 @@ impl RemotePublisher {
                     pending.push(path);
                     continue;
                 }
-                let relative = path
-                    .strip_prefix(&local)
-                    .map_err(|_| Error::Usage(format!("{} is outside {}", path.display(), local.display())))?;
+                let relative = path.strip_prefix(&local).map_err(|_| {
+                    Error::Usage(format!("{} is outside {}", path.display(), local.display()))
+                })?;
                 let key = format!("{db_dir}/{}", relative.to_string_lossy().replace('\\', "/"));
                 self.root.put_file(&key, &path)?;
             }

@@ -43,7 +43,10 @@ impl IndexPlan {
         let partitions = rows.div_ceil(8_192).clamp(1, 4_096) as u32;
         // The largest divisor of dim that is at most dim / 4 (LanceDB needs dim % n == 0).
         let most = (dim / 4).max(1);
-        let sub_vectors = (1..=most).rev().find(|n| dim % n == 0).unwrap_or(1) as u32;
+        let sub_vectors = (1..=most)
+            .rev()
+            .find(|n| dim.is_multiple_of(*n))
+            .unwrap_or(1) as u32;
         match kind {
             IndexKind::Flat => Self::Flat,
             IndexKind::Auto if rows < FLAT_MAX_ROWS => Self::Flat,
@@ -97,14 +100,16 @@ impl IndexPlan {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn small_shards_are_flat_large_ones_indexed() {
-        assert_eq!(IndexPlan::for_rows(IndexKind::Auto, 5_000, 384), IndexPlan::Flat);
+        assert_eq!(
+            IndexPlan::for_rows(IndexKind::Auto, 5_000, 384),
+            IndexPlan::Flat
+        );
         assert_eq!(
             IndexPlan::for_rows(IndexKind::Auto, 125_000, 384),
             IndexPlan::IvfHnswSq { partitions: 16 }
@@ -116,6 +121,9 @@ mod tests {
                 sub_vectors: 96
             }
         );
-        assert_eq!(IndexPlan::for_rows(IndexKind::Flat, 1_000_000, 8), IndexPlan::Flat);
+        assert_eq!(
+            IndexPlan::for_rows(IndexKind::Flat, 1_000_000, 8),
+            IndexPlan::Flat
+        );
     }
 }

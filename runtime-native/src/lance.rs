@@ -243,7 +243,12 @@ impl LanceShard {
         Ok(hits)
     }
 
-    fn read_batch(&self, batch: &RecordBatch, metric: Metric, out: &mut Vec<LanceHit>) -> Result<()> {
+    fn read_batch(
+        &self,
+        batch: &RecordBatch,
+        metric: Metric,
+        out: &mut Vec<LanceHit>,
+    ) -> Result<()> {
         let corrupt = |detail: String| Error::CorruptShard {
             db_id: self.db_id,
             location: self.location.clone(),
@@ -280,9 +285,10 @@ impl LanceShard {
             };
             let payload = match payloads.filter(|p| p.is_valid(row)) {
                 None => None,
-                Some(p) => Some(serde_json::from_str::<Value>(p.value(row)).map_err(|e| {
-                    corrupt(format!("payload of id {text:?} is not JSON: {e}"))
-                })?),
+                Some(p) => Some(
+                    serde_json::from_str::<Value>(p.value(row))
+                        .map_err(|e| corrupt(format!("payload of id {text:?} is not JSON: {e}")))?,
+                ),
             };
             if distances.is_null(row) {
                 return Err(corrupt(format!("no distance for id {text:?}")));
@@ -308,12 +314,12 @@ fn lance_error(db_id: u32, location: &str, e: lancedb::Error) -> Error {
                 location: location.to_string(),
             }
         }
-        lancedb::Error::ObjectStore { .. } | lancedb::Error::Http { .. } | lancedb::Error::Retry { .. } => {
-            Error::Remote {
-                location: location.to_string(),
-                detail: e.to_string(),
-            }
-        }
+        lancedb::Error::ObjectStore { .. }
+        | lancedb::Error::Http { .. }
+        | lancedb::Error::Retry { .. } => Error::Remote {
+            location: location.to_string(),
+            detail: e.to_string(),
+        },
         other => Error::CorruptShard {
             db_id,
             location: location.to_string(),
@@ -332,6 +338,9 @@ mod tests {
         assert_eq!(score_from_distance(Metric::L2, -1e-7), 0.0);
         assert_eq!(score_from_distance(Metric::Cosine, 0.25), 0.25);
         assert_eq!(score_from_distance(Metric::DotProduct, -2.0), -2.0);
-        assert!(matches!(distance_type(Metric::DotProduct), DistanceType::Dot));
+        assert!(matches!(
+            distance_type(Metric::DotProduct),
+            DistanceType::Dot
+        ));
     }
 }

@@ -673,7 +673,11 @@ impl Snapshot {
                 }
             }
         };
-        let defaults = self.vector.as_ref().map(|v| v.ann_defaults).unwrap_or_default();
+        let defaults = self
+            .vector
+            .as_ref()
+            .map(|v| v.ann_defaults)
+            .unwrap_or_default();
         // Per-query values win over the defaults the builder recorded.
         let ann = AnnParams {
             nprobes: q.ann.nprobes.or(defaults.nprobes),

@@ -286,8 +286,14 @@ mod tests {
     #[test]
     fn column_kinds_and_names() {
         let kind = |v: &[Value]| ColumnKind::of_values(v.iter());
-        assert_eq!(kind(&[json!("a"), json!(null), json!("b")]), Some(Some(ColumnKind::Text)));
-        assert_eq!(kind(&[json!(1), json!(2.5)]), Some(Some(ColumnKind::Number)));
+        assert_eq!(
+            kind(&[json!("a"), json!(null), json!("b")]),
+            Some(Some(ColumnKind::Text))
+        );
+        assert_eq!(
+            kind(&[json!(1), json!(2.5)]),
+            Some(Some(ColumnKind::Number))
+        );
         assert_eq!(kind(&[json!(1), json!("a")]), None);
         assert_eq!(kind(&[json!([1])]), None);
         assert_eq!(kind(&[json!(null)]), Some(None));

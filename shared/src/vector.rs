@@ -137,7 +137,12 @@ impl AnnParams {
     /// Reads `nprobes`, `refine_factor` and `ef` from an `index_params` object; other keys
     /// (build parameters) are ignored, and so is a value that is not a positive integer.
     pub fn from_index_params(params: &serde_json::Value) -> Self {
-        let positive = |key: &str| params.get(key).and_then(serde_json::Value::as_u64).filter(|v| *v > 0);
+        let positive = |key: &str| {
+            params
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .filter(|v| *v > 0)
+        };
         Self {
             nprobes: positive("nprobes").map(|v| v as usize),
             refine_factor: positive("refine_factor").and_then(|v| u32::try_from(v).ok()),

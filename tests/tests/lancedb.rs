@@ -10,7 +10,9 @@
 //! - a shard whose table is missing is an error, never an empty shard.
 #![cfg(feature = "lancedb")]
 
-use edgeshard_builder::build::{build, BuildOptions, VectorBackendKind, VectorOnlyOptions, VectorRoutingKind};
+use edgeshard_builder::build::{
+    build, BuildOptions, VectorBackendKind, VectorOnlyOptions, VectorRoutingKind,
+};
 use edgeshard_builder::vector_index::IndexKind;
 use edgeshard_native::{AccessMode, OpenOptions, SearchOptions, Snapshot, VectorId};
 use edgeshard_shared::filter::Filter;
@@ -98,7 +100,9 @@ fn composite_snapshot_gets_from_sqlite_and_searches_lancedb_exactly() {
         let files = walk(&out);
         assert!(files.iter().any(|f| f.ends_with("/shard.db")), "{files:?}");
         assert!(
-            files.iter().any(|f| f.contains("/vector/vector_index.lance/")),
+            files
+                .iter()
+                .any(|f| f.contains("/vector/vector_index.lance/")),
             "{files:?}"
         );
         let snap = Snapshot::open(out.to_str().unwrap()).expect("open");
@@ -132,7 +136,11 @@ fn payload_filters_pushed_down_or_post_filtered_equal_brute_force() {
     let out = dir.path().join("snap");
     build(&options(&d, out.to_str().unwrap(), Metric::Cosine)).expect("build");
     let snap = Snapshot::open(out.to_str().unwrap()).expect("open");
-    for conditions in [&["section=web"][..], &["section=net|games"], &["section!=web", "meta.odd=true"]] {
+    for conditions in [
+        &["section=web"][..],
+        &["section=net|games"],
+        &["section!=web", "meta.odd=true"],
+    ] {
         let filter = Filter::parse(conditions).expect("filter");
         let matching: Vec<(VectorId, Vec<f32>)> = d
             .items
@@ -176,7 +184,12 @@ fn an_indexed_shard_keeps_recall_and_records_its_index() {
     let snap = Snapshot::open(out.to_str().unwrap()).expect("open");
     let custom = &snap.manifest().meta.custom;
     assert_eq!(custom["vector"]["index_type"], "ivf_hnsw_sq", "{custom}");
-    assert!(custom["vector"]["index_params"]["nprobes"].as_u64().is_some(), "{custom}");
+    assert!(
+        custom["vector"]["index_params"]["nprobes"]
+            .as_u64()
+            .is_some(),
+        "{custom}"
+    );
     let mut found = 0usize;
     for q in &d.queries {
         let got: HashSet<VectorId> = hits(&snap, q, &SearchOptions::default())
@@ -206,15 +219,26 @@ fn vector_only_lancedb_snapshot_with_cluster_routing() {
     });
     build(&opts).expect("build");
     let files = walk(&out);
-    assert!(!files.iter().any(|f| f.ends_with("/shard.db")), "vector-only: no SQLite");
+    assert!(
+        !files.iter().any(|f| f.ends_with("/shard.db")),
+        "vector-only: no SQLite"
+    );
     let snap = Snapshot::open(out.to_str().unwrap()).expect("open");
     for q in d.queries.iter().take(5) {
         let all = snap
-            .search_with(q, &SearchOptions { probes: Some(8), ..SearchOptions::default() })
+            .search_with(
+                q,
+                &SearchOptions {
+                    probes: Some(8),
+                    ..SearchOptions::default()
+                },
+            )
             .expect("search all");
         let got: Vec<(VectorId, f64)> = all.results.into_iter().map(|h| (h.id, h.score)).collect();
         assert_matches_brute_force("all probes", Metric::Cosine, q, &d.items, &got, 10, TOL);
-        let two = snap.search_with(q, &SearchOptions::default()).expect("search");
+        let two = snap
+            .search_with(q, &SearchOptions::default())
+            .expect("search");
         assert_eq!(two.shards_queried, 2);
     }
 }
@@ -251,10 +275,20 @@ fn a_snapshot_on_s3_is_searched_in_place() {
             b.iter().map(|h| &h.0).collect::<Vec<_>>()
         );
     }
-    assert_eq!(remote.get(&Key::Int(5)).expect("get").as_deref(), Some(&b"value-5"[..]));
+    assert_eq!(
+        remote.get(&Key::Int(5)).expect("get").as_deref(),
+        Some(&b"value-5"[..])
+    );
     // Range mode and LanceDB's own reads: no shard was downloaded.
-    let cached = if cache.exists() { walk(&cache) } else { Default::default() };
-    assert!(cached.iter().all(|f| !f.contains("vector_index")), "{cached:?}");
+    let cached = if cache.exists() {
+        walk(&cache)
+    } else {
+        Default::default()
+    };
+    assert!(
+        cached.iter().all(|f| !f.contains("vector_index")),
+        "{cached:?}"
+    );
 }
 
 #[test]
@@ -265,7 +299,10 @@ fn a_missing_lance_table_is_an_error_not_an_empty_shard() {
     build(&options(&d, out.to_str().unwrap(), Metric::Cosine)).expect("build");
     let victim = walk(&out)
         .into_iter()
-        .find(|f| f.ends_with("/vector/vector_index.lance/_versions") || f.contains("/vector/vector_index.lance/"))
+        .find(|f| {
+            f.ends_with("/vector/vector_index.lance/_versions")
+                || f.contains("/vector/vector_index.lance/")
+        })
         .map(|f| out.join(f.split("/vector/").next().unwrap()).join("vector"))
         .expect("a LanceDB folder");
     std::fs::remove_dir_all(&victim).expect("remove the table");
