@@ -31,8 +31,9 @@ trap 'rm -rf "$work"' EXIT
 echo "test-wasm: fixtures from the bundled sample (scripts/wasm-fixtures.sh)" >&2
 EDGESHARD_CLI="$(bash "$here/wasm-fixtures.sh" "$work/fixtures")"
 export EDGESHARD_CLI WASM_FIXTURES="$work/fixtures"
-# The sample's vectors arranged as a cluster-routed, vector-only snapshot (16 shards, 2 probes).
-bash "$here/wasm-cluster-fixture.sh" "$WASM_FIXTURES/sample" 16 2 "$WASM_FIXTURES/cluster" >/dev/null
+# The sample as a cluster-routed, vector-only snapshot (16 shards, 2 probes), by the builder.
+bash "$here/wasm-cluster-fixture.sh" tests/data/debian-sample/packages.parquet 16 2 \
+    "$WASM_FIXTURES/cluster" >/dev/null
 
 echo "test-wasm: the www demo's data and package (scripts/serve-www.sh --prepare)" >&2
 bash "$here/serve-www.sh" --prepare

@@ -1,5 +1,6 @@
 // Vector routing in the wasm reader: a cluster-routed, vector-only snapshot (16 shards, 2 probes;
-// scripts/wasm-cluster-fixture.sh arranges the sample's vectors so) served by nginx. A cold search
+// built from the sample by `edgeshard build --vector-only --routing cluster`, see
+// scripts/wasm-cluster-fixture.sh) served by nginx. A cold search
 // must touch only the probed shards, in at most 3 dependent rounds, and answer exactly what
 // runtime-native answers over those shards.
 import { test, before, after } from "node:test";
