@@ -277,6 +277,24 @@ fn zero_vector_with_cosine() {
     build(&opts).expect("a zero vector is valid for l2");
 }
 
+/// Backend options that cannot apply are refused before anything is written: LanceDB in a
+/// build without the `lancedb` feature, an index choice on sqlite-vec (always exact).
+#[test]
+fn backend_options_that_cannot_apply() {
+    let (dir, root) = root_with_good_snapshot();
+    let rows = vec![json!({"id": 1, "value": "a", "emb": [1, 0, 0, 0]})];
+    let input = jsonl_case(dir.path(), "backend", rows);
+    let mut opts = build_options(&input, &root);
+    opts.fields = vector_fields();
+    opts.vector_index = edgeshard_builder::vector_index::IndexKind::IvfPq;
+    assert_refused(&root, &opts, &["--vector-index", "sqlite-vec"]);
+    if cfg!(not(feature = "lancedb")) {
+        opts.vector_index = Default::default();
+        opts.vector_backend = edgeshard_builder::build::VectorBackendKind::Lancedb;
+        assert_refused(&root, &opts, &["--vector-backend lancedb", "--features lancedb"]);
+    }
+}
+
 /// A failure while writing shards (after staging started) also leaves nothing behind: a raw key
 /// that is not UTF-8 cannot be a vector id.
 #[test]
