@@ -38,6 +38,10 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// LanceDB failed to write a shard's table or build its index (the `lancedb` feature);
+    /// nothing was published.
+    #[error("LanceDB error writing {location}: {detail}")]
+    LanceDb { location: String, detail: String },
     /// A conditional publish lost a race: another publisher replaced `_CURRENT` first.
     #[error("{0}")]
     Conflict(String),

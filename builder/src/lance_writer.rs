@@ -138,9 +138,13 @@ pub fn write_lance_shard(
 ) -> Result<LanceShardStats> {
     let started = Instant::now();
     let location = db_dir.display().to_string();
-    let lance = |e: lancedb::Error| Error::Usage(format!("writing LanceDB shard {location}: {e}"));
-    let arrow = |e: arrow_schema::ArrowError| {
-        Error::Usage(format!("building LanceDB rows for {location}: {e}"))
+    let lance = |e: lancedb::Error| Error::LanceDb {
+        location: location.clone(),
+        detail: e.to_string(),
+    };
+    let arrow = |e: arrow_schema::ArrowError| Error::LanceDb {
+        location: location.clone(),
+        detail: format!("building record batches: {e}"),
     };
     std::fs::create_dir_all(db_dir).map_err(Error::io(db_dir.display()))?;
     let schema = layout.schema();
@@ -217,11 +221,13 @@ fn batch(
             Key::Int(i) => (i.to_string(), "int"),
             Key::Str(s) => (s.clone(), "str"),
             Key::Bytes(_) => {
-                return Ok(Err(Error::Usage(format!(
-                    "record {}: LanceDB vector ids are integers or text, not bytes \
-                     (use --key-encoding utf8 or u64be, or --vector-backend sqlite-vec)",
-                    record.number
-                ))))
+                return Ok(Err(Error::InvalidRecord {
+                    record: record.number,
+                    field: "key".into(),
+                    reason: "LanceDB vector ids are integers or text, not bytes (use \
+                             --key-encoding utf8 or u64be, or --vector-backend sqlite-vec)"
+                        .into(),
+                }))
             }
         };
         ids.push(text);

@@ -291,7 +291,11 @@ fn backend_options_that_cannot_apply() {
     if cfg!(not(feature = "lancedb")) {
         opts.vector_index = Default::default();
         opts.vector_backend = edgeshard_builder::build::VectorBackendKind::Lancedb;
-        assert_refused(&root, &opts, &["--vector-backend lancedb", "--features lancedb"]);
+        assert_refused(
+            &root,
+            &opts,
+            &["--vector-backend lancedb", "--features lancedb"],
+        );
     }
 }
 
