@@ -158,9 +158,10 @@ pub fn write_lance_shard(
     }
     let rows = with_vectors.len();
     let plan = IndexPlan::for_rows(layout.index, rows, layout.dim);
-    let runtime = RUNTIME
-        .as_ref()
-        .map_err(|e| Error::Usage(format!("LanceDB runtime: {e}")))?;
+    let runtime = RUNTIME.as_ref().map_err(|e| Error::LanceDb {
+        location: location.clone(),
+        detail: format!("cannot start the async runtime: {e}"),
+    })?;
     let uri = location.clone();
     let metric = layout.metric;
     let index_ms = runtime.block_on(async {
