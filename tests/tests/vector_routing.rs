@@ -945,7 +945,10 @@ fn shardyfusion_style_vector_only_manifests_are_read() {
         // Detected as LanceDB and opened: the (empty) table is missing, an error not an empty shard.
         assert!(err.contains("vector_index"), "{err}");
     } else {
-        assert!(err.contains("LanceDB") && err.contains("--features lancedb"), "{err}");
+        assert!(
+            err.contains("LanceDB") && err.contains("--features lancedb"),
+            "{err}"
+        );
     }
 }
 
