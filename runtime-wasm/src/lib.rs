@@ -10,13 +10,12 @@
 //! - [`pages`]: pinned pages, the LRU page cache under a byte budget, miss recording, read-ahead;
 //! - [`vfs`]: the read-only SQLite VFS over those pages;
 //! - [`http`]: GETs with retries, Range checks, ETag pinning;
-//! - [`btree`]: enough of SQLite's page format to plan a cold search's reads.
+//! - `edgeshard_shared::btree`: enough of SQLite's page format to plan a cold search's reads.
 //!
 //! Manifest model, routing, key encodings, sidecar parsing, vector probes and the top-k merge
 //! come from `edgeshard-shared`. The crate is also an `rlib` and compiles on native targets (the
 //! pure modules are tested there); the I/O modules exist only on wasm32.
 
-pub mod btree;
 pub mod error;
 pub mod pages;
 

@@ -8,11 +8,11 @@
 //! `getMany`, the id and payload rows of a search's hits) run as separate statements so that
 //! all their misses land in the same round.
 
-use crate::btree;
 use crate::error::{Error, Result};
 use crate::http::{Fetcher, Ranged};
 use crate::pages::{coalesce, Counters, PageCache, ShardPages};
 use crate::vfs;
+use edgeshard_shared::btree;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k, Scored};

@@ -4,6 +4,7 @@
 //! The format implemented here is shardyfusion's snapshot format v4
 //! (see `README.md`, section "Snapshot format").
 
+pub mod btree;
 pub mod current;
 pub mod error;
 pub mod filter;

@@ -14,6 +14,7 @@
 //! ([`analyze`] + [`SidecarContent::encode_body`] + [`assemble`]); compression is the caller's
 //! (so this crate needs only a zstd *decoder*, which is pure Rust and runs on wasm32).
 
+use crate::btree::{local_payload, page_base};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -259,38 +260,10 @@ pub fn interior_chain_heads(content: &SidecarContent) -> Vec<u32> {
 /// these chains in the next round instead of one round per comparison. Malformed pages yield
 /// what could be read.
 pub fn index_overflow_heads(number: u32, page: &[u8], page_size: u32) -> Vec<u32> {
-    let base = page_base(number);
-    let (header, child) = match page.get(base) {
-        Some(2) => (12, 4),
-        Some(10) => (8, 0),
-        _ => return Vec::new(),
-    };
-    let Some(n) = page
-        .get(base + 3..base + 5)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    else {
-        return Vec::new();
-    };
-    let mut heads = Vec::new();
-    for i in 0..n as usize {
-        let pointer_at = base + header + 2 * i;
-        let Some(cell) = page
-            .get(pointer_at..pointer_at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-        else {
-            break;
-        };
-        let Ok((payload, used)) = varint(page, cell + child) else {
-            continue;
-        };
-        let local = local_payload_size(page_size as usize, payload as usize, false);
-        if local < payload as usize {
-            if let Ok(head) = be32(page, cell + child + used + local) {
-                heads.push(head);
-            }
-        }
+    match page.get(page_base(number)) {
+        Some(2) | Some(10) => crate::btree::overflow_heads(number, page, page_size),
+        _ => Vec::new(),
     }
-    heads
 }
 
 /// The same sidecar bound to another tag: the ETag a host reports for `shard.db` once the
@@ -306,15 +279,6 @@ pub fn retag(sidecar: &[u8], tag: &str) -> Result<Vec<u8>> {
     let body_size = u64::from_le_bytes(sidecar[5..13].try_into().map_err(|_| bad("prefix"))?);
     let page_size = u32::from_le_bytes(sidecar[13..17].try_into().map_err(|_| bad("prefix"))?);
     assemble(page_size, tag, body_size, frame)
-}
-
-/// Header offset of a page: page 1 starts with the 100-byte database header.
-fn page_base(number: u32) -> usize {
-    if number == 1 {
-        100
-    } else {
-        0
-    }
 }
 
 /// For a B-tree page, `(cpa_end, cca)`: the end of the cell pointer array and the start of the
@@ -531,7 +495,7 @@ impl<'a> DbImage<'a> {
     }
 
     fn local_size(&self, payload: usize, table_leaf: bool) -> usize {
-        local_payload_size(self.usable, payload, table_leaf)
+        local_payload(self.usable, payload, table_leaf)
     }
 
     /// Follows an overflow chain holding `remaining` bytes: its pages and the bytes.
@@ -551,26 +515,6 @@ impl<'a> DbImage<'a> {
             next = be32(page, 0)?;
         }
         Ok((pages, bytes))
-    }
-}
-
-/// Bytes of a payload stored on the B-tree page itself (SQLite file format, section 1.6).
-fn local_payload_size(usable: usize, payload: usize, table_leaf: bool) -> usize {
-    let u = usable;
-    let max_local = if table_leaf {
-        u - 35
-    } else {
-        (u - 12) * 64 / 255 - 23
-    };
-    if payload <= max_local {
-        return payload;
-    }
-    let min_local = (u - 12) * 32 / 255 - 23;
-    let k = min_local + (payload - min_local) % (u - 4);
-    if k <= max_local {
-        k
-    } else {
-        min_local
     }
 }
 

@@ -1,11 +1,12 @@
-//! Just enough of SQLite's B-tree page format to plan a search's reads before running it: the
+//! Just enough of SQLite's B-tree page format (pure, no I/O) for readers to plan a search's reads
+//! before running it, and for the sidecar to find overflow chains: the
 //! children of interior pages, and the overflow chains the cells of a leaf start. With the
 //! sidecar's interior pages pinned, the leaves of a table are known without any I/O; once the
 //! leaves are fetched, their overflow chains (sqlite-vec's vector chunks) are known too, so a
 //! cold vector search costs a fixed number of rounds instead of one per page.
 
 /// Offset of the B-tree header in a page: page 1 starts with the 100-byte database header.
-fn page_base(number: u32) -> usize {
+pub(crate) fn page_base(number: u32) -> usize {
     if number == 1 {
         100
     } else {
@@ -75,8 +76,9 @@ pub fn children(number: u32, page: &[u8]) -> Vec<u32> {
     out
 }
 
-/// How many payload bytes a cell keeps on its page (SQLite's rule), usable size `u`.
-fn local_payload(u: usize, payload: usize, table_leaf: bool) -> usize {
+/// How many payload bytes a cell keeps on its page (SQLite file format, section 1.6), usable
+/// size `u`.
+pub(crate) fn local_payload(u: usize, payload: usize, table_leaf: bool) -> usize {
     let max_local = if table_leaf {
         u - 35
     } else {
