@@ -3,7 +3,8 @@
 # npm). Idempotent: each step checks first and does nothing when its tool is already there, so a
 # second run takes a second or two.
 #   - apt: clang (sqlite-wasm-rs compiles SQLite's C for wasm32 with it),
-#          protobuf-compiler (LanceDB's build needs protoc),
+#          protobuf-compiler + libprotobuf-dev (LanceDB's build runs protoc, which needs the
+#          well-known types such as google/protobuf/empty.proto from libprotobuf-dev),
 #          nginx-light (the real static HTTP server, with Range, that HTTP tests run on 127.0.0.1),
 #          chromium (the headless browser the wasm package's page/worker tests drive)
 #   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1)
@@ -30,9 +31,10 @@ as_root() {
 }
 
 # --- apt packages -------------------------------------------------------------------------------
-# package:command pairs; a package counts as present when dpkg says so or its command is on PATH.
+# package:command pairs; a package counts as present when dpkg says so or its command is on PATH
+# (an empty command: dpkg alone decides).
 missing=()
-for entry in clang:clang protobuf-compiler:protoc nginx-light:nginx chromium:chromium; do
+for entry in clang:clang protobuf-compiler:protoc libprotobuf-dev: nginx-light:nginx chromium:chromium; do
     pkg=${entry%%:*}
     cmd=${entry#*:}
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \

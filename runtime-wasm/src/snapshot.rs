@@ -590,14 +590,21 @@ impl Snapshot {
                     .into(),
             ));
         }
-        if spec.metric == vector::Metric::DotProduct {
-            // Stored as an L2 reduction (one extra dimension); ranking it as plain vectors would
-            // be silently wrong, so refuse until the reader augments and re-ranks like native.
-            return Err(Error::Unsupported(
-                "dot_product snapshots are not searchable in wasm yet (use the native reader)"
-                    .into(),
-            ));
-        }
+        // dot_product is stored as an L2 reduction (one extra dimension, see
+        // `shared::vector::DotReduction`): search with `[q, 0]`, over-fetch, and re-rank by the
+        // exact `1 - q.v` from the stored vectors, as runtime-native does.
+        let dot = match (spec.metric, spec.dot_reduction) {
+            (vector::Metric::DotProduct, Some(_)) => true,
+            (vector::Metric::DotProduct, None) => {
+                return Err(Error::Unsupported(
+                    "this dot_product snapshot records no dot_reduction: sqlite-vec has no \
+                     inner-product distance, so it cannot be ranked correctly"
+                        .into(),
+                ))
+            }
+            _ => false,
+        };
+        let dim = spec.dim;
         if !(1..=MAX_K).contains(&k) {
             return Err(Error::InvalidArgument(format!(
                 "k must be between 1 and {MAX_K}, got {k}"
@@ -617,28 +624,69 @@ impl Snapshot {
         let ordered: Vec<Rc<OpenShard>> = targets.iter().map(|id| shards[id].clone()).collect();
         self.plan_vector_reads(&ordered).await?;
 
-        let query_bytes = vector::to_le_bytes(&query);
-        let knn_jobs: Vec<Job<'_, Vec<(i64, f64)>>> = ordered
+        let query_bytes = match dot {
+            true => vector::to_le_bytes(&vector::DotReduction::augment_query(&query)),
+            false => vector::to_le_bytes(&query),
+        };
+        let fetch = match dot {
+            true => (k + k.max(16)).min(MAX_K),
+            false => k,
+        };
+        type KnnRow = (i64, f64, Option<Vec<u8>>);
+        let knn_jobs: Vec<Job<'_, Vec<KnnRow>>> = ordered
             .iter()
             .map(|shard| {
                 let query_bytes = &query_bytes;
-                let job: Statement<'_, Vec<(i64, f64)>> = Box::new(move |conn: &Connection| {
-                    let mut stmt = conn.prepare_cached(
-                        "SELECT rowid, distance FROM vec_index \
-                             WHERE embedding MATCH ?1 AND k = ?2",
-                    )?;
-                    let rows = stmt.query_map(rusqlite::params![query_bytes, k as i64], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
+                let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
+                    let mut stmt = conn.prepare_cached(match dot {
+                        true => {
+                            "SELECT rowid, distance, embedding FROM vec_index \
+                             WHERE embedding MATCH ?1 AND k = ?2"
+                        }
+                        false => {
+                            "SELECT rowid, distance, NULL FROM vec_index \
+                             WHERE embedding MATCH ?1 AND k = ?2"
+                        }
                     })?;
+                    let rows = stmt
+                        .query_map(rusqlite::params![query_bytes, fetch as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?;
                     rows.collect()
                 });
                 (shard.clone(), job)
             })
             .collect();
-        let mut per_shard = self.run_jobs(knn_jobs).await?;
-        // The order runtime-native reports: distance, then rowid.
-        for hits in &mut per_shard {
+        let raw = self.run_jobs(knn_jobs).await?;
+        let mut per_shard: Vec<Vec<(i64, f64)>> = Vec::with_capacity(raw.len());
+        for (shard, rows) in ordered.iter().zip(raw) {
+            let mut hits = Vec::with_capacity(rows.len());
+            for (rowid, distance, embedding) in rows {
+                let score = match (dot, embedding) {
+                    (false, _) => distance,
+                    (true, Some(bytes)) => {
+                        let stored = vector::from_le_bytes(&bytes)
+                            .ok()
+                            .filter(|v| v.len() == dim + 1)
+                            .ok_or_else(|| {
+                                shard.corrupt(format!(
+                                    "vector {rowid} is not {} floats (dim + 1 of the dot \
+                                     reduction)",
+                                    dim + 1
+                                ))
+                            })?;
+                        vector::Metric::DotProduct.score(&query, &stored[..dim])
+                    }
+                    (true, None) => {
+                        return Err(shard.corrupt(format!("vector {rowid} has no embedding")))
+                    }
+                };
+                hits.push((rowid, score));
+            }
+            // The order runtime-native reports: score, then rowid.
             hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            hits.truncate(k);
+            per_shard.push(hits);
         }
 
         // Ids and payloads of the hits: separate statements, so all their misses share a round.
@@ -687,7 +735,7 @@ impl Snapshot {
                     })
                     .transpose()?;
                 // sqlite-vec distances already follow the reported convention for cosine
-                // (1 - cos) and l2 (Euclidean); dot_product never reaches sqlite-vec.
+                // (1 - cos) and l2 (Euclidean); dot_product was rescored above.
                 list.push(Scored {
                     score: distance,
                     item: SearchHit {
