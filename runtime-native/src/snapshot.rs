@@ -284,16 +284,7 @@ impl Snapshot {
         let mut shards: Vec<Option<ShardHandle>> =
             (0..manifest.meta.num_dbs).map(|_| None).collect();
         for entry in &manifest.shards {
-            let dir = entry
-                .db_url
-                .as_deref()
-                .and_then(|url| {
-                    layout::relative_to_root(url, &manifest.meta.s3_prefix, layout::SHARDS_DIR)
-                })
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    layout::shard_dir(&manifest.meta.run_id, entry.db_id, entry.attempt)
-                });
+            let dir = manifest.shard_dir_relative(entry);
             let relative = layout::join(&dir, layout::SHARD_DB_FILE);
             shards[entry.db_id as usize] = Some(ShardHandle {
                 entry: entry.clone(),

@@ -235,6 +235,26 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Where shard `entry`'s folder (`shards/run_id=R/db=NNNNN/attempt=AA`) lies relative to
+    /// the snapshot root: from its recorded `db_url` (resolved against the recorded root, so a
+    /// copied or re-hosted snapshot still works), else from the layout.
+    pub fn shard_dir_relative(&self, entry: &ShardEntry) -> String {
+        entry
+            .db_url
+            .as_deref()
+            .and_then(|url| {
+                crate::layout::relative_to_root(
+                    url,
+                    &self.meta.s3_prefix,
+                    crate::layout::SHARDS_DIR,
+                )
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                crate::layout::shard_dir(&self.meta.run_id, entry.db_id, entry.attempt)
+            })
+    }
+
     /// The row of shard `db_id`, or `None` when that slot is empty.
     pub fn shard(&self, db_id: u32) -> Option<&ShardEntry> {
         self.shards
