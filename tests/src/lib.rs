@@ -5,8 +5,10 @@
 //! Nothing here calls into the code under test to compute an expected value: expectations come
 //! from the generated data, `Metric::score` (exact f64 arithmetic) and the spec's golden values.
 
+pub mod debian;
 pub mod http_server;
 pub mod net;
+pub mod proxy;
 pub mod s3_server;
 
 use arrow_array::builder::{BinaryBuilder, FixedSizeListBuilder, Float32Builder, StringBuilder};

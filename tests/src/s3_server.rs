@@ -46,6 +46,11 @@ impl S3Server {
         }
     }
 
+    /// The TCP port it listens on (127.0.0.1), e.g. for a [`crate::proxy::DelayProxy`].
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Storage options for edgeshard's `OpenOptions` (moto accepts any credentials).
     pub fn storage_options(&self) -> Vec<(String, String)> {
         [

@@ -1,9 +1,9 @@
 //! Benchmarks for docs/benchmarks.md.
 //!
 //! ```text
-//! cargo run --release -p edgeshard-builder --example bench -- kv [ROWS] [SHARDS]
-//! cargo run --release -p edgeshard-builder --example bench -- debian DIR [SHARDS]
-//! cargo run --release -p edgeshard-builder --example bench -- debian-routed DIR
+//! cargo run --release -p edgeshard-tests --example bench -- kv [ROWS] [SHARDS]
+//! cargo run --release -p edgeshard-tests --example bench -- debian DIR [SHARDS]
+//! cargo run --release -p edgeshard-tests --example bench -- debian-routed DIR
 //! ```
 //! `kv`: builds ROWS (default 1,000,000) integer-keyed rows with 100-byte values, then times
 //! warm single-key `get`s (each timed alone) and batched `multi_get`.
@@ -14,21 +14,17 @@
 //! 16 shards with cluster and lsh routing, searched with 1, 2 and 4 probes: recall@10 against
 //! `gt_cosine_ids` and the shards each search touched (`debian-routed`: only this part).
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Float32Type;
-use arrow_array::Array;
 use edgeshard_builder::build::{
     build, BuildOptions, DuplicatePolicy, VectorOnlyOptions, VectorRoutingKind,
 };
 use edgeshard_builder::input::{FieldMapping, InputFormat};
 use edgeshard_native::{SearchOptions, Snapshot, VectorId};
 use edgeshard_shared::{Key, KeyEncoding, Metric};
+use edgeshard_tests::debian::{brute_force_dot, percentiles, read_queries, BoxResult, Query};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -298,131 +294,4 @@ fn bench_debian_routed(dir: &Path, queries: &[Query], shards: u32) -> BoxResult<
         }
     }
     Ok(())
-}
-
-/// The exact top 10 ids by inner product (f64, ties to the lower row), per query.
-fn brute_force_dot(packages: &Path, queries: &[Query]) -> BoxResult<Vec<Vec<String>>> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::arrow::ProjectionMask;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(packages)?)?;
-    let schema = builder.schema().clone();
-    let mask = ProjectionMask::roots(
-        builder.parquet_schema(),
-        [schema.index_of("id")?, schema.index_of("embedding")?],
-    );
-    let mut ids = Vec::new();
-    let mut vectors: Vec<Vec<f64>> = Vec::new();
-    for batch in builder.with_projection(mask).build()? {
-        let batch = batch?;
-        let id = batch
-            .column_by_name("id")
-            .ok_or("no id")?
-            .as_string::<i32>()
-            .clone();
-        let emb = batch
-            .column_by_name("embedding")
-            .ok_or("no embedding")?
-            .as_fixed_size_list()
-            .clone();
-        for i in 0..batch.num_rows() {
-            ids.push(id.value(i).to_string());
-            let v = emb.value(i);
-            vectors.push(
-                v.as_primitive::<Float32Type>()
-                    .values()
-                    .iter()
-                    .map(|x| *x as f64)
-                    .collect(),
-            );
-        }
-    }
-    let truth = std::thread::scope(|scope| {
-        let workers: Vec<_> = queries
-            .chunks(queries.len().div_ceil(2).max(1))
-            .map(|chunk| {
-                let vectors = &vectors;
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|q| {
-                            let q: Vec<f64> = q.vector.iter().map(|x| *x as f64).collect();
-                            let mut scored: Vec<(f64, usize)> = vectors
-                                .iter()
-                                .enumerate()
-                                .map(|(row, v)| {
-                                    (-v.iter().zip(&q).map(|(a, b)| a * b).sum::<f64>(), row)
-                                })
-                                .collect();
-                            scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                            scored.truncate(10);
-                            scored
-                                .into_iter()
-                                .map(|(_, row)| row)
-                                .collect::<Vec<usize>>()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect::<Vec<_>>()
-    });
-    Ok(truth
-        .into_iter()
-        .map(|rows| rows.into_iter().map(|r| ids[r].clone()).collect())
-        .collect())
-}
-
-struct Query {
-    vector: Vec<f32>,
-    gt_cosine: Vec<String>,
-    gt_l2: Vec<String>,
-    /// Filled by brute force (the set has no dot column).
-    gt_dot: Vec<String>,
-}
-
-fn read_queries(path: &Path) -> BoxResult<Vec<Query>> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or(format!("no column {name}"))
-        };
-        let emb = col("embedding")?.as_fixed_size_list().clone();
-        let ids = |name: &str| -> BoxResult<Vec<Vec<String>>> {
-            let list = col(name)?.as_list::<i32>().clone();
-            Ok((0..list.len())
-                .map(|i| {
-                    let v = list.value(i);
-                    let s = v.as_string::<i32>();
-                    (0..s.len()).map(|j| s.value(j).to_string()).collect()
-                })
-                .collect())
-        };
-        let (cos, l2) = (ids("gt_cosine_ids")?, ids("gt_l2_ids")?);
-        for (i, (gt_cosine, gt_l2)) in cos.into_iter().zip(l2).enumerate() {
-            let v = emb.value(i);
-            out.push(Query {
-                vector: v.as_primitive::<Float32Type>().values().to_vec(),
-                gt_cosine,
-                gt_l2,
-                gt_dot: Vec::new(),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// (p50, p99, mean) of `samples`.
-fn percentiles(samples: &mut [f64]) -> (f64, f64, f64) {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
-    (at(0.5), at(0.99), mean)
 }
