@@ -314,9 +314,8 @@ fn lance_error(db_id: u32, location: &str, e: lancedb::Error) -> Error {
                 location: location.to_string(),
             }
         }
-        lancedb::Error::ObjectStore { .. }
-        | lancedb::Error::Http { .. }
-        | lancedb::Error::Retry { .. } => Error::Remote {
+        // (`Http` / `Retry` exist only for LanceDB Cloud, the `remote` feature we do not use.)
+        lancedb::Error::ObjectStore { .. } | lancedb::Error::Timeout { .. } => Error::Remote {
             location: location.to_string(),
             detail: e.to_string(),
         },

@@ -130,7 +130,7 @@ fn measure(
 
 /// `custom.vector.index_type` and `index_params` of the snapshot ("exact" for sqlite-vec).
 fn index_of(snap: &Snapshot) -> (String, String) {
-    let vector = snap.manifest().custom.get("vector");
+    let vector = snap.manifest().meta.custom.get("vector");
     let field = |name: &str| vector.and_then(|v| v.get(name));
     (
         field("index_type")

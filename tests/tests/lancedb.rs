@@ -183,12 +183,12 @@ fn an_indexed_shard_keeps_recall_and_records_its_index() {
     build(&opts).expect("build");
     let snap = Snapshot::open(out.to_str().unwrap()).expect("open");
     let custom = &snap.manifest().meta.custom;
-    assert_eq!(custom["vector"]["index_type"], "ivf_hnsw_sq", "{custom}");
+    assert_eq!(custom["vector"]["index_type"], "ivf_hnsw_sq", "{custom:?}");
     assert!(
         custom["vector"]["index_params"]["nprobes"]
             .as_u64()
             .is_some(),
-        "{custom}"
+        "{custom:?}"
     );
     let mut found = 0usize;
     for q in &d.queries {
