@@ -167,13 +167,13 @@ pub enum Command {
         fields: Option<Vec<String>>,
         /// Indexed LanceDB shards: IVF partitions to probe (default: the manifest's
         /// index_params).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_positive::<usize>)]
         nprobes: Option<usize>,
         /// Indexed LanceDB shards: re-rank REFINE x k candidates by exact distance.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_positive::<u32>)]
         refine: Option<u32>,
         /// Indexed LanceDB shards (HNSW): search breadth.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_positive::<usize>)]
         ef: Option<usize>,
     },
     /// Summary of the current snapshot.
@@ -342,12 +342,20 @@ pub struct BuildArgs {
     /// shard beside the SQLite KV file; needs a build with --features lancedb).
     #[arg(long, value_enum, default_value = "sqlite-vec")]
     pub vector_backend: VectorBackendKind,
-    /// LanceDB index per shard: auto (flat below 20,000 rows, IVF_HNSW_SQ above), flat,
+    /// LanceDB index per shard: auto (flat below 5,000 rows, IVF_HNSW_SQ above), flat,
     /// ivf-hnsw-sq or ivf-pq.
     #[arg(long, value_enum, default_value = "auto")]
     pub vector_index: IndexKind,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
+}
+
+/// An integer >= 1 (ANN knobs: 0 partitions or 0 breadth would silently return nothing).
+fn parse_positive<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
+    match text.parse::<T>() {
+        Ok(v) if v >= T::from(1) => Ok(v),
+        _ => Err(format!("expected an integer >= 1, got {text:?}")),
+    }
 }
 
 fn parse_key_encoding(s: &str) -> std::result::Result<KeyEncoding, String> {

@@ -7,9 +7,17 @@
 
 use serde_json::{json, Value};
 
-/// Below this many rows a shard is searched flat (exactly): IVF training on fewer vectors
-/// gains little and costs recall.
-pub const FLAT_MAX_ROWS: usize = 20_000;
+/// Below this many rows a shard is searched flat (exactly). Measured on the Debian set (384-d,
+/// one shard, docs/benchmarks.md): a flat LanceDB scan costs about 1.5 µs per row (8.5 ms at
+/// 5,000 rows, 31 ms at 20,000), an IVF_HNSW_SQ query 7-8 ms at any of these sizes; around
+/// 5,000 rows they meet, and below that the index buys nothing but build time.
+pub const FLAT_MAX_ROWS: usize = 5_000;
+
+/// Rows per IVF partition. HNSW searches a large partition well, so partitions are big: on
+/// the Debian set one shard of 62,666 rows in partitions of 8,192 (8 partitions, 4 probed)
+/// reached recall@10 0.931 only, while 4 partitions of 15,667 rows, all probed, reached 0.9996
+/// at about the same latency (docs/benchmarks.md).
+pub const ROWS_PER_PARTITION: usize = 32_768;
 
 /// `--vector-index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -34,13 +42,14 @@ pub enum IndexPlan {
 impl IndexPlan {
     /// The index a shard of `rows` vectors of `dim` dimensions gets.
     ///
-    /// IVF partitions of about 8,192 rows (at least 1): HNSW inside a partition keeps recall
-    /// high, and a query then reads only the probed partitions. PQ uses `dim / 4` sub-vectors
+    /// IVF partitions of about [`ROWS_PER_PARTITION`] rows (at least 1): HNSW inside a
+    /// partition keeps recall high, and a query then reads only the probed partitions. PQ uses
+    /// `dim / 4` sub-vectors
     /// (LanceDB's default `dim / 16` loses much of the recall on real embeddings, and
     /// shardyfusion's single sub-vector nearly all of it), or the largest divisor of `dim`
     /// below that.
     pub fn for_rows(kind: IndexKind, rows: usize, dim: usize) -> Self {
-        let partitions = rows.div_ceil(8_192).clamp(1, 4_096) as u32;
+        let partitions = rows.div_ceil(ROWS_PER_PARTITION).clamp(1, 4_096) as u32;
         // The largest divisor of dim that is at most dim / 4 (LanceDB needs dim % n == 0).
         let most = (dim / 4).max(1);
         let sub_vectors = (1..=most)
@@ -107,17 +116,21 @@ mod tests {
     #[test]
     fn small_shards_are_flat_large_ones_indexed() {
         assert_eq!(
-            IndexPlan::for_rows(IndexKind::Auto, 5_000, 384),
+            IndexPlan::for_rows(IndexKind::Auto, 4_999, 384),
             IndexPlan::Flat
         );
         assert_eq!(
-            IndexPlan::for_rows(IndexKind::Auto, 125_000, 384),
-            IndexPlan::IvfHnswSq { partitions: 16 }
+            IndexPlan::for_rows(IndexKind::Auto, 5_000, 384),
+            IndexPlan::IvfHnswSq { partitions: 1 }
         );
         assert_eq!(
-            IndexPlan::for_rows(IndexKind::IvfPq, 30_000, 384),
+            IndexPlan::for_rows(IndexKind::Auto, 125_000, 384),
+            IndexPlan::IvfHnswSq { partitions: 4 }
+        );
+        assert_eq!(
+            IndexPlan::for_rows(IndexKind::IvfPq, 70_000, 384),
             IndexPlan::IvfPq {
-                partitions: 4,
+                partitions: 3,
                 sub_vectors: 96
             }
         );

@@ -6,7 +6,8 @@
 //! - payload filters: pushed into LanceDB (plain fields) or post-filtered (nested fields), both
 //!   equal brute force over the matching vectors;
 //! - vector-only LanceDB snapshots with cluster routing;
-//! - a snapshot on S3 (moto on 127.0.0.1) is searched in place: nothing is downloaded;
+//! - a snapshot on S3 (moto on 127.0.0.1) is searched in place: nothing is downloaded, and a
+//!   warm query on an indexed shard reads under an eighth of its table (bytes counted by a proxy);
 //! - a shard whose table is missing is an error, never an empty shard.
 #![cfg(feature = "lancedb")]
 
@@ -17,6 +18,7 @@ use edgeshard_builder::vector_index::IndexKind;
 use edgeshard_native::{AccessMode, OpenOptions, SearchOptions, Snapshot, VectorId};
 use edgeshard_shared::filter::Filter;
 use edgeshard_shared::{Key, Metric};
+use edgeshard_tests::proxy::DelayProxy;
 use edgeshard_tests::s3_server::S3Server;
 use edgeshard_tests::*;
 use rand::Rng;
@@ -291,6 +293,69 @@ fn a_snapshot_on_s3_is_searched_in_place() {
     );
 }
 
+/// What "searched in place" means for an indexed shard: after the index is loaded, a query
+/// reads a small fraction of the table from S3 (counted by a proxy in front of moto), never
+/// the table itself.
+#[test]
+fn an_indexed_shard_on_s3_reads_a_fraction_of_the_table_per_query() {
+    let dir = temp_dir();
+    let d = data(dir.path(), 24_000, 7);
+    let local = dir.path().join("snap");
+    let mut opts = options(&d, local.to_str().unwrap(), Metric::Cosine);
+    opts.shards = 1;
+    opts.vector_index = IndexKind::IvfHnswSq;
+    build(&opts).expect("build");
+    let table_bytes: u64 = walk(&local)
+        .iter()
+        .filter(|f| f.contains("vector_index.lance/"))
+        .map(|f| std::fs::metadata(local.join(f)).expect("stat").len())
+        .sum();
+    let server = S3Server::start();
+    server.create_bucket("lance");
+    server.upload_dir(&local, "lance", "snap");
+    let proxy = DelayProxy::start(server.port(), std::time::Duration::ZERO);
+    let storage: Vec<(String, String)> = server
+        .storage_options()
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "aws_endpoint" => (k, proxy.endpoint.clone()),
+            _ => (k, v),
+        })
+        .collect();
+    let remote = Snapshot::open_with(
+        "s3://lance/snap",
+        OpenOptions {
+            access: AccessMode::Range,
+            storage_options: storage,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open on S3");
+    let local = Snapshot::open(local.to_str().unwrap()).expect("open local");
+    let options = SearchOptions {
+        payload_fields: Some(Vec::new()),
+        ..SearchOptions::default()
+    };
+    hits(&remote, &d.queries[0], &options); // loads the index
+    let before = proxy.traffic();
+    for q in &d.queries[1..] {
+        let a = hits(&remote, q, &options);
+        let b = hits(&local, q, &options);
+        // Same index files, same query: the same ids (scores equal up to rounding).
+        assert_eq!(
+            a.iter().map(|h| &h.0).collect::<Vec<_>>(),
+            b.iter().map(|h| &h.0).collect::<Vec<_>>()
+        );
+    }
+    let used = proxy.traffic() - before;
+    let per_query = used.bytes_down / (d.queries.len() as u64 - 1);
+    assert!(used.requests > 0, "queries went through the proxy");
+    assert!(
+        per_query * 8 < table_bytes,
+        "a warm query read {per_query} bytes of a {table_bytes}-byte table"
+    );
+}
+
 #[test]
 fn a_missing_lance_table_is_an_error_not_an_empty_shard() {
     let dir = temp_dir();
@@ -312,4 +377,99 @@ fn a_missing_lance_table_is_an_error_not_an_empty_shard() {
         .expect_err("a missing table must fail the search");
     let text = e.to_string();
     assert!(text.contains("vector_index"), "{text}");
+}
+
+/// What a user types: `edgeshard build --vector-backend lancedb --vector-index ivf-hnsw-sq`,
+/// then `search` with the ANN knobs and a filter; JSON out, results equal to the library's.
+#[test]
+fn the_cli_builds_and_searches_a_lancedb_snapshot() {
+    let dir = temp_dir();
+    let d = data(dir.path(), 3_000, 8);
+    let root = dir.path().join("snap");
+    let root = root.to_str().unwrap();
+    let summary = &json_lines(
+        &run_cli(&[
+            "build",
+            "--input",
+            d.input.to_str().unwrap(),
+            "--key-field",
+            "id",
+            "--value-field",
+            "value",
+            "--vector-field",
+            "emb",
+            "--payload-fields",
+            "section,meta",
+            "--metric",
+            "l2",
+            "--shards",
+            "1",
+            "--vector-backend",
+            "lancedb",
+            "--vector-index",
+            "ivf-hnsw-sq",
+            "--out",
+            root,
+        ])
+        .expect("build"),
+    )[0];
+    assert_eq!(summary["rows"], 3_000, "{summary}");
+    let info = &json_lines(&run_cli(&["info", "--root", root]).expect("info"))[0];
+    assert_eq!(info["vector"]["metric"], "l2", "{info}");
+    let q = &d.queries[0];
+    let out = run_cli(&[
+        "search",
+        "--root",
+        root,
+        "--vector",
+        &vector_json(q).to_string(),
+        "--k",
+        "5",
+        "--nprobes",
+        "1",
+        "--ef",
+        "200",
+        "--refine",
+        "4",
+        "--filter",
+        "section=web",
+    ])
+    .expect("search");
+    let row = &json_lines(&out)[0];
+    let results = row["results"].as_array().expect("results");
+    assert_eq!(results.len(), 5, "{out}");
+    for hit in results {
+        assert_eq!(hit["payload"]["section"], "web", "{hit}");
+    }
+    let snap = Snapshot::open(root).expect("open");
+    let expected = hits(
+        &snap,
+        q,
+        &SearchOptions {
+            k: 5,
+            filter: Some(Filter::parse(&["section=web"]).expect("filter")),
+            ann: edgeshard_shared::vector::AnnParams {
+                nprobes: Some(1),
+                ef: Some(200),
+                refine_factor: Some(4),
+            },
+            ..SearchOptions::default()
+        },
+    );
+    let got: Vec<VectorId> = results
+        .iter()
+        .map(|h| VectorId::Int(h["id"].as_i64().expect("int id")))
+        .collect();
+    assert_eq!(got, expected.into_iter().map(|h| h.0).collect::<Vec<_>>());
+    // A bad knob is a usage error, not a silent default.
+    assert!(run_cli(&[
+        "search",
+        "--root",
+        root,
+        "--vector",
+        &vector_json(q).to_string(),
+        "--nprobes",
+        "0"
+    ])
+    .is_err());
 }
