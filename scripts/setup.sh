@@ -67,6 +67,16 @@ else
     rustup target add wasm32-unknown-unknown >&2
 fi
 
+# --- clippy and rustfmt (test.sh lints; the LanceDB step runs clippy-driver directly) --------
+for component in clippy rustfmt; do
+    if rustup component list --installed | grep -q "^${component}"; then
+        log "rustup: ${component} present"
+    else
+        log "rustup: adding component ${component}"
+        rustup component add "${component}" >&2
+    fi
+done
+
 # --- wasm-bindgen-cli ---------------------------------------------------------------------------
 # No --locked: the CLI's lockfile wants a webpki-roots version the reachable registry may lack.
 # Takes several minutes the first time; the binaries land in ~/.cargo/bin.

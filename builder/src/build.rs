@@ -76,6 +76,9 @@ pub struct VectorOnlyOptions {
     pub shard_field: Option<String>,
     /// LSH: hyperplanes (code bits); default `ceil(log2(shards))`.
     pub hash_bits: Option<u32>,
+    /// Cluster routing: the fraction (0..=1) of vectors, those nearest a cell boundary, also
+    /// stored in their second-nearest shard ([`vrouting::cluster_assign_with_spill`]). 0: none.
+    pub spill: f64,
 }
 
 /// Where a snapshot's vectors live.
@@ -185,6 +188,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         count: read_count,
         dot,
         artifact,
+        spilled,
     } = read_and_route(opts)?;
     log(format!(
         "read {read_count} records in {:.1}s (key encoding {}{})",
@@ -206,7 +210,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     })?;
     let duplicates_dropped: u64 = sorted.iter().map(|(_, dropped)| *dropped).sum();
     let shards: Vec<Vec<Record>> = sorted.into_iter().map(|(records, _)| records).collect();
-    let rows: u64 = shards.iter().map(|s| s.len() as u64).sum();
+    // Rows written (a spilled vector twice) and distinct rows (what the snapshot holds).
+    let stored_rows: u64 = shards.iter().map(|s| s.len() as u64).sum();
+    let rows = stored_rows - spilled;
+    if spilled > 0 {
+        log(format!(
+            "spill: {spilled} boundary vectors also stored in their second-nearest shard"
+        ));
+    }
 
     // 3. Write shards into staging.
     let mut publisher = match &root {
@@ -216,7 +227,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         }
         Root::Remote(remote) => Publisher::Remote(RemotePublisher::new(remote.clone(), &run_id)?),
     };
-    let bar = progress_bar(opts.progress, rows, "writing shards");
+    let bar = progress_bar(opts.progress, stored_rows, "writing shards");
     let lance = opts.vector_backend == VectorBackendKind::Lancedb;
     // On LanceDB the SQLite file holds KV only (composite shards) or is not written at all
     // (vector-only shards).
@@ -561,6 +572,15 @@ fn check_options(opts: &BuildOptions) -> Result<()> {
             }
             _ => {}
         }
+        if !(0.0..=1.0).contains(&v.spill) {
+            return Err(Error::Usage(format!(
+                "--spill is a fraction of the vectors, between 0 and 1, got {}",
+                v.spill
+            )));
+        }
+        if v.spill > 0.0 && v.routing != VectorRoutingKind::Cluster {
+            return Err(Error::Usage("--spill is only for --routing cluster".into()));
+        }
         if let Some(bits) = v.hash_bits {
             if v.routing != VectorRoutingKind::Lsh {
                 return Err(Error::Usage("--hash-bits is only for --routing lsh".into()));
@@ -586,6 +606,8 @@ struct Routed {
     dot: Option<DotReduction>,
     /// Vector-only cluster / lsh routing: the file name and matrix to publish.
     artifact: Option<(&'static str, Matrix)>,
+    /// Cluster routing with spill: records stored a second time, in another shard.
+    spilled: u64,
 }
 
 fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
@@ -657,6 +679,8 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
         _ => None,
     };
 
+    // Cluster routing with spill: the second shard a boundary vector is also stored in.
+    let mut spill_to: Vec<Option<u32>> = Vec::new();
     let (shard_of, artifact): (Vec<u32>, Option<(&'static str, Matrix)>) = match &opts.vector_only {
         None => (
             records
@@ -678,10 +702,10 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
                     )));
                 }
                 let centroids = train_centroids(&all, opts.shards as usize, opts.metric)?;
-                let shards = all
-                    .iter()
-                    .map(|v| vrouting::cluster_assign(v, &centroids, opts.metric))
-                    .collect();
+                let cells =
+                    vrouting::cluster_assign_with_spill(&all, &centroids, opts.metric, v.spill);
+                let shards = cells.iter().map(|(primary, _)| *primary).collect();
+                spill_to = cells.into_iter().map(|(_, second)| second).collect();
                 (shards, Some((layout::CENTROIDS_FILE, centroids)))
             }
             VectorRoutingKind::Lsh => {
@@ -698,7 +722,12 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
         },
     };
     let mut buckets: Vec<Vec<Record>> = (0..opts.shards).map(|_| Vec::new()).collect();
+    let spilled = spill_to.iter().flatten().count() as u64;
+    let mut spill_to = spill_to.into_iter();
     for (record, shard) in records.into_iter().zip(shard_of) {
+        if let Some(Some(second)) = spill_to.next() {
+            buckets[second as usize].push(record.clone());
+        }
         buckets[shard as usize].push(record);
     }
     Ok(Routed {
@@ -708,6 +737,7 @@ fn read_and_route(opts: &BuildOptions) -> Result<Routed> {
         count,
         dot,
         artifact,
+        spilled,
     })
 }
 
@@ -940,6 +970,11 @@ fn custom_json(
             vector["total_vectors"] = rows.into();
             vector["sharding_strategy"] = v.routing.strategy().as_str().into();
             vector["num_probes"] = v.num_probes.into();
+            if v.spill > 0.0 {
+                // edgeshard only: shardyfusion readers ignore it (and may then list a
+                // boundary vector twice).
+                vector["spill_fraction"] = v.spill.into();
+            }
             match v.routing {
                 VectorRoutingKind::Cluster => vector["centroids_ref"] = artifact_ref.into(),
                 VectorRoutingKind::Lsh => {

@@ -338,6 +338,12 @@ pub struct BuildArgs {
     /// LSH routing: number of hyperplanes (1..=64; default ceil(log2(--shards))).
     #[arg(long)]
     pub hash_bits: Option<u32>,
+    /// Cluster routing: also store this fraction of the vectors (those nearest a cell
+    /// boundary) in their second-nearest shard, so fewer probes find their neighbours (0..=1;
+    /// 0.3 = 1.3x the vectors). Default 0. edgeshard readers report such a vector once;
+    /// shardyfusion readers may list it twice.
+    #[arg(long)]
+    pub spill: Option<f64>,
     /// Where vectors live: sqlite-vec (exact, inside shard.db) or lancedb (a LanceDB table per
     /// shard beside the SQLite KV file; needs a build with --features lancedb).
     #[arg(long, value_enum, default_value = "sqlite-vec")]
@@ -543,6 +549,7 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
             num_probes: args.probes.unwrap_or(1),
             shard_field: args.shard_field,
             hash_bits: args.hash_bits,
+            spill: args.spill.unwrap_or(0.0),
         }),
         false => {
             let stray = [
@@ -550,6 +557,7 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
                 ("--probes", args.probes.is_some()),
                 ("--shard-field", args.shard_field.is_some()),
                 ("--hash-bits", args.hash_bits.is_some()),
+                ("--spill", args.spill.is_some()),
             ];
             if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(Error::Usage(format!(

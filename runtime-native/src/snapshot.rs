@@ -7,7 +7,7 @@ use crate::sqlite_vec_ext;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::Filter;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
-use edgeshard_shared::merge::{merge_top_k, Scored};
+use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::sidecar::{Sidecar, SidecarContent};
 use edgeshard_shared::vector::{AnnParams, DotReduction};
@@ -542,7 +542,7 @@ impl Snapshot {
                 .collect()
         });
         let per_shard = per_shard.into_iter().collect::<Result<Vec<_>>>()?;
-        let results = merge_top_k(per_shard, k)
+        let results = merge_top_k_distinct(per_shard, k, |hit| hit.id.clone())
             .into_iter()
             .map(|s| {
                 let mut hit = s.item;

@@ -15,7 +15,7 @@ use crate::vfs;
 use edgeshard_shared::btree;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
-use edgeshard_shared::merge::{merge_top_k, Scored};
+use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, Sidecar};
 use edgeshard_shared::{layout, routing, vector, vector_routing, Key, Manifest};
@@ -739,7 +739,10 @@ impl Snapshot {
             }
             scored.push(list);
         }
-        let results = merge_top_k(scored, k).into_iter().map(|s| s.item).collect();
+        let results = merge_top_k_distinct(scored, k, |hit| hit.id.clone())
+            .into_iter()
+            .map(|s| s.item)
+            .collect();
         Ok(SearchResponse {
             results,
             shards: targets,

@@ -7,6 +7,31 @@ pub struct Scored<T> {
     pub item: T,
 }
 
+/// Takes the `k` smallest scores over all shard lists, keeping the first (best) hit of each
+/// `key`: a vector stored in two shards (cluster routing with spill) is reported once. Ties
+/// keep shard order (the order of `per_shard`), then each shard's own order, so the result is
+/// deterministic. NaN sorts last.
+pub fn merge_top_k_distinct<T, K: PartialEq>(
+    per_shard: Vec<Vec<Scored<T>>>,
+    k: usize,
+    key: impl Fn(&T) -> K,
+) -> Vec<Scored<T>> {
+    let mut kept: Vec<Scored<T>> = Vec::with_capacity(k);
+    let mut keys: Vec<K> = Vec::with_capacity(k);
+    for hit in merge_top_k(per_shard, usize::MAX) {
+        if kept.len() == k {
+            break;
+        }
+        let id = key(&hit.item);
+        // k <= 4096, so a linear scan is cheaper than hashing every id type.
+        if !keys.contains(&id) {
+            keys.push(id);
+            kept.push(hit);
+        }
+    }
+    kept
+}
+
 /// Takes the `k` smallest scores over all shard lists. Ties keep shard order (the order of
 /// `per_shard`), then each shard's own order, so the result is deterministic. NaN sorts last.
 pub fn merge_top_k<T>(per_shard: Vec<Vec<Scored<T>>>, k: usize) -> Vec<Scored<T>> {
@@ -56,6 +81,20 @@ mod tests {
         assert_eq!(merged[0].item, "shard0");
         let merged = merge_top_k(vec![vec![s(0.5, "shard1")], vec![s(0.5, "shard0")]], 1);
         assert_eq!(merged[0].item, "shard1");
+    }
+
+    #[test]
+    fn a_vector_in_two_shards_is_reported_once() {
+        let merged = merge_top_k_distinct(
+            vec![
+                vec![s(0.1, "a"), s(0.4, "b")],
+                vec![s(0.1, "a"), s(0.2, "c"), s(0.3, "d")],
+            ],
+            3,
+            |item| *item,
+        );
+        let items: Vec<_> = merged.iter().map(|h| h.item).collect();
+        assert_eq!(items, ["a", "c", "d"]);
     }
 
     #[test]

@@ -220,7 +220,11 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
 
 /// Vector-only snapshots with cluster / lsh routing: recall@10 and shards touched per probes.
 fn bench_debian_routed(dir: &Path, queries: &[Query], shards: u32) -> BoxResult<()> {
-    for routing in [VectorRoutingKind::Cluster, VectorRoutingKind::Lsh] {
+    for (routing, spill) in [
+        (VectorRoutingKind::Cluster, 0.0),
+        (VectorRoutingKind::Cluster, 0.3),
+        (VectorRoutingKind::Lsh, 0.0),
+    ] {
         let work = tempfile::tempdir()?;
         let fields = FieldMapping {
             key_field: "id".into(),
@@ -242,9 +246,13 @@ fn bench_debian_routed(dir: &Path, queries: &[Query], shards: u32) -> BoxResult<
             num_probes: 2,
             shard_field: None,
             hash_bits: None,
+            spill,
         });
         let summary = build(&opts)?;
-        let name = summary.vector_routing.unwrap_or("?");
+        let name = match spill > 0.0 {
+            true => format!("{}, spill {spill}", summary.vector_routing.unwrap_or("?")),
+            false => summary.vector_routing.unwrap_or("?").to_string(),
+        };
         let snap = Snapshot::open(&work.path().display().to_string())?;
         let sizes: Vec<u64> = snap.manifest().shards.iter().map(|s| s.row_count).collect();
         println!(

@@ -200,6 +200,7 @@ fn cleanup_removes_old_vector_only_runs_routing_artifacts() {
                 num_probes: 1,
                 shard_field: None,
                 hash_bits: None,
+                spill: 0.0,
             });
             std::thread::sleep(Duration::from_millis(2));
             build(&opts).expect("build").run_id

@@ -218,6 +218,7 @@ fn vector_only_lancedb_snapshot_with_cluster_routing() {
         num_probes: 2,
         shard_field: None,
         hash_bits: None,
+        spill: 0.0,
     });
     build(&opts).expect("build");
     let files = walk(&out);
@@ -472,4 +473,114 @@ fn the_cli_builds_and_searches_a_lancedb_snapshot() {
         "0"
     ])
     .is_err());
+}
+
+/// A vector-only LanceDB snapshot as shardyfusion lays it out: no `backend` key in the
+/// manifest, tables with only `id` (text, ints stringified), `vector` and `payload`. It is
+/// detected as LanceDB, searched exactly, and its ids come back as the text they are.
+#[test]
+fn shardyfusion_style_lancedb_snapshots_are_read() {
+    let dir = temp_dir();
+    let d = data(dir.path(), 2_000, 9);
+    let out = dir.path().join("snap");
+    let mut opts = options(&d, out.to_str().unwrap(), Metric::Cosine);
+    opts.fields.value_field = None;
+    opts.vector_only = Some(VectorOnlyOptions {
+        routing: VectorRoutingKind::Cluster,
+        num_probes: 4,
+        shard_field: None,
+        hash_bits: None,
+        spill: 0.0,
+    });
+    build(&opts).expect("build");
+
+    // The manifest without custom.vector.backend.
+    let current: Value =
+        serde_json::from_slice(&std::fs::read(out.join("_CURRENT")).expect("_CURRENT"))
+            .expect("_CURRENT is JSON");
+    let manifest_ref = current["manifest_ref"].as_str().expect("manifest_ref");
+    let manifest = out.join(&manifest_ref[manifest_ref.find("manifests/").expect("path")..]);
+    let conn = rusqlite::Connection::open(&manifest).expect("manifest");
+    let custom: String = conn
+        .query_row("SELECT custom FROM build_meta", [], |r| r.get(0))
+        .expect("custom");
+    let mut custom: Value = serde_json::from_str(&custom).expect("custom is JSON");
+    custom["vector"]
+        .as_object_mut()
+        .expect("custom.vector")
+        .remove("backend");
+    conn.execute("UPDATE build_meta SET custom = ?1", [custom.to_string()])
+        .expect("rewrite custom");
+    drop(conn);
+
+    // Tables with shardyfusion's three columns only.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let tables: Vec<PathBuf> = walk(&out)
+        .into_iter()
+        .filter_map(|f| {
+            f.split_once("/vector_index.lance/")
+                .map(|(shard, _)| out.join(shard))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(tables.len() > 1, "{tables:?}");
+    for db in &tables {
+        runtime.block_on(async {
+            let conn = lancedb::connect(db.to_str().unwrap())
+                .execute()
+                .await
+                .expect("connect");
+            let table = conn
+                .open_table("vector_index")
+                .execute()
+                .await
+                .expect("open");
+            let schema = table.schema().await.expect("schema");
+            let extra: Vec<&str> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| !["id", "vector", "payload"].contains(n))
+                .collect();
+            assert!(extra.contains(&"id_type"), "{extra:?}");
+            table.drop_columns(&extra).await.expect("drop columns");
+        });
+    }
+
+    // No backend key and no shard.db: the reader must find vector_index.lance to search at all.
+    let snap = Snapshot::open(out.to_str().unwrap()).expect("open");
+    let as_text: Vec<(VectorId, Vec<f32>)> = d
+        .items
+        .iter()
+        .map(|(id, v)| match id {
+            VectorId::Int(i) => (VectorId::Str(i.to_string()), v.clone()),
+            other => (other.clone(), v.clone()),
+        })
+        .collect();
+    for q in d.queries.iter().take(5) {
+        let response = snap
+            .search_with(
+                q,
+                &SearchOptions {
+                    probes: Some(4),
+                    ..SearchOptions::default()
+                },
+            )
+            .expect("search");
+        let got: Vec<(VectorId, f64)> = response
+            .results
+            .into_iter()
+            .map(|h| (h.id, h.score))
+            .collect();
+        assert_matches_brute_force(
+            "shardyfusion layout",
+            Metric::Cosine,
+            q,
+            &as_text,
+            &got,
+            10,
+            TOL,
+        );
+    }
 }

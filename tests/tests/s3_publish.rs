@@ -279,6 +279,7 @@ fn a_vector_only_cluster_build_on_s3_publishes_its_centroids() {
         num_probes: 2,
         shard_field: None,
         hash_bits: None,
+        spill: 0.0,
     });
     let local_root = dir.path().join("local");
     let mut local_opts = options(&input, local_root.to_str().unwrap(), &server);

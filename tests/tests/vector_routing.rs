@@ -76,6 +76,7 @@ fn vector_only(routing: VectorRoutingKind, probes: u32) -> Option<VectorOnlyOpti
         num_probes: probes,
         shard_field: (routing == VectorRoutingKind::Explicit).then(|| "part".to_string()),
         hash_bits: None,
+        spill: 0.0,
     })
 }
 
@@ -949,6 +950,93 @@ fn shardyfusion_style_vector_only_manifests_are_read() {
             err.contains("LanceDB") && err.contains("--features lancedb"),
             "{err}"
         );
+    }
+}
+
+/// Cluster routing with spill: boundary vectors are stored in two shards, results list each
+/// vector once, probing every shard still equals brute force, and with few probes recall is
+/// at least that of the same snapshot without spill (higher on this data).
+#[test]
+fn cluster_spill_stores_boundary_vectors_twice_and_reports_them_once() {
+    let dir = temp_dir();
+    let mut rng = rng(0x5911);
+    // No blob structure: k-means cells then cut through dense regions, so 2 probes of 8 miss
+    // neighbours across the boundaries (what spill is for).
+    let items: Items = (0..3_000)
+        .map(|i| (VectorId::Int(i), random_vector(&mut rng, 16)))
+        .collect();
+    let queries: Vec<Vec<f32>> = (0..40).map(|_| random_vector(&mut rng, 16)).collect();
+    let input = dir.path().join("spill.jsonl");
+    write_items(&input, &items);
+    let recall_and_rows = |spill: f64| {
+        let out = dir.path().join(format!("snap-{spill}"));
+        let mut opts = options(&input, &out, 8, Metric::L2);
+        opts.vector_only = vector_only(VectorRoutingKind::Cluster, 2);
+        if let Some(v) = opts.vector_only.as_mut() {
+            v.spill = spill;
+        }
+        build(&opts).expect("build");
+        let (_, meta) = manifest_meta(&out);
+        let stored: u64 = Snapshot::open(out.to_str().unwrap())
+            .unwrap()
+            .manifest()
+            .shards
+            .iter()
+            .map(|s| s.row_count)
+            .sum();
+        assert_eq!(meta["custom"]["vector"]["total_vectors"], items.len());
+        let snap = Snapshot::open(out.to_str().unwrap()).unwrap();
+        let mut found = 0usize;
+        for q in &queries {
+            let all = snap
+                .search_with(
+                    q,
+                    &SearchOptions {
+                        probes: Some(8),
+                        ..SearchOptions::default()
+                    },
+                )
+                .unwrap();
+            assert_matches_brute_force("all probes", Metric::L2, q, &items, &hits(&all), 10, TOL);
+            let two = snap.search_with(q, &SearchOptions::default()).unwrap();
+            assert_eq!(two.shards_queried, 2);
+            let ids: BTreeSet<String> = two.results.iter().map(|h| format!("{:?}", h.id)).collect();
+            assert_eq!(ids.len(), two.results.len(), "a vector listed twice");
+            let truth: BTreeSet<String> =
+                edgeshard_tests::brute_force_knn(Metric::L2, q, &items, 10)
+                    .into_iter()
+                    .map(|(id, _)| format!("{id:?}"))
+                    .collect();
+            found += ids.intersection(&truth).count();
+        }
+        (found, stored, meta)
+    };
+    let (plain, plain_rows, _) = recall_and_rows(0.0);
+    let (spilled, spilled_rows, meta) = recall_and_rows(0.3);
+    assert_eq!(plain_rows, items.len() as u64);
+    assert_eq!(
+        spilled_rows,
+        items.len() as u64 + 900,
+        "30% of 3,000 stored twice"
+    );
+    assert_eq!(meta["custom"]["vector"]["spill_fraction"], 0.3);
+    assert!(
+        spilled > plain,
+        "spill should find more true neighbours with 2 probes: {spilled} vs {plain} of 400"
+    );
+    // --spill needs cluster routing, and a fraction.
+    for (routing, spill) in [
+        (VectorRoutingKind::Lsh, 0.2),
+        (VectorRoutingKind::Cluster, 1.5),
+    ] {
+        let out = dir.path().join("refused");
+        let mut opts = options(&input, &out, 8, Metric::L2);
+        opts.vector_only = vector_only(routing, 2);
+        if let Some(v) = opts.vector_only.as_mut() {
+            v.spill = spill;
+        }
+        assert!(build(&opts).is_err(), "{routing:?} spill {spill}");
+        assert!(!out.join("_CURRENT").exists());
     }
 }
 
