@@ -106,8 +106,8 @@ pub fn cluster_assign(v: &[f32], centroids: &Matrix, metric: Metric) -> u32 {
 /// Why: a query probes the cells of the centroids nearest to it, and the neighbours it misses
 /// are mostly vectors just across a boundary. Storing those twice is the standard remedy
 /// (SPANN's boundary replication); readers report a vector once ([`crate::merge`]). On the
-/// Debian set (16 shards, 2 probes) a fraction of 0.3 lifts recall@10 from 0.86 to 0.90 for
-/// 1.3x the stored vectors (docs/benchmarks.md). `fraction` 0 is plain [`cluster_assign`].
+/// Debian set (16 shards, 2 probes) a fraction of 0.2 lifts recall@10 from 0.864 to 0.903 for
+/// 1.2x the stored vectors, 0.3 to 0.915 (docs/benchmarks.md). `fraction` 0 is plain [`cluster_assign`].
 pub fn cluster_assign_with_spill(
     vectors: &[&[f32]],
     centroids: &Matrix,
