@@ -15,12 +15,13 @@
 //! `synthetic`: ROWS (default 1,000,000) x 384-d clustered vectors, built as LanceDB and as
 //! sqlite-vec; build and index time, recall@10 against brute force, warm search latency.
 
-use edgeshard_builder::build::{build, BuildOptions, DuplicatePolicy, VectorBackendKind};
+use edgeshard_builder::build::{build, BuildOptions, VectorBackendKind};
 use edgeshard_builder::input::{FieldMapping, InputFormat};
 use edgeshard_builder::vector_index::IndexKind;
 use edgeshard_native::{AccessMode, OpenOptions, SearchOptions, Snapshot, VectorId};
 use edgeshard_shared::vector::AnnParams;
 use edgeshard_shared::{Key, KeyEncoding, Metric};
+use edgeshard_tests::build_options;
 use edgeshard_tests::debian::{brute_force_dot, percentiles, read_queries, BoxResult, Query};
 use edgeshard_tests::proxy::DelayProxy;
 use edgeshard_tests::s3_server::S3Server;
@@ -55,30 +56,20 @@ fn main() -> BoxResult<()> {
 }
 
 fn debian_options(dir: &Path, out: &str, shards: u32, metric: Metric) -> BuildOptions {
-    BuildOptions {
-        input: dir.join("packages.parquet"),
-        input_format: Some(InputFormat::Parquet),
-        fields: FieldMapping {
-            key_field: "id".into(),
-            value_field: Some("text".into()),
-            vector_field: Some("embedding".into()),
-            payload_fields: vec!["section".into()],
-        },
-        shards,
-        key_encoding: Some(KeyEncoding::Utf8),
-        metric,
-        page_size: 4096,
-        out: out.to_string(),
-        storage_options: Vec::new(),
-        on_duplicate: DuplicatePolicy::Error,
-        run_id: None,
-        threads: None,
-        progress: false,
-        sidecar: true,
-        vector_only: None,
-        vector_backend: VectorBackendKind::Lancedb,
-        vector_index: IndexKind::Auto,
-    }
+    let mut opts = build_options(&dir.join("packages.parquet"), Path::new(out));
+    opts.input_format = Some(InputFormat::Parquet);
+    opts.fields = FieldMapping {
+        key_field: "id".into(),
+        value_field: Some("text".into()),
+        vector_field: Some("embedding".into()),
+        payload_fields: vec!["section".into()],
+    };
+    opts.shards = shards;
+    opts.key_encoding = Some(KeyEncoding::Utf8);
+    opts.metric = metric;
+    opts.out = out.to_string();
+    opts.vector_backend = VectorBackendKind::Lancedb;
+    opts
 }
 
 fn truth(q: &Query, metric: Metric) -> &[String] {
@@ -489,30 +480,17 @@ fn bench_synthetic(rows: usize, shards: u32) -> BoxResult<()> {
         ("sqlite-vec", VectorBackendKind::SqliteVec),
     ] {
         let out = work.path().join(name).display().to_string();
-        let opts = BuildOptions {
-            input: input.clone(),
-            input_format: Some(InputFormat::Parquet),
-            fields: FieldMapping {
-                key_field: "id".into(),
-                value_field: None,
-                vector_field: Some("embedding".into()),
-                payload_fields: vec![],
-            },
-            shards,
-            key_encoding: None,
-            metric: Metric::L2,
-            page_size: 4096,
-            out: out.clone(),
-            storage_options: Vec::new(),
-            on_duplicate: DuplicatePolicy::Error,
-            run_id: None,
-            threads: None,
-            progress: false,
-            sidecar: true,
-            vector_only: None,
-            vector_backend: backend,
-            vector_index: IndexKind::Auto,
+        let mut opts = build_options(&input, Path::new(&out));
+        opts.input_format = Some(InputFormat::Parquet);
+        opts.fields = FieldMapping {
+            key_field: "id".into(),
+            value_field: None,
+            vector_field: Some("embedding".into()),
+            payload_fields: vec![],
         };
+        opts.shards = shards;
+        opts.metric = Metric::L2;
+        opts.vector_backend = backend;
         let t = Instant::now();
         let summary = build(&opts)?;
         let build_s = t.elapsed().as_secs_f64();
