@@ -362,3 +362,28 @@ pub fn group_by<T, K: Ord>(
     }
     map
 }
+
+/// The manifest file `_CURRENT` points at, in a local snapshot root.
+pub fn current_manifest_file(root: &Path) -> PathBuf {
+    let current: Value =
+        serde_json::from_slice(&std::fs::read(root.join("_CURRENT")).expect("read _CURRENT"))
+            .expect("_CURRENT is JSON");
+    let manifest_ref = current["manifest_ref"].as_str().expect("manifest_ref");
+    let start = manifest_ref
+        .find("manifests/")
+        .expect("manifest_ref names manifests/");
+    root.join(&manifest_ref[start..])
+}
+
+/// Rewrites the current manifest's `custom` JSON in place (to make snapshots that look like
+/// another writer's, e.g. shardyfusion's, which names no vector backend).
+pub fn edit_manifest_custom(root: &Path, edit: impl FnOnce(&mut Value)) {
+    let conn = rusqlite::Connection::open(current_manifest_file(root)).expect("open manifest");
+    let text: String = conn
+        .query_row("SELECT custom FROM build_meta", [], |r| r.get(0))
+        .expect("read custom");
+    let mut custom: Value = serde_json::from_str(&text).expect("custom is JSON");
+    edit(&mut custom);
+    conn.execute("UPDATE build_meta SET custom = ?1", [custom.to_string()])
+        .expect("rewrite custom");
+}

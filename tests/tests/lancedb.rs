@@ -495,23 +495,12 @@ fn shardyfusion_style_lancedb_snapshots_are_read() {
     build(&opts).expect("build");
 
     // The manifest without custom.vector.backend.
-    let current: Value =
-        serde_json::from_slice(&std::fs::read(out.join("_CURRENT")).expect("_CURRENT"))
-            .expect("_CURRENT is JSON");
-    let manifest_ref = current["manifest_ref"].as_str().expect("manifest_ref");
-    let manifest = out.join(&manifest_ref[manifest_ref.find("manifests/").expect("path")..]);
-    let conn = rusqlite::Connection::open(&manifest).expect("manifest");
-    let custom: String = conn
-        .query_row("SELECT custom FROM build_meta", [], |r| r.get(0))
-        .expect("custom");
-    let mut custom: Value = serde_json::from_str(&custom).expect("custom is JSON");
-    custom["vector"]
-        .as_object_mut()
-        .expect("custom.vector")
-        .remove("backend");
-    conn.execute("UPDATE build_meta SET custom = ?1", [custom.to_string()])
-        .expect("rewrite custom");
-    drop(conn);
+    edit_manifest_custom(&out, |custom| {
+        custom["vector"]
+            .as_object_mut()
+            .expect("custom.vector")
+            .remove("backend");
+    });
 
     // Tables with shardyfusion's three columns only.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

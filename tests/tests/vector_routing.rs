@@ -11,8 +11,9 @@ use edgeshard_native::{SearchOptions, Snapshot, VectorId};
 use edgeshard_shared::filter::Filter;
 use edgeshard_shared::Metric;
 use edgeshard_tests::{
-    assert_matches_brute_force, build_options, json_lines, random_vector, rng, run_cli, temp_dir,
-    vector_json, write_jsonl, RootState, Tolerance,
+    assert_matches_brute_force, build_options, current_manifest_file, edit_manifest_custom,
+    json_lines, random_vector, rng, run_cli, temp_dir, vector_json, write_jsonl, RootState,
+    Tolerance,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -99,11 +100,7 @@ fn clustered(rng: &mut StdRng, n: usize, dim: usize, centres: usize) -> Items {
 
 /// The manifest `_CURRENT` points at, as its `build_meta` row (custom parsed).
 fn manifest_meta(root: &Path) -> (PathBuf, Value) {
-    let current: Value =
-        serde_json::from_slice(&std::fs::read(root.join("_CURRENT")).unwrap()).unwrap();
-    let manifest_ref = current["manifest_ref"].as_str().unwrap();
-    let rel = &manifest_ref[manifest_ref.find("manifests/").unwrap()..];
-    let path = root.join(rel);
+    let path = current_manifest_file(root);
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let meta = conn
         .query_row(
@@ -899,13 +896,9 @@ fn shardyfusion_style_vector_only_manifests_are_read() {
         4,
     );
     // shardyfusion names no backend on vector-only manifests.
-    let (manifest, meta) = manifest_meta(&out);
-    let mut custom = meta["custom"].clone();
-    custom["vector"].as_object_mut().unwrap().remove("backend");
-    let conn = Connection::open(&manifest).unwrap();
-    conn.execute("UPDATE build_meta SET custom = ?1", [custom.to_string()])
-        .unwrap();
-    drop(conn);
+    edit_manifest_custom(&out, |custom| {
+        custom["vector"].as_object_mut().unwrap().remove("backend");
+    });
     let query = items[3].1.clone();
     let snap = Snapshot::open(out.to_str().unwrap()).unwrap();
     let response = snap.search(&query, 5, None).unwrap();
