@@ -1,49 +1,94 @@
 #!/usr/bin/env bash
-# Every test of the project, from a fresh clone on a fresh machine: installs prerequisites
-# (scripts/setup.sh), checks formatting and lints, runs the Rust tests of all crates, the wasm
-# tests under Node, and the demo on the bundled sample.
+# Every test that gates a landing, from a fresh clone on a fresh machine: installs prerequisites
+# (scripts/setup.sh), checks formatting, builds and lints every crate (host and wasm32), runs the
+# Rust tests of all crates and of the LanceDB backend, the wasm tests (Node, Chromium, workerd,
+# the www demo), and the demo on the bundled sample. Benchmarks and long runs are not here:
+# scripts/test-long.sh.
+#
+# Each step's wall time is printed at the end and kept in $CARGO_TARGET_DIR/test-timings.tsv
+# (docs/ci.md holds the measured cold and warm tables). EDGESHARD_CARGO_TIMINGS=1 adds cargo's
+# --timings report (per-crate compile times, HTML under each target dir's cargo-timings/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
-bash scripts/setup.sh
 
 # Test runner output is also collected here, to print one total at the end.
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+timings=$(mktemp)
+trap 'rm -f "$results" "$timings"' EXIT
+run_start=$SECONDS
 
-echo "== cargo fmt --check" >&2
-cargo fmt --all -- --check
+# step NAME COMMAND...: runs COMMAND, records its wall time under NAME.
+step() {
+    local name=$1
+    shift
+    local started=$SECONDS
+    echo "== $name" >&2
+    "$@"
+    printf '%s\t%d\n' "$name" "$((SECONDS - started))" >>"$timings"
+}
 
-echo "== cargo clippy (all targets, warnings are errors)" >&2
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo_timings=()
+if [ "${EDGESHARD_CARGO_TIMINGS:-0}" = 1 ]; then
+    cargo_timings=(--timings)
+fi
 
-echo "== cargo test --workspace" >&2
-cargo test --workspace 2>&1 | tee -a "$results"
+step "setup (scripts/setup.sh)" bash scripts/setup.sh
+
+step "cargo fmt --check" cargo fmt --all -- --check
+
+# Lints without a second compilation: clippy-driver compiles the workspace's own crates inside the
+# test build (what `cargo clippy` does inside a check build), so the dependencies are compiled
+# once, not again in check mode. Exported for the whole run, so the later builds of this script
+# (the wasm32 test and package builds, the demo's CLI) are linted too and find their artifacts
+# fresh. CLIPPY_ARGS is how cargo-clippy hands clippy-driver its flags: every warning, rustc's or
+# clippy's, is an error.
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
+CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+
+build_workspace() {
+    cargo test --workspace --no-run "${cargo_timings[@]}"
+}
+step "build + clippy: workspace tests (host)" build_workspace
+
+test_workspace() {
+    cargo test --workspace 2>&1 | tee -a "$results"
+}
+step "cargo test --workspace" test_workspace
 
 # The LanceDB backend (cargo feature `lancedb`, off by default: its dependency tree is large),
-# built in its own target directory (scripts/env.sh). Lints: clippy-driver compiles the
-# workspace crates inside this test build (what `cargo clippy` does in a check build), so
-# LanceDB's dependencies are compiled once, not a second time in check mode; any warning fails.
-echo "== LanceDB backend: tests and clippy (feature lancedb)" >&2
-lance_log=$(mktemp)
-clippy_driver=$(rustup which clippy-driver)
+# built in its own target directory (scripts/env.sh) with the same clippy-driver wrapper. The
+# bench example is compiled here (not run) so it cannot rot; it shares the test build's deps.
 lance_cargo() {
-    RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CARGO_TARGET_DIR="$EDGESHARD_LANCE_TARGET_DIR" \
-        cargo "$@" --features edgeshard-tests/lancedb,edgeshard-native/lancedb 2>&1 | tee -a "$lance_log"
+    CARGO_TARGET_DIR="$EDGESHARD_LANCE_TARGET_DIR" \
+        cargo "$@" --features edgeshard-tests/lancedb,edgeshard-native/lancedb
 }
-lance_cargo build -p edgeshard-tests --example lance_bench
-lance_cargo test -p edgeshard-native -p edgeshard-tests --lib --test lancedb | tee -a "$results"
-if grep -E '^(warning|error)' "$lance_log"; then
-    echo "LanceDB build: warnings (clippy or rustc) above; fix them" >&2
-    exit 1
-fi
-rm -f "$lance_log"
+build_lance() {
+    lance_cargo test -p edgeshard-native -p edgeshard-tests --lib --test lancedb --no-run \
+        "${cargo_timings[@]}"
+    lance_cargo build -p edgeshard-tests --example lance_bench
+}
+step "build + clippy: LanceDB backend (feature lancedb)" build_lance
 
-echo "== wasm tests under Node" >&2
-bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
+test_lance() {
+    lance_cargo test -p edgeshard-native -p edgeshard-tests --lib --test lancedb 2>&1 \
+        | tee -a "$results"
+}
+step "LanceDB backend tests" test_lance
 
-echo "== demo on the bundled sample" >&2
-bash scripts/demo.sh
+test_wasm() {
+    bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
+}
+step "wasm tests (wasm-bindgen, Node, Chromium, workerd, www)" test_wasm
+
+step "demo on the bundled sample" bash scripts/demo.sh
+
+printf '%s\t%d\n' "total" "$((SECONDS - run_start))" >>"$timings"
+mkdir -p "$CARGO_TARGET_DIR"
+cp "$timings" "$CARGO_TARGET_DIR/test-timings.tsv"
+echo "== wall time per step (seconds)" >&2
+column -t -s $'\t' "$timings" >&2
 
 # One closing line for the whole run: every test of every runner above.
 passed=$(grep -Eo '[0-9]+ passed' "$results" | awk '{s += $1} END {print s + 0}')
