@@ -152,6 +152,13 @@ pub struct BuildSummary {
 pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let started = Instant::now();
     check_options(opts)?;
+    if opts.out.trim().is_empty() {
+        return Err(Error::Usage(
+            "--out is empty: give the snapshot root (a directory, file:// URL or \
+             s3://bucket/prefix)"
+                .into(),
+        ));
+    }
     let root = match opts.out.starts_with("s3://") {
         true => Root::Remote(RemoteRoot::parse_for_publish(
             &opts.out,
@@ -227,6 +234,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         }
         Root::Remote(remote) => Publisher::Remote(RemotePublisher::new(remote.clone(), &run_id)?),
     };
+    // Record (and publish under) the canonical directory, not the spelling given.
+    let root = match &publisher {
+        Publisher::Local(local) => Root::Local(local.root().to_path_buf()),
+        Publisher::Remote(_) => root,
+    };
     let bar = progress_bar(opts.progress, stored_rows, "writing shards");
     let lance = opts.vector_backend == VectorBackendKind::Lancedb;
     // On LanceDB the SQLite file holds KV only (composite shards) or is not written at all
@@ -283,18 +295,19 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let root_url = root.url();
     // What a failure from here on (before `_CURRENT`) leaves behind.
     let remote_target = matches!(publisher, Publisher::Remote(_));
-    let before_current = |e: Error| {
-        match remote_target {
-        false => e,
-        true => Error::Publish {
-            context: format!(
-                "publishing to {root_url} failed before _CURRENT was updated, so readers still                  see the previous snapshot; objects already uploaded under {} are unreferenced                  and a later cleanup removes them",
+    let before_current =
+        |e: Error| match remote_target {
+            false => e,
+            true => Error::Publish {
+                context: format!(
+                "publishing to {root_url} failed before _CURRENT was updated, so readers still \
+                 see the previous snapshot; objects already uploaded under {} are unreferenced \
+                 and a later cleanup removes them",
                 layout::join(&root_url, &format!("{}/run_id={run_id}/", layout::SHARDS_DIR))
             ),
-            source: Box::new(e),
-        },
-    }
-    };
+                source: Box::new(e),
+            },
+        };
 
     // 3b. Remote: upload every shard (bounded parallelism), each then its sidecar bound to the
     // ETag the upload returned.
@@ -417,7 +430,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 min_key: s.min_key.as_ref().and_then(|k| k.to_json()),
                 max_key: s.max_key.as_ref().and_then(|k| k.to_json()),
                 checkpoint_id: Some(s.checkpoint_id.clone()),
-                writer_info: writer_info(s.duration_ms, sidecar.as_ref(), *plan),
+                // A SQLite shard's checkpoint_id is the xxh3-128 of its file; recorded again
+                // under its own key, which readers verify (LanceDB shards hash a folder).
+                writer_info: writer_info(
+                    s.duration_ms,
+                    sidecar.as_ref(),
+                    *plan,
+                    plan.is_none().then_some(s.checkpoint_id.as_str()),
+                ),
             })
             .collect(),
     };
@@ -448,9 +468,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         updated_at: now,
     };
     match publisher {
-        Publisher::Local(local) => {
+        Publisher::Local(mut local) => {
             local.publish_current(&pointer)?;
-            local.finish()?;
+            local.finish();
         }
         Publisher::Remote(remote) => match remote.publish_current(&pointer) {
             Ok(()) => {}
@@ -999,6 +1019,7 @@ fn writer_info(
     duration_ms: u64,
     sidecar: Option<&SidecarStats>,
     plan: Option<IndexPlan>,
+    content_hash: Option<&str>,
 ) -> Map<String, Value> {
     let Value::Object(mut map) = json!({
         "attempt": 0,
@@ -1011,6 +1032,12 @@ fn writer_info(
     };
     if let Some(sidecar) = sidecar {
         map.insert("sidecar_tag".into(), sidecar.tag.clone().into());
+    }
+    if let Some(hash) = content_hash {
+        map.insert(
+            edgeshard_shared::integrity::CONTENT_HASH_KEY.into(),
+            hash.into(),
+        );
     }
     if let Some(plan) = plan {
         map.insert("index_type".into(), plan.index_type().into());

@@ -86,7 +86,10 @@ pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
     // Orphans: shard folders of runs with no manifest (failed or killed builds) and stale
     // staging folders, once old enough not to be a build in progress.
     let listed: BTreeSet<String> = history.iter().map(|v| v.run_id.clone()).collect();
-    let grace_cutoff = now - IN_PROGRESS_GRACE.max(opts.older_than.unwrap_or_default());
+    let grace_cutoff = before_now(
+        now,
+        IN_PROGRESS_GRACE.max(opts.older_than.unwrap_or_default()),
+    );
     for (parent, kind) in [
         (dir.join(layout::SHARDS_DIR), "shards"),
         (dir.join(layout::VECTOR_META_DIR), "vector_meta"),
@@ -120,7 +123,18 @@ fn doomed_versions(
 ) -> Result<(Vec<edgeshard_native::ManifestVersion>, BTreeSet<String>)> {
     let current = current_manifest_path(root)?;
     let history = root.list_manifests()?;
-    let cutoff = opts.older_than.map(|age| SystemTime::now() - age);
+    // Both paths are normalised (`manifests//x` and `manifests/./x` name the same manifest), so
+    // equal text means the same manifest. If the current one is not listed, something is off:
+    // removing by these rules could remove what readers use.
+    if !history.iter().any(|v| v.manifest_path == current) {
+        return Err(Error::Usage(format!(
+            "_CURRENT points at {current}, which is not listed under manifests/: refusing to \
+             clean up (fix _CURRENT with rollback first)"
+        )));
+    }
+    let cutoff = opts
+        .older_than
+        .map(|age| before_now(SystemTime::now(), age));
     let mut kept_runs = BTreeSet::new();
     let mut doomed = Vec::new();
     for (i, version) in history.into_iter().enumerate() {
@@ -246,6 +260,11 @@ fn timestamp_before(timestamp: &str, cutoff: SystemTime) -> bool {
     timestamp < layout::format_timestamp(micros).as_str()
 }
 
+/// `now - age`, or the epoch when the age reaches back further (nothing is older than that).
+fn before_now(now: SystemTime, age: Duration) -> SystemTime {
+    now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// Parses `30d`, `12h`, `45m`, `90s` (or plain seconds).
 pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
     let (number, unit) = text.split_at(
@@ -255,17 +274,20 @@ pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not an age like 30d, 12h, 45m or 90s"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_seconds: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         other => {
             return Err(format!(
                 "unknown unit {other:?} in {text:?} (use s, m, h or d)"
             ))
         }
     };
+    let seconds = n
+        .checked_mul(unit_seconds)
+        .ok_or_else(|| format!("{text:?} is too large an age"))?;
     Ok(Duration::from_secs(seconds))
 }
 
@@ -279,5 +301,10 @@ mod tests {
         assert_eq!(parse_age("90").unwrap(), Duration::from_secs(90));
         assert!(parse_age("3w").is_err());
         assert!(parse_age("d").is_err());
+        // Overflowed (a panic) before.
+        assert!(parse_age("999999999999999d").is_err());
+        assert!(parse_age("99999999999999999999").is_err());
+        let huge = parse_age("18446744073709551615").unwrap();
+        assert_eq!(before_now(SystemTime::now(), huge), SystemTime::UNIX_EPOCH);
     }
 }

@@ -202,6 +202,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: OutputFormat,
     },
+    /// Check every shard file of the current snapshot against its manifest row: present, of
+    /// the recorded size, and (local roots) of the recorded content hash.
+    Verify {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Published manifests, newest first.
     History {
         #[command(flatten)]
@@ -447,6 +453,17 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             let value = serde_json::to_value(&info).map_err(json_err)?;
             emit_records(&[value], read.format, out)
         }
+        Command::Verify { read } => {
+            let snap = read.open()?;
+            let checks = snap.verify_shards()?;
+            read.report(&snap);
+            let rows = checks
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(json_err)?;
+            emit_records(&rows, read.format, out)
+        }
         Command::Shards { read } => {
             let snap = read.open()?;
             read.report(&snap);
@@ -667,11 +684,9 @@ fn run_rollback(
     let target = match (offset, run_id) {
         (None, None) if manifest_ref.is_some() => {
             let wanted = manifest_ref.as_deref().unwrap_or_default();
-            // A full URL or a root-relative path: compare from `manifests/` on.
-            let relative = wanted
-                .find(&format!("{}/", layout::MANIFESTS_DIR))
-                .map(|i| &wanted[i..])
-                .unwrap_or(wanted);
+            // A full URL or a root-relative path: compare from `manifests/` on, normalised as
+            // the listed paths are.
+            let relative = layout::manifest_ref_relative(wanted)?;
             history
                 .iter()
                 .find(|m| m.manifest_path == relative)
@@ -689,8 +704,16 @@ fn run_rollback(
             .ok_or_else(|| Error::Usage(format!("no manifest with run id {id:?}")))?,
         (None, None) => return Err(Error::Usage("give --offset, --run-id or --ref".into())),
     };
-    // Never point readers at something they cannot open.
-    Snapshot::open_manifest(root.clone(), &target.manifest_path)?;
+    // Never point readers at something they cannot open: the manifest must parse and every
+    // shard file it names must be there, of its recorded size (and content hash, locally).
+    Snapshot::open_manifest(root.clone(), &target.manifest_path)?
+        .verify_shards()
+        .map_err(|e| {
+            Error::Usage(format!(
+                "refusing to roll back to {}: {e}",
+                target.manifest_path
+            ))
+        })?;
     let pointer = CurrentPointer {
         manifest_ref: layout::join(&root.url(), &target.manifest_path),
         run_id: target.run_id.clone(),

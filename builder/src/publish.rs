@@ -4,6 +4,10 @@
 //! A build stages everything under `<root>/.edgeshard-staging/<run_id>/`. Until `_CURRENT` is
 //! renamed into place, readers see the previous snapshot; a build killed at any point leaves at
 //! most unreferenced files behind, never a changed `_CURRENT`.
+//!
+//! A build that fails removes only what it wrote itself (its manifest first, so `history` never
+//! lists a version without shards, then its routing artifact and shards), and nothing at all once
+//! `_CURRENT` points at its manifest: from then on those files are what readers serve.
 
 use crate::error::{Error, Result};
 use edgeshard_shared::current::CurrentPointer;
@@ -23,10 +27,20 @@ pub struct LocalPublisher {
     /// Set once a routing artifact is written under `vector_meta/run_id=<RUN>/` (removed on
     /// failure, like the shards).
     published_vector_meta: Option<PathBuf>,
+    /// Set once the manifest folder `manifests/<TS>_run_id=<RUN>/` is created (removed on
+    /// failure, before the shards).
+    published_manifest: Option<PathBuf>,
+    /// Set once `_CURRENT` names this run: nothing this build wrote may be removed any more.
+    committed: bool,
 }
 
 impl LocalPublisher {
+    /// `root` must exist; it is resolved to its canonical path, so every path below is inside
+    /// it whatever the caller's working directory or spelling (`''`, `.`, symlinks).
     pub fn new(root: &Path, run_id: &str) -> Result<Self> {
+        // The run id becomes a path segment: never let it name the root or a parent.
+        layout::validate_run_id(run_id)?;
+        let root = fs::canonicalize(root).map_err(Error::io(root.display()))?;
         let staging = root.join(STAGING_DIR).join(run_id);
         if staging.exists() {
             return Err(Error::Usage(format!(
@@ -46,12 +60,19 @@ impl LocalPublisher {
         }
         fs::create_dir_all(&staging).map_err(Error::io(staging.display()))?;
         Ok(Self {
-            root: root.to_path_buf(),
+            root,
             staging,
             run_id: run_id.to_string(),
             published_shards: None,
             published_vector_meta: None,
+            published_manifest: None,
+            committed: false,
         })
+    }
+
+    /// The canonical root this publisher writes under.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Where a shard's `shard.db` is written while staged (its folder is created).
@@ -93,41 +114,62 @@ impl LocalPublisher {
     }
 
     /// Writes the manifest at `manifests/<TS>_run_id=<RUN>/manifest` (returned, root-relative).
-    pub fn publish_manifest(&self, timestamp: &str, bytes: &[u8]) -> Result<String> {
+    pub fn publish_manifest(&mut self, timestamp: &str, bytes: &[u8]) -> Result<String> {
         let relative = layout::manifest_path(timestamp, &self.run_id);
         let target = self.root.join(&relative);
         let parent = self
             .root
             .join(layout::manifest_dir(timestamp, &self.run_id));
         fs::create_dir_all(&parent).map_err(Error::io(parent.display()))?;
+        self.published_manifest = Some(parent);
         write_atomically(&self.staging.join("manifest"), &target, bytes)?;
         Ok(relative)
     }
 
     /// The commit point: replaces `_CURRENT`.
-    pub fn publish_current(&self, pointer: &CurrentPointer) -> Result<()> {
-        write_current(&self.root, &self.staging.join(layout::CURRENT), pointer)
+    pub fn publish_current(&mut self, pointer: &CurrentPointer) -> Result<()> {
+        let written = write_current(&self.root, &self.staging.join(layout::CURRENT), pointer);
+        // The rename may have happened even if a step after it (the directory fsync) failed:
+        // what counts is what `_CURRENT` says now.
+        self.committed = written.is_ok() || self.current_names_this_run();
+        written
     }
 
-    /// Removes the staging folder after success.
-    pub fn finish(mut self) -> Result<()> {
-        self.published_shards = None;
-        self.published_vector_meta = None;
-        let staging = self.staging.clone();
-        fs::remove_dir_all(&staging).map_err(Error::io(staging.display()))?;
-        remove_if_empty(&self.root.join(STAGING_DIR));
-        Ok(())
+    /// After the commit: removes the staging folder. Best effort, since the snapshot is
+    /// published whatever happens here; a leftover staging folder is removed by `cleanup`.
+    pub fn finish(self) {
+        // Drop does the work; with `committed` set it leaves every published file alone.
+    }
+
+    /// Whether `<root>/_CURRENT` currently points at this run (unreadable counts as no).
+    fn current_names_this_run(&self) -> bool {
+        fs::read(self.root.join(layout::CURRENT))
+            .ok()
+            .and_then(|bytes| CurrentPointer::parse(&bytes).ok())
+            .is_some_and(|pointer| pointer.run_id == self.run_id)
     }
 }
 
 impl Drop for LocalPublisher {
-    /// On failure, remove what this build wrote; `_CURRENT` was never touched before the end.
+    /// On failure, remove what this build wrote, manifest first (so no listed version ever lacks
+    /// its shards). Never once `_CURRENT` names this run: readers are using those files.
     fn drop(&mut self) {
-        if let Some(shards) = self.published_shards.take() {
-            let _ = fs::remove_dir_all(shards);
-        }
-        if let Some(dir) = self.published_vector_meta.take() {
-            let _ = fs::remove_dir_all(dir);
+        let committed = self.committed || self.current_names_this_run();
+        if !committed {
+            for dir in [
+                self.published_manifest.take(),
+                self.published_vector_meta.take(),
+                self.published_shards.take(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // Only this run's own folders, which are inside the canonical root by
+                // construction; checked again because removing is irreversible.
+                if dir.starts_with(&self.root) && dir != self.root {
+                    let _ = fs::remove_dir_all(dir);
+                }
+            }
         }
         if self.staging.exists() {
             let _ = fs::remove_dir_all(&self.staging);

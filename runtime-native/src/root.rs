@@ -32,6 +32,14 @@ impl Root {
     /// As [`Root::parse`], with S3 storage options for `s3://` roots (see
     /// [`RemoteRoot::parse_with`]).
     pub fn parse_with(root: &str, storage_options: &[(String, String)]) -> Result<Self> {
+        // An empty root would silently mean the working directory.
+        if root.trim().is_empty() {
+            return Err(Error::InvalidRequest(
+                "the snapshot root is empty: give a directory, file:// URL, s3:// or http(s):// \
+                 URL"
+                .into(),
+            ));
+        }
         if let Some(path) = root.strip_prefix("file://") {
             // file:///abs/path -> /abs/path ; file://localhost/abs -> /abs
             let path = path.strip_prefix("localhost").unwrap_or(path);

@@ -6,6 +6,7 @@ use crate::root::{sqlite_immutable_uri, ManifestVersion, Root};
 use crate::sqlite_vec_ext;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::Filter;
+use edgeshard_shared::integrity::ContentHasher;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::npy::{self, Matrix};
@@ -17,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// sqlite-vec refuses k above this.
@@ -122,6 +123,9 @@ struct ShardHandle {
     location: String,
     /// Opened on first use; a shard that is never queried is never opened.
     conn: Mutex<Option<Connection>>,
+    /// Set once the shard's first stored key was seen to route to it (checked on its first
+    /// miss, see [`Snapshot::check_routing_on_miss`]).
+    routing_checked: AtomicBool,
     /// The shard's LanceDB table, opened on first search (LanceDB snapshots).
     #[cfg(feature = "lancedb")]
     lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
@@ -182,6 +186,15 @@ impl Default for OpenOptions {
             storage_options: Vec::new(),
         }
     }
+}
+
+/// What [`Snapshot::verify_shards`] checked of one shard file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardCheck {
+    pub db_id: u32,
+    pub bytes: u64,
+    /// "size" or "size+xxh3_128".
+    pub checked: &'static str,
 }
 
 pub struct Snapshot {
@@ -284,13 +297,19 @@ impl Snapshot {
         let mut shards: Vec<Option<ShardHandle>> =
             (0..manifest.meta.num_dbs).map(|_| None).collect();
         for entry in &manifest.shards {
-            let dir = manifest.shard_dir_relative(entry);
+            let dir = manifest
+                .shard_dir_relative(entry)
+                .map_err(|source| Error::Format {
+                    location: root.location(manifest_path),
+                    source,
+                })?;
             let relative = layout::join(&dir, layout::SHARD_DB_FILE);
             shards[entry.db_id as usize] = Some(ShardHandle {
                 entry: entry.clone(),
                 location: root.location(&relative),
                 relative,
                 conn: Mutex::new(None),
+                routing_checked: AtomicBool::new(false),
                 #[cfg(feature = "lancedb")]
                 lance: Mutex::new(None),
             });
@@ -415,11 +434,42 @@ impl Snapshot {
         let Some(shard) = &self.shards[db_id as usize] else {
             return Ok(None);
         };
-        self.with_conn(shard, |conn| {
+        let value = self.with_conn(shard, |conn| {
             conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?
                 .query_row([&encoded], |r| r.get(0))
                 .optional()
-        })
+        })?;
+        if value.is_none() {
+            self.check_routing_on_miss(shard)?;
+        }
+        Ok(value)
+    }
+
+    /// Before a shard's first "not found" is answered, checks that the shard file really holds
+    /// this slot's keys: its first stored key must route to its `db_id`. A shard under the
+    /// wrong manifest row (swapped or renumbered rows, another `num_dbs`) would otherwise answer
+    /// "not found" for every key looked for in it. Found values need no check (a key is stored
+    /// only in its own shard). Costs one read of the shard's first leaf, once per shard.
+    fn check_routing_on_miss(&self, shard: &ShardHandle) -> Result<()> {
+        if shard.routing_checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let first: Option<Vec<u8>> = self.with_conn(shard, |conn| {
+            conn.prepare_cached("SELECT k FROM kv ORDER BY k LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()
+        })?;
+        if let Some(key) = first {
+            self.manifest
+                .check_shard_holds_key(shard.entry.db_id, &key)
+                .map_err(|e| Error::CorruptShard {
+                    db_id: shard.entry.db_id,
+                    location: shard.location.clone(),
+                    detail: e.to_string(),
+                })?;
+        }
+        shard.routing_checked.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Values for `keys`, in input order; `None` for absent keys. Keys are grouped per shard so
@@ -446,6 +496,9 @@ impl Snapshot {
                     .map(|(i, k)| Ok((*i, stmt.query_row([k], |r| r.get(0)).optional()?)))
                     .collect::<rusqlite::Result<Vec<(usize, Option<Vec<u8>>)>>>()
             })?;
+            if found.iter().any(|(_, value)| value.is_none()) {
+                self.check_routing_on_miss(shard)?;
+            }
             for (i, value) in found {
                 out[i] = value;
             }
@@ -523,6 +576,7 @@ impl Snapshot {
             k,
             filter: options.filter.as_ref(),
             ann: options.ann,
+            dot_reduction: dot,
         };
         let per_shard: Vec<Result<Vec<Scored<SearchHit>>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = targets
@@ -729,16 +783,19 @@ impl Snapshot {
         q: &ShardQuery<'_>,
     ) -> Result<Vec<Scored<SearchHit>>> {
         let db_id = shard.entry.db_id;
-        let dot = q.metric == Metric::DotProduct;
-        let want = match dot {
-            true => q.k + q.k.max(16),
-            false => q.k,
-        };
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
             location: shard.location.clone(),
             detail,
         };
+        if let Some(reduction) = q.dot_reduction {
+            let hits = self.with_conn_try(shard, |conn| {
+                exact_dot_hits(conn, q, &reduction, &corrupt, &|e| self.sql_error(shard, e))
+            })?;
+            return Ok(scored_hits(hits, db_id));
+        }
+        let dot = q.metric == Metric::DotProduct;
+        let want = q.k;
         let mut hits = self.with_conn_try(shard, |conn| {
             let sql = |e: rusqlite::Error| self.sql_error(shard, e);
             let mut fetch = match q.filter {
@@ -760,45 +817,10 @@ impl Snapshot {
                 fetch = (fetch * 2).min(MAX_K);
             }
         })?;
-        if dot {
-            for hit in &mut hits {
-                let stored = hit
-                    .embedding
-                    .as_deref()
-                    .map(vector::from_le_bytes)
-                    .transpose()
-                    .map_err(|e| corrupt(format!("vector {}: {e}", hit.rowid)))?
-                    .filter(|v| v.len() == q.dim + 1)
-                    .ok_or_else(|| {
-                        corrupt(format!(
-                            "vector {} is not {} floats (dim + 1 of the dot reduction)",
-                            hit.rowid,
-                            q.dim + 1
-                        ))
-                    })?;
-                hit.distance = Metric::DotProduct.score(q.query, &stored[..q.dim]);
-            }
-            hits.sort_by(|a, b| {
-                a.distance
-                    .total_cmp(&b.distance)
-                    .then(a.rowid.cmp(&b.rowid))
-            });
-        }
         hits.truncate(q.k);
         // sqlite-vec distances already follow the reported convention for cosine (1 - cos)
-        // and l2 (Euclidean); dot_product was rescored above.
-        Ok(hits
-            .into_iter()
-            .map(|h| Scored {
-                score: h.distance,
-                item: SearchHit {
-                    id: h.id,
-                    score: h.distance,
-                    payload: h.payload,
-                    shard: db_id,
-                },
-            })
-            .collect())
+        // and l2 (Euclidean).
+        Ok(scored_hits(hits, db_id))
     }
 
     /// Runs `f` on the shard's connection, opening it on first use; SQLite errors become
@@ -862,6 +884,8 @@ impl Snapshot {
         let conn = match (&self.root, self.mode) {
             (Root::Local(dir), AccessMode::Range) => {
                 let path = dir.join(&shard.relative);
+                self.check_local_size(&path, &shard.entry)
+                    .map_err(corrupt)?;
                 let source = FileSource::open(&path)?;
                 // Local files have no ETag: the sidecar written beside the file is trusted.
                 let sidecar = std::fs::read(sidecar_path(&path))
@@ -870,7 +894,12 @@ impl Snapshot {
                     .map(|s| s.content);
                 self.open_range(Box::new(source), sidecar)?
             }
-            (Root::Local(dir), _) => open_local_file(&dir.join(&shard.relative))?,
+            (Root::Local(dir), _) => {
+                let path = dir.join(&shard.relative);
+                self.check_local_size(&path, &shard.entry)
+                    .map_err(corrupt)?;
+                open_local_file(&path)?
+            }
             (Root::Remote(remote), AccessMode::Range) => {
                 // The shard's ETag and its sidecar are independent: fetch both in one round.
                 let (head, sidecar) = std::thread::scope(|scope| {
@@ -881,6 +910,10 @@ impl Snapshot {
                 let (size, etag) = head?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                // Another build's file (or a truncated one) under this path would otherwise be
+                // read page by page as if it were this shard.
+                self.check_file_size(&shard.entry, size)
+                    .map_err(|e| corrupt(e.to_string()))?;
                 let sidecar = sidecar
                     .filter(|s| Some(s.tag.as_str()) == etag.as_deref())
                     .map(|s| s.content);
@@ -956,8 +989,9 @@ impl Snapshot {
             .unwrap_or_else(|| std::env::temp_dir().join("edgeshard-cache"))
             .join(identity);
         let target = dir.join(layout::SHARD_DB_FILE);
-        let cached_size = std::fs::metadata(&target).map(|m| m.len()).ok();
-        if cached_size.is_some_and(|size| entry.db_bytes == 0 || size == entry.db_bytes) {
+        // A cached copy is used only if it still checks out (size, and the content hash when
+        // the manifest records one): a copy damaged on disk is fetched again, not served.
+        if self.check_local_size(&target, entry).is_ok() && cached_file_checks_out(&target, entry) {
             return Ok(target);
         }
         let io = |location: &PathBuf| {
@@ -966,17 +1000,15 @@ impl Snapshot {
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let bytes = read_counted(&self.root, &shard.relative, &self.stats)?;
-        if entry.db_bytes != 0 && bytes.len() as u64 != entry.db_bytes {
-            return Err(Error::CorruptShard {
+        // Checked before it enters the cache, so a body damaged in transit is an error now and
+        // not an answer later.
+        self.check_file_size(entry, bytes.len() as u64)
+            .and_then(|()| entry.check_hash(|| edgeshard_shared::integrity::content_hash(&bytes)))
+            .map_err(|e| Error::CorruptShard {
                 db_id: entry.db_id,
                 location: shard.location.clone(),
-                detail: format!(
-                    "{} bytes, the manifest says {}",
-                    bytes.len(),
-                    entry.db_bytes
-                ),
-            });
-        }
+                detail: e.to_string(),
+            })?;
         let temp = dir.join(format!(
             "{}.{}.{}.tmp",
             layout::SHARD_DB_FILE,
@@ -992,6 +1024,86 @@ impl Snapshot {
         Ok(target)
     }
 
+    /// A shard file's size against its row's `db_bytes`. On LanceDB snapshots `db_bytes`
+    /// counts the vector table too (shardyfusion's composite shards), so it says nothing about
+    /// `shard.db` alone and is not checked.
+    fn check_file_size(&self, entry: &ShardEntry, size: u64) -> edgeshard_shared::Result<()> {
+        match self.backend {
+            Some(VectorBackend::LanceDb) => Ok(()),
+            _ => entry.check_size(size),
+        }
+    }
+
+    /// [`Self::check_file_size`] of a local file (a missing file is left to the open, which
+    /// names it as not found).
+    fn check_local_size(
+        &self,
+        path: &std::path::Path,
+        entry: &ShardEntry,
+    ) -> std::result::Result<(), String> {
+        match std::fs::metadata(path) {
+            Ok(meta) => self
+                .check_file_size(entry, meta.len())
+                .map_err(|e| e.to_string()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Checks every shard file of this snapshot against its manifest row without opening it:
+    /// present, of the recorded size and, where a content hash is recorded and the file is
+    /// local, of that hash (streamed). Remote files are checked by size (one HEAD each).
+    /// Used before `rollback` points readers at a version, and by `edgeshard verify`.
+    pub fn verify_shards(&self) -> Result<Vec<ShardCheck>> {
+        let mut checks = Vec::new();
+        for shard in self.shards.iter().flatten() {
+            let entry = &shard.entry;
+            let corrupt = |detail: String| Error::CorruptShard {
+                db_id: entry.db_id,
+                location: shard.location.clone(),
+                detail,
+            };
+            // Vector-only LanceDB shards have no shard.db; their table is LanceDB's to check.
+            if self.backend == Some(VectorBackend::LanceDb) && self.manifest.meta.key_col != "_key"
+            {
+                continue;
+            }
+            let (size, hashed) = match &self.root {
+                Root::Local(dir) => {
+                    let path = dir.join(&shard.relative);
+                    let size = std::fs::metadata(&path)
+                        .map_err(|_| Error::NotFound {
+                            what: format!("shard {}", entry.db_id),
+                            location: path.display().to_string(),
+                        })?
+                        .len();
+                    self.check_file_size(entry, size)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    let hashed = entry.content_hash().is_some();
+                    if hashed && !cached_file_checks_out(&path, entry) {
+                        return Err(corrupt(format!(
+                            "content does not match the manifest's {} {}",
+                            edgeshard_shared::integrity::CONTENT_HASH_KEY,
+                            entry.content_hash().unwrap_or_default()
+                        )));
+                    }
+                    (size, hashed)
+                }
+                Root::Remote(remote) => {
+                    let (size, _) = remote.head(&shard.relative)?;
+                    self.check_file_size(entry, size)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    (size, false)
+                }
+            };
+            checks.push(ShardCheck {
+                db_id: entry.db_id,
+                bytes: size,
+                checked: if hashed { "size+xxh3_128" } else { "size" },
+            });
+        }
+        Ok(checks)
+    }
+
     /// Published manifests under this snapshot's root, newest first.
     pub fn history(&self) -> Result<Vec<ManifestVersion>> {
         self.root.list_manifests()
@@ -999,6 +1111,30 @@ impl Snapshot {
 }
 
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a shard file exists and matches its row's content hash when one is recorded
+/// (streamed, so a large file is not held in memory; the size is checked by the caller).
+fn cached_file_checks_out(path: &std::path::Path, entry: &ShardEntry) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    if entry.content_hash().is_none() {
+        return true;
+    }
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    entry.check_hash(|| hasher.finish_hex()).is_ok()
+}
 
 /// Opens a local shard file read-only, immutable and memory-mapped.
 fn open_local_file(path: &std::path::Path) -> Result<Connection> {
@@ -1058,16 +1194,10 @@ fn manifest_path_from_current(root: &Root, bytes: &[u8]) -> Result<String> {
     })?;
     // The manifest URL was recorded where the snapshot was published; find it relative to
     // wherever the snapshot lives now.
-    let relative = pointer
-        .manifest_ref
-        .find(&format!("{}/", layout::MANIFESTS_DIR))
-        .map(|i| pointer.manifest_ref[i..].to_string())
-        .ok_or_else(|| Error::Format {
+    let relative =
+        layout::manifest_ref_relative(&pointer.manifest_ref).map_err(|source| Error::Format {
             location: root.location(layout::CURRENT),
-            source: edgeshard_shared::Error::InvalidCurrent(format!(
-                "manifest_ref {:?} is not under manifests/",
-                pointer.manifest_ref
-            )),
+            source,
         })?;
     Ok(relative)
 }
@@ -1093,6 +1223,8 @@ struct ShardQuery<'a> {
     filter: Option<&'a Filter>,
     #[cfg_attr(not(feature = "lancedb"), allow(dead_code))]
     ann: AnnParams,
+    /// dot_product on sqlite-vec: the L2 reduction the vectors are stored with.
+    dot_reduction: Option<DotReduction>,
 }
 
 /// A candidate row of a shard.
@@ -1185,6 +1317,81 @@ fn scan_rows(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     read_rows(&mut stmt, rusqlite::params![q.bytes])
+}
+
+/// dot_product on sqlite-vec, exact whatever the norms: the L2 pass over the augmented vectors
+/// only proposes candidates, each is rescored exactly (`1 - q.v` in f64 from its stored
+/// components), and more are fetched until no vector beyond the last one fetched can beat the
+/// k-th best ([`DotReduction::max_dot_beyond`] bounds the f32 rounding of the index), or every
+/// vector has been looked at.
+fn exact_dot_hits(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    reduction: &DotReduction,
+    corrupt: &dyn Fn(String) -> Error,
+    sql: &dyn Fn(rusqlite::Error) -> Error,
+) -> Result<Vec<ShardHit>> {
+    let mut fetch = (q.k + q.k.max(16)).min(MAX_K);
+    if q.filter.is_some() {
+        fetch = fetch.saturating_mul(4).min(MAX_K);
+    }
+    loop {
+        let (rows, complete) = if fetch < MAX_K {
+            let rows = knn_rows(conn, q, fetch, true).map_err(sql)?;
+            let complete = rows.len() < fetch;
+            (rows, complete)
+        } else {
+            (scan_rows(conn, q, true).map_err(sql)?, true)
+        };
+        let last_distance = rows.last().map(|r| r.distance);
+        let mut hits = keep_matching(rows, q.filter, usize::MAX, corrupt)?;
+        for hit in &mut hits {
+            let stored = hit
+                .embedding
+                .as_deref()
+                .map(vector::from_le_bytes)
+                .transpose()
+                .map_err(|e| corrupt(format!("vector {}: {e}", hit.rowid)))?
+                .filter(|v| v.len() == q.dim + 1)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "vector {} is not {} floats (dim + 1 of the dot reduction)",
+                        hit.rowid,
+                        q.dim + 1
+                    ))
+                })?;
+            hit.distance = Metric::DotProduct.score(q.query, &stored[..q.dim]);
+        }
+        hits.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.rowid.cmp(&b.rowid))
+        });
+        // Done when nothing unfetched can score better (lower `1 - q.v`) than the k-th hit.
+        let settled = match (hits.get(q.k - 1), last_distance) {
+            (Some(kth), Some(last)) => 1.0 - reduction.max_dot_beyond(q.query, last) > kth.distance,
+            _ => false,
+        };
+        if complete || settled {
+            hits.truncate(q.k);
+            return Ok(hits);
+        }
+        fetch = fetch.saturating_mul(2).min(MAX_K);
+    }
+}
+
+fn scored_hits(hits: Vec<ShardHit>, db_id: u32) -> Vec<Scored<SearchHit>> {
+    hits.into_iter()
+        .map(|h| Scored {
+            score: h.distance,
+            item: SearchHit {
+                id: h.id,
+                score: h.distance,
+                payload: h.payload,
+                shard: db_id,
+            },
+        })
+        .collect()
 }
 
 /// Decodes rows in order and keeps the first `want` that pass the filter.
@@ -1293,23 +1500,19 @@ fn load_router(
     };
     let meta = &manifest.meta;
     let load = |recorded: &Option<String>, file: &str| -> Result<Matrix> {
-        let relative = recorded
-            .as_deref()
-            .and_then(|url| layout::relative_to_root(url, &meta.s3_prefix, layout::VECTOR_META_DIR))
-            .map(str::to_string)
-            .unwrap_or_else(|| layout::vector_meta_path(&meta.run_id, file));
+        let relative = manifest
+            .artifact_relative(recorded.as_deref(), file)
+            .map_err(|source| Error::Format {
+                location: root.location(layout::VECTOR_META_DIR),
+                source,
+            })?;
         let bytes = read_counted(root, &relative, stats)?;
         let format = |source| Error::Format {
             location: root.location(&relative),
             source,
         };
         let matrix = npy::read(&bytes).map_err(format)?;
-        if matrix.cols != spec.dim {
-            return Err(format(edgeshard_shared::Error::InvalidNpy(format!(
-                "shape ({}, {}) but the vectors have dim {}",
-                matrix.rows, matrix.cols, spec.dim
-            ))));
-        }
+        matrix.check_routing_artifact(spec.dim).map_err(format)?;
         Ok(matrix)
     };
     let router = match routing.strategy {

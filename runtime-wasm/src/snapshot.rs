@@ -138,6 +138,9 @@ struct OpenShard {
     has_sidecar: bool,
     /// Whether a search already planned this shard's vector reads.
     vectors_planned: Cell<bool>,
+    /// Set once the shard's first stored key was seen to route to it (checked before its
+    /// first "not found" is answered, as runtime-native does).
+    routing_checked: Cell<bool>,
 }
 
 impl OpenShard {
@@ -215,17 +218,12 @@ impl Snapshot {
             })?;
         // The manifest URL was recorded where the snapshot was published; find it relative to
         // wherever the snapshot is served now.
-        let manifest_path = pointer
-            .manifest_ref
-            .find(&format!("{}/", layout::MANIFESTS_DIR))
-            .map(|i| pointer.manifest_ref[i..].to_string())
-            .ok_or_else(|| Error::InvalidSnapshot {
+        let manifest_path = layout::manifest_ref_relative(&pointer.manifest_ref).map_err(|e| {
+            Error::InvalidSnapshot {
                 url: current_url.clone(),
-                detail: format!(
-                    "manifest_ref {:?} is not under manifests/",
-                    pointer.manifest_ref
-                ),
-            })?;
+                detail: e.to_string(),
+            }
+        })?;
         let manifest_url = layout::join(&root, &manifest_path);
         counters.borrow_mut().rounds += 1;
         let manifest_bytes = fetcher.get_whole(&manifest_url, "manifest").await?;
@@ -247,7 +245,12 @@ impl Snapshot {
         });
         let mut slots: Vec<Option<Slot>> = (0..manifest.meta.num_dbs).map(|_| None).collect();
         for entry in &manifest.shards {
-            let dir = manifest.shard_dir_relative(entry);
+            let dir = manifest
+                .shard_dir_relative(entry)
+                .map_err(|e| Error::InvalidSnapshot {
+                    url: manifest_url.clone(),
+                    detail: e.to_string(),
+                })?;
             slots[entry.db_id as usize] = Some(Slot {
                 entry: entry.clone(),
                 db_url: layout::join(&root, &layout::join(&dir, layout::SHARD_DB_FILE)),
@@ -418,6 +421,36 @@ impl Snapshot {
             ));
         }
         let found = self.run_jobs(jobs).await?;
+        // Before a shard's first "not found" is answered: its first stored key must route to
+        // it, or the shard file sits under the wrong manifest row (swapped or renumbered rows,
+        // another num_dbs) and every lookup in it would wrongly say "not found".
+        let missed: BTreeSet<u32> = wanted
+            .iter()
+            .zip(&found)
+            .filter(|(_, value)| value.is_none())
+            .map(|((_, db_id, _), _)| *db_id)
+            .filter(|db_id| !shards[db_id].routing_checked.get())
+            .collect();
+        let first_keys: Vec<Job<'_, Option<Vec<u8>>>> = missed
+            .iter()
+            .map(|db_id| {
+                let job: Statement<'_, Option<Vec<u8>>> = Box::new(|conn: &Connection| {
+                    conn.prepare_cached("SELECT k FROM kv ORDER BY k LIMIT 1")?
+                        .query_row([], |r| r.get(0))
+                        .optional()
+                });
+                (shards[db_id].clone(), job)
+            })
+            .collect();
+        for (db_id, first) in missed.iter().zip(self.run_jobs(first_keys).await?) {
+            let shard = &shards[db_id];
+            if let Some(key) = first {
+                self.manifest
+                    .check_shard_holds_key(*db_id, &key)
+                    .map_err(|e| shard.corrupt(e.to_string()))?;
+            }
+            shard.routing_checked.set(true);
+        }
         let mut out = vec![None; keys.len()];
         for ((i, _, _), value) in wanted.iter().zip(found) {
             out[*i] = value;
@@ -619,66 +652,105 @@ impl Snapshot {
             true => vector::to_le_bytes(&vector::DotReduction::augment_query(&query)),
             false => vector::to_le_bytes(&query),
         };
-        let fetch = match dot {
+        // dot_product: over-fetch, rescore exactly, and fetch more from a shard until nothing
+        // beyond its last candidate can beat its k-th hit (`DotReduction::max_dot_beyond`
+        // bounds the index's f32 rounding) or every vector was seen: exact for any norms, as
+        // runtime-native does.
+        let first_fetch = match dot {
             true => (k + k.max(16)).min(MAX_K),
             false => k,
         };
         type KnnRow = (i64, f64, Option<Vec<u8>>);
-        let knn_jobs: Vec<Job<'_, Vec<KnnRow>>> = ordered
-            .iter()
-            .map(|shard| {
-                let query_bytes = &query_bytes;
-                let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
-                    let mut stmt = conn.prepare_cached(match dot {
-                        true => {
-                            "SELECT rowid, distance, embedding FROM vec_index \
-                             WHERE embedding MATCH ?1 AND k = ?2"
-                        }
-                        false => {
-                            "SELECT rowid, distance, NULL FROM vec_index \
-                             WHERE embedding MATCH ?1 AND k = ?2"
-                        }
-                    })?;
-                    let rows = stmt
-                        .query_map(rusqlite::params![query_bytes, fetch as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })?;
-                    rows.collect()
-                });
-                (shard.clone(), job)
-            })
-            .collect();
-        let raw = self.run_jobs(knn_jobs).await?;
-        let mut per_shard: Vec<Vec<(i64, f64)>> = Vec::with_capacity(raw.len());
-        for (shard, rows) in ordered.iter().zip(raw) {
-            let mut hits = Vec::with_capacity(rows.len());
-            for (rowid, distance, embedding) in rows {
-                let score = match (dot, embedding) {
-                    (false, _) => distance,
-                    (true, Some(bytes)) => {
-                        let stored = vector::from_le_bytes(&bytes)
-                            .ok()
-                            .filter(|v| v.len() == dim + 1)
-                            .ok_or_else(|| {
-                                shard.corrupt(format!(
-                                    "vector {rowid} is not {} floats (dim + 1 of the dot \
-                                     reduction)",
-                                    dim + 1
-                                ))
-                            })?;
-                        vector::Metric::DotProduct.score(&query, &stored[..dim])
-                    }
-                    (true, None) => {
-                        return Err(shard.corrupt(format!("vector {rowid} has no embedding")))
-                    }
-                };
-                hits.push((rowid, score));
+        let mut fetch_of: Vec<usize> = vec![first_fetch; ordered.len()];
+        let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
+        loop {
+            let pending: Vec<usize> = (0..ordered.len())
+                .filter(|i| settled[*i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
             }
-            // The order runtime-native reports: score, then rowid.
-            hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-            hits.truncate(k);
-            per_shard.push(hits);
+            let knn_jobs: Vec<Job<'_, Vec<KnnRow>>> = pending
+                .iter()
+                .map(|&i| {
+                    let query_bytes = &query_bytes;
+                    let fetch = fetch_of[i];
+                    // Past the KNN cap, every vector in distance order (the same f32 L2).
+                    let scan = dot && fetch >= MAX_K;
+                    let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
+                        let sql = match (dot, scan) {
+                            (true, true) => {
+                                "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
+                                 embedding FROM vec_index ORDER BY distance, rowid"
+                            }
+                            (true, false) => {
+                                "SELECT rowid, distance, embedding FROM vec_index \
+                                 WHERE embedding MATCH ?1 AND k = ?2"
+                            }
+                            (false, _) => {
+                                "SELECT rowid, distance, NULL FROM vec_index \
+                                 WHERE embedding MATCH ?1 AND k = ?2"
+                            }
+                        };
+                        let mut stmt = conn.prepare_cached(sql)?;
+                        let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+                        match scan {
+                            true => stmt
+                                .query_map(rusqlite::params![query_bytes], row)?
+                                .collect(),
+                            false => stmt
+                                .query_map(rusqlite::params![query_bytes, fetch as i64], row)?
+                                .collect(),
+                        }
+                    });
+                    (ordered[i].clone(), job)
+                })
+                .collect();
+            let raw = self.run_jobs(knn_jobs).await?;
+            for (&i, rows) in pending.iter().zip(raw) {
+                let shard = &ordered[i];
+                let complete = rows.len() < fetch_of[i] || (dot && fetch_of[i] >= MAX_K);
+                let last_distance = rows.last().map(|r| r.1);
+                let mut hits = Vec::with_capacity(rows.len());
+                for (rowid, distance, embedding) in rows {
+                    let score = match (dot, embedding) {
+                        (false, _) => distance,
+                        (true, Some(bytes)) => {
+                            let stored = vector::from_le_bytes(&bytes)
+                                .ok()
+                                .filter(|v| v.len() == dim + 1)
+                                .ok_or_else(|| {
+                                    shard.corrupt(format!(
+                                        "vector {rowid} is not {} floats (dim + 1 of the dot \
+                                         reduction)",
+                                        dim + 1
+                                    ))
+                                })?;
+                            vector::Metric::DotProduct.score(&query, &stored[..dim])
+                        }
+                        (true, None) => {
+                            return Err(shard.corrupt(format!("vector {rowid} has no embedding")))
+                        }
+                    };
+                    hits.push((rowid, score));
+                }
+                // The order runtime-native reports: score, then rowid.
+                hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                let bound_beaten = match (spec.dot_reduction, hits.get(k - 1), last_distance) {
+                    (Some(r), Some(kth), Some(last)) => {
+                        1.0 - r.max_dot_beyond(&query, last) > kth.1
+                    }
+                    _ => false,
+                };
+                if !dot || complete || bound_beaten {
+                    hits.truncate(k);
+                    settled[i] = Some(hits);
+                } else {
+                    fetch_of[i] = fetch_of[i].saturating_mul(2).min(MAX_K);
+                }
+            }
         }
+        let per_shard: Vec<Vec<(i64, f64)>> = settled.into_iter().flatten().collect();
 
         // Ids and payloads of the hits: separate statements, so all their misses share a round.
         let mut lookup_jobs: Vec<Job<'_, (Option<String>, Option<String>)>> = Vec::new();
@@ -898,6 +970,7 @@ impl Snapshot {
             conn,
             has_sidecar,
             vectors_planned: Cell::new(false),
+            routing_checked: Cell::new(false),
         })
     }
 
@@ -1113,19 +1186,41 @@ async fn read_vector_routing(
         Some("lsh") => ("hyperplanes_ref", "hyperplanes.npy"),
         Some(other) => return Ok(VectorRouting::CallerChooses(other.to_string())),
     };
-    let relative = vector
-        .get(artifact_key)
-        .and_then(Value::as_str)
-        .and_then(|url| layout::relative_to_root(url, &manifest.meta.s3_prefix, "vector_meta"))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("vector_meta/run_id={}/{file}", manifest.meta.run_id));
+    let relative = manifest
+        .artifact_relative(vector.get(artifact_key).and_then(Value::as_str), file)
+        .map_err(|e| Error::InvalidSnapshot {
+            url: layout::join(root, layout::VECTOR_META_DIR),
+            detail: e.to_string(),
+        })?;
     let url = layout::join(root, &relative);
     fetcher.counters.borrow_mut().rounds += 1;
     let bytes = fetcher.get_whole(&url, file).await?.bytes;
-    let matrix = npy::read(&bytes).map_err(|e| Error::InvalidSnapshot {
+    let invalid = |detail: String| Error::InvalidSnapshot {
         url: url.clone(),
-        detail: e.to_string(),
-    })?;
+        detail,
+    };
+    let matrix = npy::read(&bytes).map_err(|e| invalid(e.to_string()))?;
+    // The same checks as the native reader: a wrong width, a NaN or a wrong bit count would
+    // misroute every query instead of failing.
+    let spec = manifest
+        .vector_spec()
+        .map_err(|e| invalid(e.to_string()))?
+        .ok_or_else(|| invalid("custom.vector is missing".into()))?;
+    matrix
+        .check_routing_artifact(spec.dim)
+        .map_err(|e| invalid(e.to_string()))?;
+    if strategy == Some("lsh") {
+        let recorded_bits = spec.routing.as_ref().and_then(|r| r.num_hash_bits);
+        let bits_ok = (1..=edgeshard_shared::vector_routing::MAX_HASH_BITS as usize)
+            .contains(&matrix.rows)
+            && recorded_bits.is_none_or(|b| b as usize == matrix.rows);
+        if !bits_ok {
+            return Err(invalid(format!(
+                "{} hyperplanes but num_hash_bits is {recorded_bits:?}",
+                matrix.rows
+            )));
+        }
+    }
     Ok(match strategy {
         Some("cluster") => {
             if matrix.rows != manifest.meta.num_dbs as usize {

@@ -16,6 +16,9 @@ pub enum Error {
     InvalidNpy(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Bytes that do not match what the manifest records for them (size, content hash).
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
 }
 
 impl Error {

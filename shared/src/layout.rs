@@ -26,14 +26,85 @@ pub const COMPOSITE_VECTOR_DIR: &str = "vector";
 /// `build_meta.db_path_template` as shardyfusion writes it.
 pub const DB_PATH_TEMPLATE: &str = "db={db_id:05d}";
 
-/// A run id becomes a path segment, so it must not contain `/` (nor be empty).
+/// The longest run id a build accepts (it becomes part of several path segments).
+pub const MAX_RUN_ID_LEN: usize = 128;
+
+/// A run id becomes a path segment (`run_id=<RUN>`, `<TS>_run_id=<RUN>`, the staging folder
+/// `.edgeshard-staging/<RUN>`), so a build accepts only ASCII letters, digits, `-`, `_` and `.`,
+/// not starting with `.` (which also rules out `.` and `..`, which would make the staging
+/// folder the root itself), at most [`MAX_RUN_ID_LEN`] characters.
 pub fn validate_run_id(run_id: &str) -> Result<()> {
-    if run_id.is_empty() || run_id.contains('/') || run_id.contains('\\') {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if run_id.is_empty()
+        || run_id.len() > MAX_RUN_ID_LEN
+        || run_id.starts_with('.')
+        || !run_id.chars().all(allowed)
+    {
         return Err(Error::InvalidArgument(format!(
-            "run id {run_id:?} must be non-empty and contain no '/'"
+            "run id {run_id:?} must be 1..={MAX_RUN_ID_LEN} ASCII letters, digits, '-', '_' or '.', \
+             not starting with '.'"
         )));
     }
     Ok(())
+}
+
+/// Normalises a root-relative path recorded in a manifest or `_CURRENT` (`db_url`,
+/// `manifest_ref`, `centroids_ref`, ...): empty and `.` segments are dropped, and a path that
+/// could leave the snapshot root (a `..` segment, a backslash, a NUL) is refused, so no reader
+/// ever follows a recorded path outside the root, on any root kind.
+pub fn normalize_relative(path: &str) -> Result<String> {
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => continue,
+            ".." => {
+                return Err(Error::InvalidManifest(format!(
+                    "recorded path {path:?} leaves the snapshot root ('..')"
+                )))
+            }
+            s if s.contains(['\\', '\0']) => {
+                return Err(Error::InvalidManifest(format!(
+                    "recorded path {path:?} contains a backslash or NUL"
+                )))
+            }
+            s => segments.push(s),
+        }
+    }
+    if segments.is_empty() {
+        return Err(Error::InvalidManifest(format!(
+            "recorded path {path:?} names the snapshot root itself"
+        )));
+    }
+    Ok(segments.join("/"))
+}
+
+/// Where `_CURRENT`'s `manifest_ref` lies under the root: the part from `manifests/` on,
+/// normalised ([`normalize_relative`]), and still under `manifests/` afterwards. The one rule
+/// every reader, rollback and cleanup use, so that `manifests//x` and `manifests/./x` name the
+/// same manifest everywhere.
+pub fn manifest_ref_relative(manifest_ref: &str) -> Result<String> {
+    let needle = format!("{MANIFESTS_DIR}/");
+    let start = if manifest_ref.starts_with(&needle) {
+        Some(0)
+    } else {
+        manifest_ref.find(&format!("/{needle}")).map(|i| i + 1)
+    };
+    let relative = start
+        .map(|i| &manifest_ref[i..])
+        .ok_or_else(|| {
+            Error::InvalidCurrent(format!(
+                "manifest_ref {manifest_ref:?} is not under manifests/"
+            ))
+        })
+        .and_then(|rest| {
+            normalize_relative(rest).map_err(|e| Error::InvalidCurrent(e.to_string()))
+        })?;
+    match relative.strip_prefix(&needle) {
+        Some(rest) if !rest.is_empty() => Ok(relative),
+        _ => Err(Error::InvalidCurrent(format!(
+            "manifest_ref {manifest_ref:?} is not under manifests/"
+        ))),
+    }
 }
 
 /// `manifests/<TS>_run_id=<RUN>` (the folder), relative to the root.
@@ -208,8 +279,56 @@ mod tests {
 
     #[test]
     fn run_ids_cannot_be_paths() {
-        assert!(validate_run_id("a/b").is_err());
-        assert!(validate_run_id("").is_err());
-        assert!(validate_run_id("0123abc").is_ok());
+        for bad in [
+            "a/b",
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a\\b",
+            "a b",
+            "x\0",
+            &"r".repeat(129),
+        ] {
+            assert!(validate_run_id(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["0123abc", "run-2026.12.02_a", &"r".repeat(128)] {
+            assert!(validate_run_id(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn recorded_paths_stay_inside_the_root() {
+        assert_eq!(
+            normalize_relative("shards//run_id=r/./db=00000").unwrap(),
+            "shards/run_id=r/db=00000"
+        );
+        for bad in ["shards/../../other", "..", "a/../b", "a\\..\\b", "", "./"] {
+            assert!(normalize_relative(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn manifest_refs_normalise_to_one_spelling() {
+        let canonical = "manifests/2026-01-01T00:00:00.000000Z_run_id=r/manifest";
+        for spelling in [
+            "s3://b/p/manifests/2026-01-01T00:00:00.000000Z_run_id=r/manifest",
+            "file:///snap/manifests//2026-01-01T00:00:00.000000Z_run_id=r/manifest",
+            "manifests/./2026-01-01T00:00:00.000000Z_run_id=r//manifest",
+        ] {
+            assert_eq!(
+                manifest_ref_relative(spelling).unwrap(),
+                canonical,
+                "{spelling}"
+            );
+        }
+        for bad in [
+            "s3://b/p/manifests/../shards/x",
+            "s3://b/p/manifests/",
+            "s3://b/p/elsewhere",
+            "file:///snap/oldmanifests/x",
+        ] {
+            assert!(manifest_ref_relative(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod btree;
 pub mod current;
 pub mod error;
 pub mod filter;
+pub mod integrity;
 pub mod json;
 pub mod key;
 pub mod layout;

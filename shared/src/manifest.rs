@@ -16,6 +16,9 @@ pub const FORMAT_VERSION: i64 = 4;
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 pub const PAGE_SIZE: u32 = 4096;
 pub const HASH_ALGORITHM: &str = "xxh3_64";
+/// The most shard slots a manifest may have: what the builder accepts. A reader allocates per
+/// slot, so an unbounded `num_dbs` (10^8, 2^32-1) would exhaust memory instead of failing.
+pub const MAX_NUM_DBS: u32 = 65_536;
 /// `key_col` of KV and unified snapshots.
 pub const KEY_COL_KV: &str = "_key";
 /// `key_col` of vector-only snapshots.
@@ -238,8 +241,11 @@ impl Manifest {
     /// Where shard `entry`'s folder (`shards/run_id=R/db=NNNNN/attempt=AA`) lies relative to
     /// the snapshot root: from its recorded `db_url` (resolved against the recorded root, so a
     /// copied or re-hosted snapshot still works), else from the layout.
-    pub fn shard_dir_relative(&self, entry: &ShardEntry) -> String {
-        entry
+    ///
+    /// Normalised, and refused when it would leave the root (`..`): a manifest can name only
+    /// files of its own snapshot.
+    pub fn shard_dir_relative(&self, entry: &ShardEntry) -> Result<String> {
+        let relative = entry
             .db_url
             .as_deref()
             .and_then(|url| {
@@ -252,7 +258,31 @@ impl Manifest {
             .map(str::to_string)
             .unwrap_or_else(|| {
                 crate::layout::shard_dir(&self.meta.run_id, entry.db_id, entry.attempt)
+            });
+        crate::layout::normalize_relative(&relative).map_err(|e| {
+            Error::InvalidManifest(format!(
+                "shard {}: db_url {:?}: {e}",
+                entry.db_id, entry.db_url
+            ))
+        })
+    }
+
+    /// Where a vector routing artifact (`centroids_ref`, `hyperplanes_ref`, as recorded) lies
+    /// relative to the root, normalised and refused when it would leave the root; the layout's
+    /// `vector_meta/run_id=<RUN>/<file>` when none is recorded.
+    pub fn artifact_relative(&self, recorded: Option<&str>, file: &str) -> Result<String> {
+        let relative = recorded
+            .and_then(|url| {
+                crate::layout::relative_to_root(
+                    url,
+                    &self.meta.s3_prefix,
+                    crate::layout::VECTOR_META_DIR,
+                )
             })
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::layout::vector_meta_path(&self.meta.run_id, file));
+        crate::layout::normalize_relative(&relative)
+            .map_err(|e| Error::InvalidManifest(format!("{file} reference {recorded:?}: {e}")))
     }
 
     /// The row of shard `db_id`, or `None` when that slot is empty.
@@ -384,8 +414,11 @@ impl Manifest {
                 meta.format_version
             ));
         }
-        if meta.num_dbs == 0 {
-            return bad("num_dbs is 0".into());
+        if meta.num_dbs == 0 || meta.num_dbs > MAX_NUM_DBS {
+            return bad(format!(
+                "num_dbs is {}, must be 1..={MAX_NUM_DBS}",
+                meta.num_dbs
+            ));
         }
         if self.shards.len() > meta.num_dbs as usize {
             return bad(format!(
@@ -406,6 +439,21 @@ impl Manifest {
                 return bad(format!("shard db_id {} appears twice", shard.db_id));
             }
         }
+        // Totals must be representable as SQLite integers (i64): `info`, the builder's summary
+        // and other readers add them up.
+        let total = |field: fn(&ShardEntry) -> u64| {
+            self.shards
+                .iter()
+                .try_fold(0u64, |sum, shard| sum.checked_add(field(shard)))
+                .filter(|sum| *sum <= i64::MAX as u64)
+        };
+        if total(|s| s.row_count).is_none() || total(|s| s.db_bytes).is_none() {
+            return bad(
+                "the shards' row_count or db_bytes add up to more than a 64-bit integer holds"
+                    .into(),
+            );
+        }
+        self.check_key_ranges_route_to_their_shards()?;
         let sharding = &meta.sharding;
         if sharding.hash_algorithm != HASH_ALGORITHM {
             return bad(format!(
@@ -431,6 +479,66 @@ impl Manifest {
             return bad(format!("run_id {:?} is empty or contains '/'", meta.run_id));
         }
         self.vector_spec()?;
+        Ok(())
+    }
+
+    /// Whether lookups route by the hash of the key (hash-routed KV and unified snapshots):
+    /// then every key stored in shard N routes to N.
+    fn routes_keys_by_hash(&self) -> bool {
+        self.meta.sharding.strategy == Strategy::Hash && self.meta.key_col == KEY_COL_KV
+    }
+
+    /// On a hash-routed KV or unified snapshot every key of shard N routes to N, so the
+    /// `min_key` and `max_key` edgeshard records must too: a manifest whose shard rows were
+    /// swapped or renumbered, or whose `num_dbs` changed, would otherwise send lookups to the
+    /// wrong file and answer "not found". Only rows edgeshard wrote are checked: the format
+    /// calls the bounds informational, and other writers (shardyfusion's own example manifest)
+    /// record bounds that are not keys of the shard. Readers also check the first stored key of
+    /// a shard on its first miss ([`Manifest::check_shard_holds_key`]), whoever wrote it.
+    fn check_key_ranges_route_to_their_shards(&self) -> Result<()> {
+        let meta = &self.meta;
+        if !self.routes_keys_by_hash() {
+            return Ok(());
+        }
+        for shard in self.shards.iter().filter(|s| s.written_by_edgeshard()) {
+            for (name, bound) in [("min_key", &shard.min_key), ("max_key", &shard.max_key)] {
+                let key = match (bound, meta.key_encoding.is_integer()) {
+                    (Some(Value::Number(n)), true) => n.as_i64().map(crate::key::Key::Int),
+                    (Some(Value::String(s)), false) => Some(crate::key::Key::Str(s.clone())),
+                    _ => None,
+                };
+                let Some(key) = key else { continue };
+                let routed = crate::routing::shard_for_key(&key, meta.num_dbs)?;
+                if routed != shard.db_id {
+                    return Err(Error::InvalidManifest(format!(
+                        "shard {}: its {name} {key} routes to shard {routed} (num_dbs {}): the \
+                         shard rows do not match the routing",
+                        shard.db_id, meta.num_dbs
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `encoded_key`, a key stored in shard `db_id` (readers take its first one),
+    /// routes to `db_id`. A shard file under the wrong row (swapped or renumbered rows, another
+    /// `num_dbs`) fails this, so a reader can say so instead of answering "not found" for keys
+    /// it looked for in the wrong file. Snapshots not routed by key hash pass.
+    pub fn check_shard_holds_key(&self, db_id: u32, encoded_key: &[u8]) -> Result<()> {
+        if !self.routes_keys_by_hash() {
+            return Ok(());
+        }
+        let key = self.meta.key_encoding.decode(encoded_key)?;
+        let routed = crate::routing::shard_for_key(&key, self.meta.num_dbs)?;
+        if routed != db_id {
+            return Err(Error::Integrity(format!(
+                "shard {db_id} holds key {key}, which routes to shard {routed} (num_dbs {}): \
+                 the manifest's shard rows do not match the shard files (swapped, renumbered \
+                 or another num_dbs)",
+                self.meta.num_dbs
+            )));
+        }
         Ok(())
     }
 
@@ -645,8 +753,8 @@ mod tests {
                     attempt: 0,
                     row_count: 10,
                     db_bytes: 8192,
-                    min_key: Some(json!(3)),
-                    max_key: Some(json!(97)),
+                    min_key: Some(json!(keys_routing_to(0, 4)[0])),
+                    max_key: Some(json!(keys_routing_to(0, 4)[1])),
                     checkpoint_id: Some("ab".into()),
                     writer_info: Map::new(),
                 },
@@ -663,6 +771,91 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// The two smallest non-negative integer keys that route to `db_id` among `num_dbs`.
+    fn keys_routing_to(db_id: u32, num_dbs: u32) -> Vec<i64> {
+        (0..)
+            .filter(|&k| {
+                crate::routing::shard_for_key(&crate::key::Key::Int(k), num_dbs).unwrap() == db_id
+            })
+            .take(2)
+            .collect()
+    }
+
+    #[test]
+    fn rejects_unbounded_num_dbs() {
+        for num_dbs in [MAX_NUM_DBS + 1, 100_000_000, u32::MAX] {
+            let mut m = sample();
+            m.meta.num_dbs = num_dbs;
+            assert_invalid(&m, "must be 1..=65536");
+        }
+    }
+
+    #[test]
+    fn rejects_totals_that_overflow() {
+        let mut m = sample();
+        m.shards[0].row_count = i64::MAX as u64;
+        m.shards[1].row_count = i64::MAX as u64;
+        m.shards.push(ShardEntry {
+            db_id: 3,
+            ..m.shards[1].clone()
+        });
+        assert_invalid(&m, "64-bit integer");
+    }
+
+    /// [`sample`] as edgeshard's builder would record it (`writer_info.writer`).
+    fn sample_by_edgeshard() -> Manifest {
+        let mut m = sample();
+        for shard in &mut m.shards {
+            shard
+                .writer_info
+                .insert("writer".into(), json!("edgeshard/0.1.0"));
+        }
+        m
+    }
+
+    #[test]
+    fn rejects_shard_rows_that_contradict_the_routing() {
+        // Shard 0's key range relabelled as shard 1 (a swapped or renumbered row).
+        let mut m = sample_by_edgeshard();
+        m.shards[0].db_id = 1;
+        assert_invalid(&m, "routes to shard 0");
+        // Other writers' bounds are informational (the format says so): not checked.
+        let mut m = sample();
+        m.shards[0].db_id = 1;
+        assert!(m.validate().is_ok());
+        // Same rows, one more slot: the keys no longer route where they are stored.
+        let mut m = sample_by_edgeshard();
+        let wrong_modulus = (5..)
+            .find(|&n| {
+                keys_routing_to(0, 4).iter().any(|&k| {
+                    crate::routing::shard_for_key(&crate::key::Key::Int(k), n).unwrap() != 0
+                })
+            })
+            .unwrap();
+        m.meta.num_dbs = wrong_modulus;
+        assert_invalid(&m, "do not match the routing");
+        // Vector-only snapshots are not routed by key: no check.
+        let mut m = sample_by_edgeshard();
+        m.shards[0].db_id = 1;
+        m.meta.key_col = KEY_COL_VECTOR.into();
+        m.meta.key_encoding = KeyEncoding::Raw;
+        assert!(m.validate().is_ok());
+    }
+
+    #[test]
+    fn a_shard_must_hold_keys_that_route_to_it() {
+        let m = sample();
+        let [k0, _] = keys_routing_to(0, 4)[..] else {
+            unreachable!()
+        };
+        let encoded = |k: i64| KeyEncoding::U64Be.encode(&crate::key::Key::Int(k)).unwrap();
+        assert!(m.check_shard_holds_key(0, &encoded(k0)).is_ok());
+        let err = m.check_shard_holds_key(1, &encoded(k0)).unwrap_err();
+        assert!(err.to_string().contains("routes to shard 0"), "{err}");
+        // A stored key the encoding cannot produce is an error too, not a pass.
+        assert!(m.check_shard_holds_key(0, b"abc").is_err());
     }
 
     fn assert_invalid(m: &Manifest, needle: &str) {

@@ -17,6 +17,31 @@ impl Matrix {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
+
+    /// A routing artifact (centroids, hyperplanes) of `cols` = the vectors' dimension, every
+    /// value finite and no row all zeros: a NaN or zero row would route every query to one
+    /// shard instead of failing.
+    pub fn check_routing_artifact(&self, dim: usize) -> Result<()> {
+        if self.cols != dim {
+            return Err(Error::InvalidNpy(format!(
+                "shape ({}, {}) but the vectors have dim {dim}",
+                self.rows, self.cols
+            )));
+        }
+        for i in 0..self.rows {
+            let row = self.row(i);
+            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                return Err(Error::InvalidNpy(format!(
+                    "row {i} column {j} is {} (routing vectors must be finite)",
+                    row[j]
+                )));
+            }
+            if row.iter().all(|v| *v == 0.0) {
+                return Err(Error::InvalidNpy(format!("row {i} is all zeros")));
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn read(bytes: &[u8]) -> Result<Matrix> {
@@ -173,5 +198,29 @@ mod tests {
         let at = big_endian.windows(3).position(|w| w == b"<f4").unwrap();
         big_endian[at] = b'>';
         assert!(read(&big_endian).unwrap_err().to_string().contains(">f4"));
+    }
+
+    #[test]
+    fn routing_artifacts_must_be_finite_and_non_zero() {
+        let m = |data: Vec<f32>| Matrix {
+            rows: 2,
+            cols: 2,
+            data,
+        };
+        assert!(m(vec![1.0, 0.0, 0.0, 1.0])
+            .check_routing_artifact(2)
+            .is_ok());
+        assert!(m(vec![1.0, 0.0, 0.0, 1.0])
+            .check_routing_artifact(3)
+            .is_err());
+        assert!(m(vec![f32::NAN, 0.0, 0.0, 1.0])
+            .check_routing_artifact(2)
+            .is_err());
+        assert!(m(vec![1.0, 0.0, f32::INFINITY, 1.0])
+            .check_routing_artifact(2)
+            .is_err());
+        assert!(m(vec![1.0, 0.0, 0.0, 0.0])
+            .check_routing_artifact(2)
+            .is_err());
     }
 }

@@ -88,8 +88,31 @@ pub fn check_vector(vector: &[f32], dim: usize, metric: Metric) -> Result<()> {
             "all components are zero, so it has no cosine similarity to anything".into(),
         ));
     }
+    // Backends compute distances in f32: a squared norm (cosine) or squared distance past
+    // f32's range is infinite, one below it is zero, and the score comes back as null or 1.0.
+    let norm = norm2(vector).sqrt();
+    if norm > MAX_NORM {
+        return Err(Error::InvalidVector(format!(
+            "its norm is {norm:e}, above {MAX_NORM:e}: distances in float32 would overflow \
+             (scale the vectors down)"
+        )));
+    }
+    if metric == Metric::Cosine && norm < MIN_COSINE_NORM {
+        return Err(Error::InvalidVector(format!(
+            "its norm is {norm:e}, below {MIN_COSINE_NORM:e}: cosine in float32 would divide \
+             by an underflowed norm (scale the vectors up)"
+        )));
+    }
     Ok(())
 }
+
+/// Largest vector norm accepted (build and query, every metric): squared norms and distances up
+/// to `(2 * MAX_NORM)^2 = 4e30` stay finite in f32 (max 3.4e38) with room for the sums.
+pub const MAX_NORM: f64 = 1e15;
+
+/// Smallest norm of a cosine vector: its squared norm (1e-30) and the products it sums stay
+/// normal f32 numbers (min 1.2e-38), so the division cosine makes is by a true norm.
+pub const MIN_COSINE_NORM: f64 = 1e-15;
 
 /// Little-endian f32 bytes, the form sqlite-vec and NPY store.
 pub fn to_le_bytes(vector: &[f32]) -> Vec<u8> {
@@ -204,6 +227,28 @@ impl DotReduction {
         out
     }
 
+    /// An upper bound on `q.v` over every stored vector whose L2 distance to `[q, 0]`, as the
+    /// index reports it, is at least `distance`: what lets a reader stop fetching candidates
+    /// and still be exact whatever the norms.
+    ///
+    /// The index computes in f32: each of the `dim + 1` squared differences and their sum
+    /// round with relative error `eps` (2^-23) of at most `(|q| + M)^2` (no augmented vector is
+    /// further than that from the query), and the stored extra component
+    /// `sqrt(M^2 - |v|^2)` was rounded to f32 once (relative error `3 eps` of `M^2` in its
+    /// square). So the true squared distance is at least
+    /// `distance^2 - ((dim + 3) eps (|q| + M)^2 + 3 eps M^2)`, and `q.v = (|q|^2 + M^2 - d^2) / 2`
+    /// is at most what this returns. The error terms are doubled for margin. When one norm
+    /// dwarfs the rest the bound is loose and readers end up scanning every vector: exact,
+    /// at the cost of a full scan.
+    pub fn max_dot_beyond(&self, q: &[f32], distance: f64) -> f64 {
+        let eps = f32::EPSILON as f64;
+        let q2 = norm2(q);
+        let m2 = self.max_norm * self.max_norm;
+        let reach = q2.sqrt() + self.max_norm;
+        let error = 2.0 * ((q.len() as f64 + 4.0) * eps * reach * reach + 3.0 * eps * m2);
+        (q2 + m2 - (distance * distance - error)) / 2.0
+    }
+
     /// `q.v` recovered from the augmented L2 distance `d`: `(|q|^2 + M^2 - d^2) / 2`. Only as
     /// exact as `d` (readers re-rank with [`dot`] on the stored vector instead).
     pub fn dot_from_distance(&self, q: &[f32], d: f64) -> f64 {
@@ -234,6 +279,17 @@ mod tests {
         assert!(check_vector(&[f32::INFINITY, 0.0], 2, Metric::L2).is_err());
         assert!(check_vector(&[0.0, 0.0], 2, Metric::Cosine).is_err());
         assert!(check_vector(&[0.0, 0.0], 2, Metric::L2).is_ok());
+        // Norms whose f32 squares under- or overflow (accepted before, scored null or 1.0).
+        for tiny in [1e-30f32, 1e-44] {
+            let e = check_vector(&[tiny, 0.0], 2, Metric::Cosine).unwrap_err();
+            assert!(e.to_string().contains("below"), "{e}");
+            assert!(check_vector(&[tiny, 0.0], 2, Metric::L2).is_ok());
+        }
+        for metric in [Metric::Cosine, Metric::L2, Metric::DotProduct] {
+            let e = check_vector(&[1e30, 1.0], 2, metric).unwrap_err();
+            assert!(e.to_string().contains("above"), "{e}");
+            assert!(check_vector(&[1e-3, 1e3], 2, metric).is_ok());
+        }
     }
 
     #[test]
@@ -294,5 +350,45 @@ mod tests {
         by_dot.sort_by(|a, b| dot(&q, &vs[*b]).total_cmp(&dot(&q, &vs[*a])));
         assert_eq!(by_l2, by_dot);
         assert!(DotReduction::for_vectors([&[0.0f32, 0.0][..]]).is_err());
+    }
+
+    /// The L2 distance as an f32 index computes it: f32 differences, squares and a running sum.
+    fn l2_f32(a: &[f32], b: &[f32]) -> f64 {
+        let sum: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+        sum.sqrt() as f64
+    }
+
+    #[test]
+    fn the_dot_bound_holds_for_any_norms() {
+        // A deterministic spread of vectors, one with a norm that dwarfs the rest (the case
+        // that lost 46 of 60 top-10 ids before): for every stored vector, its true dot is at
+        // most the bound computed from its f32 distance.
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for (dim, giant) in [(4usize, 1e4f32), (64, 3e3), (384, 1.0)] {
+            let mut vs: Vec<Vec<f32>> = (0..300)
+                .map(|_| (0..dim).map(|_| next()).collect())
+                .collect();
+            vs[17] = vs[17].iter().map(|x| x * giant).collect();
+            let r = DotReduction::for_vectors(vs.iter().map(Vec::as_slice)).unwrap();
+            for _ in 0..20 {
+                let q: Vec<f32> = (0..dim).map(|_| next()).collect();
+                let qa = DotReduction::augment_query(&q);
+                for v in &vs {
+                    let d = l2_f32(&qa, &r.augment(v));
+                    let bound = r.max_dot_beyond(&q, d);
+                    assert!(
+                        dot(&q, v) <= bound,
+                        "dim {dim}: dot {} above the bound {bound}",
+                        dot(&q, v)
+                    );
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! from the generated data, `Metric::score` (exact f64 arithmetic) and the spec's golden values.
 
 pub mod debian;
+pub mod fault_server;
 pub mod http_server;
 pub mod net;
 pub mod proxy;

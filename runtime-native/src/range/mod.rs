@@ -423,6 +423,30 @@ impl RangeFile {
         let blocks = source.read_ranges(ranges)?;
         let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        // A body shorter (or longer) than the range asked for would otherwise be padded into
+        // pages of zeros and read as data: keys "not found", wrong values.
+        if blocks.len() != ranges.len() {
+            return Err(Error::Remote {
+                location: source.location(),
+                detail: format!(
+                    "asked for {} ranges, got {} bodies",
+                    ranges.len(),
+                    blocks.len()
+                ),
+            });
+        }
+        for (&(offset, length), block) in ranges.iter().zip(&blocks) {
+            if block.len() as u64 != length {
+                return Err(Error::Remote {
+                    location: source.location(),
+                    detail: format!(
+                        "asked for {length} bytes at offset {offset}, the body has {} \
+                         (a truncated response; retrying may help)",
+                        block.len()
+                    ),
+                });
+            }
+        }
         Ok(blocks)
     }
 
