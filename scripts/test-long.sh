@@ -48,6 +48,8 @@ else
 fi
 
 if [ "$with_lance" = 1 ]; then
+    # The dev profile (dependencies at opt-level 2), as docs/benchmarks.md's LanceDB figures were
+    # measured; CI builds the `lance` profile (opt-level 1), so this compiles its own tree.
     lance() {
         echo "== lance_bench $*" >&2
         CARGO_TARGET_DIR="$EDGESHARD_LANCE_TARGET_DIR" \

@@ -60,9 +60,11 @@ step "cargo test --workspace" test_workspace
 # The LanceDB backend (cargo feature `lancedb`, off by default: its dependency tree is large),
 # built in its own target directory (scripts/env.sh) with the same clippy-driver wrapper. The
 # bench example is compiled here (not run) so it cannot rot; it shares the test build's deps.
+# Profile `lance` (Cargo.toml): dependencies at opt-level 1, which compiles LanceDB's tree
+# faster than the dev profile's opt-level 2.
 lance_cargo() {
     CARGO_TARGET_DIR="$EDGESHARD_LANCE_TARGET_DIR" \
-        cargo "$@" --features edgeshard-tests/lancedb,edgeshard-native/lancedb
+        cargo "$@" --profile lance --features edgeshard-tests/lancedb,edgeshard-native/lancedb
 }
 build_lance() {
     lance_cargo test -p edgeshard-native -p edgeshard-tests --lib --test lancedb --no-run \
