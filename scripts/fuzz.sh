@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer through cargo-fuzz, on stable Rust with --sanitizer none)
-# of edgeshard-shared's parsers and validators: manifest, _CURRENT, sidecar, NPY, filters and
-# recorded paths (shared/fuzz/fuzz_targets/). A crash, panic or failed assertion stops the run
-# and leaves the input under $CARGO_TARGET_DIR/fuzz/artifacts/<target>/.
+# of edgeshard-shared's parsers and validators: manifest, _CURRENT, sidecar, NPY, filters,
+# recorded paths and SQLite page bytes (shared/fuzz/fuzz_targets/). A crash, panic or failed
+# assertion stops the run and leaves the input under $CARGO_TARGET_DIR/fuzz/artifacts/<target>/.
 #
 #   bash scripts/fuzz.sh --seconds 10            # bounded smoke run per target (CI, test.sh)
 #   bash scripts/fuzz.sh --runs 10000000         # the documented long run (scripts/test-long.sh)
@@ -20,12 +20,12 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) limit=("-max_total_time=$2"); shift 2 ;;
         --runs) limit=("-runs=$2"); shift 2 ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
         -*) echo "usage: bash scripts/fuzz.sh [--seconds N | --runs N] [target...]" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
-all=(manifest current sidecar npy filter layout)
+all=(manifest current sidecar npy filter layout pages)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
 # cargo-fuzz from crates.io, once (cached in ~/.cargo/bin).

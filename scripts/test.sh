@@ -14,18 +14,37 @@ source scripts/env.sh
 
 # Test runner output is also collected here, to print one total at the end.
 results=$(mktemp)
-timings=$(mktemp)
-trap 'rm -f "$results" "$timings"' EXIT
+mkdir -p "$CARGO_TARGET_DIR"
+timings="$CARGO_TARGET_DIR/test-timings.tsv"
+: >"$timings"
 run_start=$SECONDS
+current_step=
+current_start=0
+
+# The table of step times is printed and kept however the run ends (a failed step is marked),
+# so a red run still tells what each step cost.
+finish() {
+    local status=$?
+    if [ -n "$current_step" ]; then
+        printf '%s (failed)\t%d\n' "$current_step" "$((SECONDS - current_start))" >>"$timings"
+    fi
+    printf '%s\t%d\n' "total" "$((SECONDS - run_start))" >>"$timings"
+    echo "== wall time per step (seconds)" >&2
+    column -t -s $'\t' "$timings" >&2
+    rm -f "$results"
+    exit "$status"
+}
+trap finish EXIT
 
 # step NAME COMMAND...: runs COMMAND, records its wall time under NAME.
 step() {
-    local name=$1
+    current_step=$1
     shift
-    local started=$SECONDS
-    echo "== $name" >&2
+    current_start=$SECONDS
+    echo "== $current_step" >&2
     "$@"
-    printf '%s\t%d\n' "$name" "$((SECONDS - started))" >>"$timings"
+    printf '%s\t%d\n' "$current_step" "$((SECONDS - current_start))" >>"$timings"
+    current_step=
 }
 
 cargo_timings=()
@@ -85,12 +104,6 @@ test_wasm() {
 step "wasm tests (wasm-bindgen, Node, Chromium, workerd, www)" test_wasm
 
 step "demo on the bundled sample" bash scripts/demo.sh
-
-printf '%s\t%d\n' "total" "$((SECONDS - run_start))" >>"$timings"
-mkdir -p "$CARGO_TARGET_DIR"
-cp "$timings" "$CARGO_TARGET_DIR/test-timings.tsv"
-echo "== wall time per step (seconds)" >&2
-column -t -s $'\t' "$timings" >&2
 
 # One closing line for the whole run: every test of every runner above.
 passed=$(grep -Eo '[0-9]+ passed' "$results" | awk '{s += $1} END {print s + 0}')

@@ -27,7 +27,7 @@ use edgeshard_shared::manifest::{
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::vector::DotReduction;
 use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
-use edgeshard_shared::{layout, routing, vector, KeyEncoding, Metric};
+use edgeshard_shared::{integrity, layout, routing, vector, KeyEncoding, Metric};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -259,9 +259,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         let path = publisher.staged_shard_path(db_id as u32)?;
         let (shard, plan) = match &lance_layout {
             None => (
-                write_shard(&path, records, vectors.as_ref(), opts.page_size, &|n| {
-                    bar.inc(n)
-                })?,
+                write_shard(
+                    &path,
+                    records,
+                    vectors.as_ref(),
+                    opts.page_size,
+                    (integrity::page_seed(&run_id, db_id as u32), db_id as u32),
+                    &|n| bar.inc(n),
+                )?,
                 None,
             ),
             Some(layout) => write_lance(
@@ -270,6 +275,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 layout,
                 opts.vector_only.is_none(),
                 opts.page_size,
+                (integrity::page_seed(&run_id, db_id as u32), db_id as u32),
                 &|n| bar.inc(n),
             )?,
         };
@@ -437,6 +443,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                     sidecar.as_ref(),
                     *plan,
                     plan.is_none().then_some(s.checkpoint_id.as_str()),
+                    s.page_seed,
                 ),
             })
             .collect(),
@@ -917,13 +924,21 @@ fn write_lance(
     layout: &crate::lance_writer::LanceLayout,
     composite: bool,
     page_size: u32,
+    page_seed: (u64, u32),
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<(ShardStats, Option<IndexPlan>)> {
     let shard_dir = db_path
         .parent()
         .ok_or_else(|| Error::Usage(format!("no folder for {}", db_path.display())))?;
     let kv = match composite {
-        true => Some(write_shard(db_path, records, None, page_size, &|_| {})?),
+        true => Some(write_shard(
+            db_path,
+            records,
+            None,
+            page_size,
+            page_seed,
+            &|_| {},
+        )?),
         false => None,
     };
     let db_dir = match composite {
@@ -944,6 +959,7 @@ fn write_lance(
             min_key: records.first().map(|r| r.key.clone()),
             max_key: records.last().map(|r| r.key.clone()),
             duration_ms: lance.duration_ms,
+            page_seed: None,
         },
     };
     Ok((stats, Some(lance.plan)))
@@ -956,6 +972,7 @@ fn write_lance(
     layout: &NoLance,
     _composite: bool,
     _page_size: u32,
+    _page_seed: (u64, u32),
     _on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<(ShardStats, Option<IndexPlan>)> {
     match *layout {}
@@ -1020,6 +1037,7 @@ fn writer_info(
     sidecar: Option<&SidecarStats>,
     plan: Option<IndexPlan>,
     content_hash: Option<&str>,
+    page_seed: Option<u64>,
 ) -> Map<String, Value> {
     let Value::Object(mut map) = json!({
         "attempt": 0,
@@ -1034,9 +1052,12 @@ fn writer_info(
         map.insert("sidecar_tag".into(), sidecar.tag.clone().into());
     }
     if let Some(hash) = content_hash {
+        map.insert(integrity::CONTENT_HASH_KEY.into(), hash.into());
+    }
+    if let Some(seed) = page_seed {
         map.insert(
-            edgeshard_shared::integrity::CONTENT_HASH_KEY.into(),
-            hash.into(),
+            integrity::PAGE_SEED_KEY.into(),
+            format!("{seed:016x}").into(),
         );
     }
     if let Some(plan) = plan {

@@ -8,12 +8,12 @@
 
 use crate::error::{Error, Result};
 use crate::input::Record;
+use edgeshard_shared::integrity;
 use edgeshard_shared::json::{to_string_sorted, Style};
 use edgeshard_shared::vector::DotReduction;
 use edgeshard_shared::{vector, Key, Metric};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, FileControl};
 use serde_json::Value;
-use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -45,6 +45,9 @@ pub struct ShardStats {
     pub min_key: Option<Key>,
     pub max_key: Option<Key>,
     pub duration_ms: u64,
+    /// The seed of the page checksums every page of the SQLite file carries
+    /// ([`edgeshard_shared::integrity::seal_pages`]); `None` when there is no SQLite file.
+    pub page_seed: Option<u64>,
 }
 
 pub struct VectorLayout {
@@ -56,13 +59,17 @@ pub struct VectorLayout {
     pub kv: bool,
 }
 
-/// Writes `records` (sorted by encoded key, no duplicates) to a new SQLite file at `path`.
+/// Writes `records` (sorted by encoded key, no duplicates) to a new SQLite file at `path`, every
+/// page of it carrying a checksum of `page_seed` = (seed, db_id) (see [`integrity`]).
 /// `on_rows` is called as rows are written, for progress reporting.
+///
+/// [`integrity`]: edgeshard_shared::integrity
 pub fn write_shard(
     path: &Path,
     records: &[Record],
     vectors: Option<&VectorLayout>,
     page_size: u32,
+    page_seed: (u64, u32),
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<ShardStats> {
     let started = Instant::now();
@@ -77,10 +84,16 @@ pub fn write_shard(
          PRAGMA journal_mode = OFF;
          PRAGMA synchronous = OFF;
          PRAGMA locking_mode = EXCLUSIVE;
-         PRAGMA cache_size = -65536;
-         {KV_DDL};"
+         PRAGMA cache_size = -65536;"
     ))
     .map_err(Error::sqlite(&location))?;
+    // Room for the page checksums, set while the database is still empty (SQLite fixes it when
+    // the first page is written). Part of the file format: every SQLite reader honours it.
+    let mut reserve = integrity::PAGE_CHECKSUM_BYTES as std::ffi::c_int;
+    conn.file_control(Some("main"), FileControl::ReserveBytes(&mut reserve))
+        .map_err(Error::sqlite(&location))?;
+    conn.execute_batch(KV_DDL)
+        .map_err(Error::sqlite(&location))?;
     if let Some(v) = vectors {
         conn.execute_batch(&format!(
             "{}; {VEC_PAYLOADS_DDL}; {VEC_ID_MAP_DDL};",
@@ -163,7 +176,7 @@ pub fn write_shard(
     tx.commit().map_err(Error::sqlite(&location))?;
     conn.close().map_err(|(_, e)| sql(e))?;
 
-    let (bytes, checkpoint_id) = hash_file(path)?;
+    let (bytes, checkpoint_id) = seal_file(path, page_seed)?;
     Ok(ShardStats {
         rows: records.len() as u64,
         bytes,
@@ -171,6 +184,7 @@ pub fn write_shard(
         min_key: records.first().map(|r| r.key.clone()),
         max_key: records.last().map(|r| r.key.clone()),
         duration_ms: started.elapsed().as_millis() as u64,
+        page_seed: Some(page_seed.0),
     })
 }
 
@@ -197,23 +211,19 @@ fn original_id_json(key: &Key, record: u64) -> Result<String> {
     ))
 }
 
-/// Size and content hash (xxh3-128, hex) of a file: the shard's `checkpoint_id`, a cache
-/// identity that changes whenever the bytes do.
-fn hash_file(path: &Path) -> Result<(u64, String)> {
+/// Seals the finished file's pages (gaps zeroed, checksums written, see
+/// [`integrity::seal_pages`]) and returns its size and content hash (xxh3-128, hex): the
+/// shard's `checkpoint_id`, a cache identity that changes whenever the bytes do.
+fn seal_file(path: &Path, (seed, db_id): (u64, u32)) -> Result<(u64, String)> {
     let location = path.display().to_string();
-    let mut file = std::fs::File::open(path).map_err(Error::io(&location))?;
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(Error::io(&location))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((total, format!("{:032x}", hasher.digest128())))
+    let mut image = std::fs::read(path).map_err(Error::io(&location))?;
+    integrity::seal_pages(&mut image, seed, db_id).map_err(|e| {
+        Error::Usage(format!(
+            "internal: sealing the pages of {location} failed: {e}"
+        ))
+    })?;
+    std::fs::write(path, &image).map_err(Error::io(&location))?;
+    Ok((image.len() as u64, integrity::content_hash(&image)))
 }
 
 #[cfg(test)]

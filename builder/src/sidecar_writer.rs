@@ -9,8 +9,8 @@
 //! [`Sidecar::parse`]: edgeshard_shared::sidecar::Sidecar::parse
 
 use crate::error::{Error, Result};
-use edgeshard_shared::layout;
-use edgeshard_shared::sidecar::{analyze, assemble};
+use edgeshard_shared::sidecar::{analyze, assemble, SidecarContent};
+use edgeshard_shared::{integrity, layout};
 use md5::{Digest, Md5};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,8 +53,8 @@ pub fn s3_single_part_etag(bytes: &[u8]) -> String {
 }
 
 /// Writes the sidecar of `db_path` bound to `tag`. `Ok(None)` (and no file) when the database
-/// cannot have one: it reserves bytes per page (the format makes no sidecar then), or its
-/// sidecar would exceed what readers accept. Any other problem is an error.
+/// cannot have one: it reserves bytes per page for something other than edgeshard's page
+/// checksums, or its sidecar would exceed what readers accept. Any other problem is an error.
 pub fn write_sidecar(db_path: &Path, tag: &str) -> Result<Option<SidecarStats>> {
     let db = std::fs::read(db_path).map_err(Error::io(db_path.display()))?;
     write_for_image(db_path, &db, tag)
@@ -69,27 +69,40 @@ pub fn write_local_sidecar(db_path: &Path) -> Result<Option<SidecarStats>> {
 }
 
 fn write_for_image(db_path: &Path, db: &[u8], tag: &str) -> Result<Option<SidecarStats>> {
-    // Header byte 20: bytes reserved at the end of each page. `analyze` refuses such images;
-    // checking here keeps that case apart from real errors (a corrupt or truncated file).
-    if db.len() >= 100 && db[20] != 0 {
+    // Header byte 20: bytes reserved at the end of each page. shardyfusion writes no sidecar for
+    // such files, because a checksum or cipher may cover the gap a sidecar strips. Our own page
+    // checksums are sealed over zeroed gaps, so their pages rebuild byte for byte (`analyze`
+    // verifies that for every page it keeps) and a sidecar is safe; any other reserve (another
+    // tool's file) gets none.
+    if db.len() >= 100 && db[20] != 0 && db[20] != integrity::PAGE_CHECKSUM_BYTES {
         return Ok(None);
     }
     let content = analyze(db)?;
-    let body = content.encode_body();
-    if body.len() > MAX_BODY {
+    let Some((file, body_bytes)) = encode_sidecar(&content, tag)? else {
         return Ok(None);
-    }
-    let frame = compress(&body).map_err(Error::io(db_path.display()))?;
-    let file = assemble(content.page_size, tag, body.len() as u64, &frame)?;
+    };
     let path = sidecar_path(db_path);
     std::fs::write(&path, &file).map_err(Error::io(path.display()))?;
     Ok(Some(SidecarStats {
         tag: tag.to_string(),
         bytes: file.len() as u64,
-        body_bytes: body.len() as u64,
+        body_bytes,
         pages: content.pages.len(),
         chains: content.chains.len(),
     }))
+}
+
+/// The sidecar file of `content` bound to `tag` (the body compressed as one zstd frame with its
+/// checksum) and the body's uncompressed size. `None` when the body exceeds what readers
+/// accept.
+pub fn encode_sidecar(content: &SidecarContent, tag: &str) -> Result<Option<(Vec<u8>, u64)>> {
+    let body = content.encode_body();
+    if body.len() > MAX_BODY {
+        return Ok(None);
+    }
+    let frame = compress(&body).map_err(Error::io("the sidecar body (in memory)"))?;
+    let file = assemble(content.page_size, tag, body.len() as u64, &frame)?;
+    Ok(Some((file, body.len() as u64)))
 }
 
 /// One zstd frame with its content checksum.
@@ -159,9 +172,9 @@ mod tests {
     fn reserved_bytes_mean_no_sidecar_and_no_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = small_db(dir.path());
-        // Header byte 20: bytes reserved per page (e.g. by a checksum VFS).
+        // Header byte 20: bytes reserved per page by another tool (a checksum or cipher VFS).
         let mut bytes = std::fs::read(&db).unwrap();
-        bytes[20] = 8;
+        bytes[20] = 32;
         std::fs::write(&db, bytes).unwrap();
         assert_eq!(write_sidecar(&db, "\"t\"").unwrap(), None);
         assert!(!sidecar_path(&db).exists());

@@ -892,7 +892,7 @@ impl Snapshot {
                     .ok()
                     .and_then(|bytes| Sidecar::parse(&bytes).ok())
                     .map(|s| s.content);
-                self.open_range(Box::new(source), sidecar)?
+                self.open_range(shard, Box::new(source), sidecar)?
             }
             (Root::Local(dir), _) => {
                 let path = dir.join(&shard.relative);
@@ -918,7 +918,7 @@ impl Snapshot {
                     .filter(|s| Some(s.tag.as_str()) == etag.as_deref())
                     .map(|s| s.content);
                 let source = remote.range_source(&shard.relative, size, etag);
-                self.open_range(Box::new(source), sidecar)?
+                self.open_range(shard, Box::new(source), sidecar)?
             }
             (Root::Remote(_), _) => open_local_file(&self.download(shard)?)?,
         };
@@ -931,16 +931,28 @@ impl Snapshot {
         Ok(conn)
     }
 
+    /// Opens a shard page by page; when its writer recorded page checksums, every page is
+    /// checked before SQLite sees it.
     fn open_range(
         &self,
+        shard: &ShardHandle,
         source: Box<dyn RangeSource>,
         sidecar: Option<SidecarContent>,
     ) -> Result<Connection> {
+        let verifier = shard
+            .entry
+            .page_verifier()
+            .map_err(|e| Error::CorruptShard {
+                db_id: shard.entry.db_id,
+                location: shard.location.clone(),
+                detail: e.to_string(),
+            })?;
         let file = RangeFile::open_with_stats(
             source,
             sidecar,
             self.options.cache_pages,
             self.stats.clone(),
+            verifier,
         )?;
         vfs::open_connection(Arc::new(file))
     }

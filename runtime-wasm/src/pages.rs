@@ -6,6 +6,7 @@
 //! read-ahead) and fails. The async driver (`snapshot.rs`) then fetches every recorded page of
 //! every shard in one parallel round and runs the statement again.
 
+use edgeshard_shared::integrity::PageVerifier;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -190,6 +191,10 @@ pub struct ShardPages {
     /// Size of `shard.db` in bytes.
     pub len: u64,
     pub page_size: u32,
+    /// Page size less the bytes each page reserves: what cell-size arithmetic needs.
+    pub usable_size: u32,
+    /// Checks fetched pages before they are stored, when the shard's pages carry checksums.
+    verifier: Option<PageVerifier>,
     /// Never evicted: the sidecar's pages, page 1, chains hanging off interior pages.
     pinned: RefCell<HashMap<u32, Rc<[u8]>>>,
     /// Page -> the whole overflow chain it belongs to (from the sidecar).
@@ -205,10 +210,14 @@ pub struct ShardPages {
 }
 
 impl ShardPages {
+    /// `pinned` must already have passed `verifier` (see [`ShardPages::check_block`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         slot: u32,
         len: u64,
         page_size: u32,
+        usable_size: u32,
+        verifier: Option<PageVerifier>,
         pinned: HashMap<u32, Rc<[u8]>>,
         chains: Vec<Vec<u32>>,
         cache: Rc<RefCell<PageCache>>,
@@ -225,6 +234,8 @@ impl ShardPages {
             slot,
             len,
             page_size,
+            usable_size,
+            verifier,
             pinned: RefCell::new(pinned),
             chain_of,
             cache,
@@ -374,6 +385,17 @@ impl ShardPages {
         self.read_ahead.set((0, 1));
     }
 
+    /// Checks the pages of a block fetched from byte `offset` against their checksums (a no-op
+    /// when the shard's pages carry none). Call before [`ShardPages::insert_block`] or
+    /// [`ShardPages::pin_block`].
+    pub fn check_block(&self, offset: u64, block: &[u8]) -> Result<(), edgeshard_shared::Error> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(());
+        };
+        let first = (offset / self.page_size as u64) as u32 + 1;
+        verifier.check_block(first, block, self.page_size as usize)
+    }
+
     /// Stores pages fetched as one block starting at byte `offset`.
     pub fn insert_block(&self, offset: u64, block: &[u8]) {
         let page_size = self.page_size as usize;
@@ -454,6 +476,8 @@ mod tests {
             0,
             len,
             4096,
+            4096,
+            None,
             pinned,
             chains,
             Rc::new(RefCell::new(PageCache::new(1 << 20))),

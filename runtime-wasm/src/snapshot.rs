@@ -139,7 +139,8 @@ struct OpenShard {
     /// Whether a search already planned this shard's vector reads.
     vectors_planned: Cell<bool>,
     /// Set once the shard's first stored key was seen to route to it (checked before its
-    /// first "not found" is answered, as runtime-native does).
+    /// first "not found" is answered, as runtime-native does), or from the start when page
+    /// checksums and checked key bounds already tie the file to its slot.
     routing_checked: Cell<bool>,
 }
 
@@ -909,9 +910,22 @@ impl Snapshot {
             _ => None,
         };
         let has_sidecar = sidecar.is_some();
+        // Pages of a shard whose writer recorded page checksums are all checked: the sidecar's
+        // before they are pinned, fetched ones before they are stored.
+        let verifier = slot
+            .entry
+            .page_verifier()
+            .map_err(|e| corrupt(e.to_string()))?;
         let (page_size, mut pinned, chains, interior_heads) = match sidecar {
             Some(sidecar) => {
                 let heads = interior_chain_heads(&sidecar.content);
+                if let Some(verifier) = &verifier {
+                    for (number, page) in &sidecar.content.pages {
+                        verifier
+                            .check_page(*number, page)
+                            .map_err(|e| corrupt(e.to_string()))?;
+                    }
+                }
                 let pinned = sidecar
                     .content
                     .pages
@@ -938,20 +952,37 @@ impl Snapshot {
         {
             let mut first = probe.bytes[..page_size_bytes.min(probe.bytes.len())].to_vec();
             first.resize(page_size_bytes, 0);
+            if let Some(verifier) = &verifier {
+                verifier
+                    .check_page(1, &first)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
             pinned.insert(1, Rc::from(first));
         }
+        // An edgeshard-written row's key bounds were checked against the routing at open, and
+        // page checksums bind the file to this row's slot: the first-miss routing check (one
+        // more round) would prove nothing more.
+        let provenance_checked = verifier.is_some() && slot.entry.written_by_edgeshard();
+        let reserved = pinned.get(&1).and_then(|p| p.get(20)).copied().unwrap_or(0);
         let pages = Rc::new(ShardPages::new(
             db_id,
             probe.total,
             page_size,
+            page_size.saturating_sub(reserved as u32),
+            verifier,
             pinned,
             chains,
             self.cache.clone(),
             self.counters.clone(),
         ));
-        // The rest of the first block: paid for, so cached.
+        // The rest of the first block: paid for, so cached (when its pages pass their checks;
+        // otherwise they are fetched again when needed).
         if probe.bytes.len() > page_size_bytes {
-            pages.insert_block(page_size as u64, &probe.bytes[page_size_bytes..]);
+            let rest = &probe.bytes[page_size_bytes..];
+            let whole = rest.len() - rest.len() % page_size_bytes;
+            if pages.check_block(page_size as u64, &rest[..whole]).is_ok() {
+                pages.insert_block(page_size as u64, rest);
+            }
         }
         let chain_pages: Vec<u32> = interior_heads
             .iter()
@@ -970,7 +1001,7 @@ impl Snapshot {
             conn,
             has_sidecar,
             vectors_planned: Cell::new(false),
-            routing_checked: Cell::new(false),
+            routing_checked: Cell::new(provenance_checked),
         })
     }
 
@@ -1032,7 +1063,7 @@ impl Snapshot {
                 let Some(page) = shard.pages.peek_page(*number) else {
                     continue;
                 };
-                for head in index_overflow_heads(*number, &page, shard.pages.page_size) {
+                for head in index_overflow_heads(*number, &page, shard.pages.usable_size) {
                     if let Some(chain) = shard.pages.chain_of(head) {
                         shard.pages.want(chain.iter().copied());
                         follow |= shard.pages.has_missing();
@@ -1063,11 +1094,28 @@ impl Snapshot {
                 .map(move |(offset, length)| {
                     let shard = shard.clone();
                     async move {
-                        let answer = self
+                        let mut answer = self
                             .fetcher
                             .get_range(&shard.url, "shard database", offset, length)
                             .await?;
                         shard.check(&answer)?;
+                        // Pages that fail their checksums are fetched once more (a network
+                        // that flipped a bit rarely does it twice); failing again is an error.
+                        if shard.pages.check_block(offset, &answer.bytes).is_err() {
+                            answer = self
+                                .fetcher
+                                .get_range(&shard.url, "shard database", offset, length)
+                                .await?;
+                            shard.check(&answer)?;
+                            shard
+                                .pages
+                                .check_block(offset, &answer.bytes)
+                                .map_err(|e| Error::CorruptShard {
+                                    db_id: shard.db_id,
+                                    url: shard.url.clone(),
+                                    detail: e.to_string(),
+                                })?;
+                        }
                         if pin {
                             shard.pages.pin_block(offset, &answer.bytes);
                         } else {
@@ -1126,7 +1174,7 @@ impl Snapshot {
         for (shard, pages) in todo.iter().zip(&fetched) {
             for number in pages {
                 if let Some(page) = shard.pages.peek_page(*number) {
-                    for head in btree::overflow_heads(*number, &page, shard.pages.page_size) {
+                    for head in btree::overflow_heads(*number, &page, shard.pages.usable_size) {
                         match shard.pages.chain_of(head) {
                             Some(chain) => shard.pages.want(chain.iter().copied()),
                             None => shard.pages.want([head]),

@@ -97,12 +97,18 @@ pub(crate) fn local_payload(u: usize, payload: usize, table_leaf: bool) -> usize
 }
 
 /// First overflow page of every overflowing cell of a leaf page (table leaf or index leaf) or of
-/// an interior index page; empty for other pages. Malformed cells are skipped.
-pub fn overflow_heads(number: u32, page: &[u8], page_size: u32) -> Vec<u32> {
+/// an interior index page; empty for other pages. `usable_size` is the page size less the bytes
+/// each page reserves (header byte 20). Malformed cells are skipped.
+pub fn overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<u32> {
     let Some((kind, offsets)) = cells(number, page) else {
         return Vec::new();
     };
-    let u = page_size as usize;
+    // SQLite's own minimum usable size is 480; anything smaller is a malformed header and the
+    // cell arithmetic below would underflow.
+    if usable_size < 480 {
+        return Vec::new();
+    }
+    let u = usable_size as usize;
     let mut heads = Vec::new();
     for cell in offsets {
         let (payload_at, table_leaf) = match kind {

@@ -236,6 +236,20 @@ pub fn assemble(page_size: u32, tag: &str, body_size: u64, zstd_frame: &[u8]) ->
     Ok(out)
 }
 
+impl SidecarContent {
+    /// Bytes per page SQLite may use (the page size less the bytes each page reserves, header
+    /// byte 20 of page 1): what cell-size arithmetic needs. The page size when page 1 is absent.
+    pub fn usable_size(&self) -> u32 {
+        let reserved = self
+            .pages
+            .get(&1)
+            .and_then(|page| page.get(20))
+            .copied()
+            .unwrap_or(0);
+        self.page_size.saturating_sub(reserved as u32)
+    }
+}
+
 /// Heads of the overflow chains that start in cells of pinned *interior* index pages.
 ///
 /// A WITHOUT ROWID table (like `kv`) keeps whole rows in its interior cells, so a large value
@@ -247,7 +261,7 @@ pub fn interior_chain_heads(content: &SidecarContent) -> Vec<u32> {
         .pages
         .iter()
         .filter(|(number, page)| page.get(page_base(**number)) == Some(&2))
-        .flat_map(|(number, page)| index_overflow_heads(*number, page, content.page_size))
+        .flat_map(|(number, page)| index_overflow_heads(*number, page, content.usable_size()))
         .collect();
     heads.sort_unstable();
     heads.dedup();
@@ -257,11 +271,11 @@ pub fn interior_chain_heads(content: &SidecarContent) -> Vec<u32> {
 /// Heads of the overflow chains of the cells of one index B-tree page (types 2 and 10); empty
 /// for other pages. SQLite reads the whole payload of an overflowing index cell whenever a
 /// search compares against it, so a reader that has just fetched such a page can fetch all of
-/// these chains in the next round instead of one round per comparison. Malformed pages yield
-/// what could be read.
-pub fn index_overflow_heads(number: u32, page: &[u8], page_size: u32) -> Vec<u32> {
+/// these chains in the next round instead of one round per comparison. `usable_size` is the page
+/// size less the bytes reserved per page. Malformed pages yield what could be read.
+pub fn index_overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<u32> {
     match page.get(page_base(number)) {
-        Some(2) | Some(10) => crate::btree::overflow_heads(number, page, page_size),
+        Some(2) | Some(10) => crate::btree::overflow_heads(number, page, usable_size),
         _ => Vec::new(),
     }
 }
@@ -365,8 +379,18 @@ pub fn analyze(db: &[u8]) -> Result<SidecarContent> {
     let pages = keep
         .into_iter()
         .map(|n| {
-            let stripped = strip_page(n, image.page(n)?);
-            Ok((n, rebuild_page(n, &stripped, image.page_size as u32)?))
+            let page = image.page(n)?;
+            let rebuilt = rebuild_page(n, &strip_page(n, page), image.page_size as u32)?;
+            // Pages that reserve bytes (page checksums) must rebuild byte for byte, or the
+            // checksum a reader verifies would not match: the writer zeroes the gaps first
+            // (`integrity::seal_pages`).
+            if image.usable != image.page_size && rebuilt != page {
+                return Err(bad(format!(
+                    "page {n} reserves bytes per page and its unused gap is not zero, so its \
+                     gap-stripped copy would not rebuild byte for byte"
+                )));
+            }
+            Ok((n, rebuilt))
         })
         .collect::<Result<_>>()?;
     Ok(SidecarContent {
@@ -374,6 +398,31 @@ pub fn analyze(db: &[u8]) -> Result<SidecarContent> {
         pages,
         chains,
     })
+}
+
+/// Every B-tree page of a database image (interior and leaf pages of the schema tree and of
+/// every table and index it names), ascending. Overflow, freelist and other pages are not
+/// listed.
+pub fn btree_pages(db: &[u8]) -> Result<BTreeSet<u32>> {
+    let image = DbImage::new(db)?;
+    let mut pages = BTreeSet::new();
+    let mut chains = Vec::new();
+    let mut roots = Vec::new();
+    image.walk(1, true, &mut pages, &mut chains, &mut |payload| {
+        if let Some(root) = schema_rootpage(payload) {
+            roots.push(root);
+        }
+    })?;
+    for root in roots {
+        image.walk(root, true, &mut pages, &mut chains, &mut |_| {})?;
+    }
+    Ok(pages)
+}
+
+/// For a B-tree page, the unused gap between its cell pointer array and its cell content area,
+/// as a byte range of the page (`None` for other pages). SQLite never reads it.
+pub fn unused_gap(number: u32, page: &[u8]) -> Option<std::ops::Range<usize>> {
+    btree_gap(number, page).map(|(cpa_end, cca)| cpa_end..cca)
 }
 
 struct DbImage<'a> {
@@ -395,16 +444,19 @@ impl<'a> DbImage<'a> {
         if page_size < 512 || !page_size.is_power_of_two() || !db.len().is_multiple_of(page_size) {
             return Err(bad(format!("page size {page_size} does not fit the image")));
         }
-        if db[20] != 0 {
-            // The format allows no sidecar when pages reserve bytes (e.g. for checksums).
-            return Err(bad(
-                "the database reserves bytes per page; no sidecar is made for it",
-            ));
+        // Bytes reserved at the end of each page (edgeshard's page checksums use 8). SQLite
+        // requires a usable size of at least 480.
+        let usable = page_size - db[20] as usize;
+        if usable < 480 {
+            return Err(bad(format!(
+                "{} bytes reserved per page leave too little of a {page_size}-byte page",
+                db[20]
+            )));
         }
         Ok(Self {
             db,
             page_size,
-            usable: page_size,
+            usable,
             page_count: (db.len() / page_size) as u32,
         })
     }

@@ -25,6 +25,9 @@ pub enum Fault {
     /// Flips one bit in the middle of every body (whole-object and range GETs): damage in
     /// transit that no TCP checksum caught.
     FlipBit,
+    /// Flips one bit in the middle of the first range body only (206 responses): damage in
+    /// transit that a second read does not meet.
+    FlipBitOnce,
 }
 
 pub struct FaultServer {
@@ -163,6 +166,15 @@ fn serve(
                 damaged.fetch_add(1, Ordering::SeqCst);
             }
             Fault::ShortRangeBody => {}
+            Fault::FlipBitOnce => {
+                let middle = slice.len() / 2;
+                if status.starts_with("206") && damaged.load(Ordering::SeqCst) == 0 {
+                    if let Some(byte) = slice.get_mut(middle) {
+                        *byte ^= 0x10;
+                        damaged.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
             Fault::FlipBit => {
                 let middle = slice.len() / 2;
                 if let Some(byte) = slice.get_mut(middle) {

@@ -58,7 +58,15 @@ fn shard_files(root: &Path) -> Vec<PathBuf> {
 
 fn range_file(path: &Path, with_sidecar: bool) -> Arc<RangeFile> {
     let sidecar = with_sidecar.then(|| analyze(&std::fs::read(path).unwrap()).unwrap());
-    Arc::new(RangeFile::open(Box::new(FileSource::open(path).unwrap()), sidecar, 4096).unwrap())
+    Arc::new(
+        RangeFile::open(
+            Box::new(FileSource::open(path).unwrap()),
+            sidecar,
+            4096,
+            None,
+        )
+        .unwrap(),
+    )
 }
 
 fn kv(conn: &Connection, key: i64) -> Option<Vec<u8>> {
@@ -177,10 +185,15 @@ fn a_missing_or_garbage_object_is_a_clear_error() {
     let dir = temp_dir();
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
-    let err = RangeFile::open(Box::new(FileSource::open(&garbage).unwrap()), None, 64)
-        .err()
-        .expect("garbage must not open")
-        .to_string();
+    let err = RangeFile::open(
+        Box::new(FileSource::open(&garbage).unwrap()),
+        None,
+        64,
+        None,
+    )
+    .err()
+    .expect("garbage must not open")
+    .to_string();
     assert!(err.contains("not a SQLite database"), "{err}");
     assert!(FileSource::open(dir.path().join("absent.db")).is_err());
 }

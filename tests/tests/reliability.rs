@@ -632,3 +632,223 @@ fn dot_product_is_exact_when_one_norm_dwarfs_the_rest() {
         }
     }
 }
+
+// ---- Page checksums: every page a range reader uses is checked ----
+
+/// Publishes version `tag` of a 3,000-key snapshot into `root` (4 shards of several hundred
+/// KB: interior pages, a sidecar). Values "<tag>-<key>-xxx..." have the same length in every
+/// version, so two versions' shards have the same sizes.
+fn publish_big(dir: &Path, root: &Path, tag: &str) {
+    let input = dir.join(format!("{tag}-big.jsonl"));
+    write_jsonl(
+        &input,
+        (0..3000i64).map(|id| json!({"id": id, "value": big_value(tag, id)})),
+    );
+    let mut opts = build_options(&input, root);
+    opts.shards = 4;
+    build(&opts).expect("build");
+}
+
+fn big_value(tag: &str, id: i64) -> String {
+    format!("{tag}-{id:05}-{}", "x".repeat(60))
+}
+
+/// Every key of a `publish_big` snapshot, checked against its value.
+fn check_big(snap: &Snapshot, tag: &str) -> edgeshard_native::Result<()> {
+    let keys: Vec<Key> = (0..3000i64).map(Key::Int).collect();
+    let values = snap.multi_get(&keys)?;
+    for (id, value) in values.iter().enumerate() {
+        assert_eq!(
+            value.as_deref(),
+            Some(big_value(tag, id as i64).as_bytes()),
+            "key {id}"
+        );
+    }
+    Ok(())
+}
+
+fn range_error(url: &str, cache: &Path) -> String {
+    match open_remote(url, AccessMode::Range, cache).and_then(|snap| check_big(&snap, "v1")) {
+        Ok(()) => panic!("{url}: damaged pages were answered from"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn range_reads_check_every_page_and_read_a_damaged_one_again() {
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish_big(dir.path(), &root, "v1");
+    let manifest = std::fs::read(current_manifest_file(&root)).unwrap();
+    let manifest = edgeshard_shared::manifest::Manifest::from_sqlite_bytes(&manifest).unwrap();
+    for shard in &manifest.shards {
+        assert!(
+            shard.page_verifier().unwrap().is_some(),
+            "shard {}",
+            shard.db_id
+        );
+    }
+    for file in shard_files(&root, &current_run_id(&root)) {
+        assert_eq!(
+            std::fs::read(&file).unwrap()[20],
+            8,
+            "{file:?} reserves 8 bytes"
+        );
+    }
+
+    // Every body damaged in transit: an error naming the page, never an answer.
+    let server = FaultServer::start(&root, Fault::FlipBit, "shard.db");
+    let err = range_error(&server.base_url, &dir.path().join("c1"));
+    assert!(err.contains("fails its checksum"), "{err}");
+    assert!(server.damaged() > 0);
+
+    // One body damaged in transit: read again, and every answer is right.
+    let server = FaultServer::start(&root, Fault::FlipBitOnce, "shard.db");
+    let snap = open_remote(&server.base_url, AccessMode::Range, &dir.path().join("c2")).unwrap();
+    check_big(&snap, "v1").expect("healed by the second read");
+    assert_eq!(server.damaged(), 1);
+
+    // Damaged at rest (a byte of a leaf page): local and remote range reads refuse it.
+    let files = shard_files(&root, &current_run_id(&root));
+    flip_byte(&files[2], 3000);
+    let local = Snapshot::open_with(
+        root_str(&root),
+        OpenOptions {
+            access: AccessMode::Range,
+            cache_dir: None,
+            cache_pages: 1024,
+            storage_options: Vec::new(),
+        },
+    )
+    .unwrap();
+    let err = check_big(&local, "v1").unwrap_err().to_string();
+    assert!(
+        err.contains("fails its checksum") && err.contains("shard 2"),
+        "{err}"
+    );
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let err = range_error(&server.base_url, &dir.path().join("c3"));
+    assert!(err.contains("fails its checksum"), "{err}");
+}
+
+#[test]
+fn a_same_size_shard_of_another_build_is_refused_in_every_mode() {
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    let other = dir.path().join("other");
+    publish_big(dir.path(), &root, "v1");
+    publish_big(dir.path(), &other, "v2");
+    let mine = shard_files(&root, &current_run_id(&root));
+    let theirs = shard_files(&other, &current_run_id(&other));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!(size(&mine[1]), size(&theirs[1]), "same-size replacement");
+    std::fs::copy(&theirs[1], &mine[1]).unwrap();
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    for access in [AccessMode::Range, AccessMode::Download] {
+        let outcome = open_remote(
+            &server.base_url,
+            access,
+            &dir.path().join(format!("c{access:?}")),
+        )
+        .and_then(|snap| check_big(&snap, "v1"));
+        let err = outcome.expect_err("another build's shard").to_string();
+        assert!(
+            err.contains("checksum") || err.contains("content hash"),
+            "{access:?}: {err}"
+        );
+    }
+    // With its own sidecar copied along too (a whole foreign shard folder).
+    let sidecar = |p: &Path| p.with_file_name("shard.sidecar");
+    std::fs::copy(sidecar(&theirs[1]), sidecar(&mine[1])).unwrap();
+    let err = range_error(&server.base_url, &dir.path().join("c4"));
+    assert!(err.contains("fails its checksum"), "{err}");
+}
+
+#[test]
+fn a_sidecar_page_altered_under_a_valid_zstd_checksum_is_refused() {
+    use edgeshard_shared::sidecar::Sidecar;
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish_big(dir.path(), &root, "v1");
+    let files = shard_files(&root, &current_run_id(&root));
+    let path = files[0].with_file_name("shard.sidecar");
+    let mut sidecar = Sidecar::parse(&std::fs::read(&path).unwrap()).unwrap();
+    // An interior page's last cell byte (just before the reserved checksum bytes).
+    let (number, page) = sidecar
+        .content
+        .pages
+        .iter_mut()
+        .find(|(n, p)| **n > 1 && matches!(p[0], 2 | 5))
+        .expect("an interior page");
+    let at = page.len() - 9;
+    page[at] ^= 0x01;
+    let number = *number;
+    let (bytes, _) =
+        edgeshard_builder::sidecar_writer::encode_sidecar(&sidecar.content, &sidecar.tag)
+            .unwrap()
+            .unwrap();
+    Sidecar::parse(&bytes).expect("the altered sidecar is well-formed");
+    std::fs::write(&path, bytes).unwrap();
+    let expected = format!("page {number} fails its checksum");
+    // Locally the sidecar beside the file is trusted (no ETag): its pages are still checked.
+    let local = Snapshot::open_with(
+        root_str(&root),
+        OpenOptions {
+            access: AccessMode::Range,
+            cache_dir: None,
+            cache_pages: 1024,
+            storage_options: Vec::new(),
+        },
+    );
+    let err = local
+        .and_then(|snap| check_big(&snap, "v1"))
+        .expect_err("an altered sidecar page must not be used")
+        .to_string();
+    assert!(err.contains(&expected), "{err}");
+    // Remotely, bound to the host's ETags as a deployment would do.
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    run_cli(&[
+        "sidecar-bind",
+        "--root",
+        root_str(&root),
+        "--host",
+        &server.base_url,
+    ])
+    .expect("sidecar-bind");
+    let err = range_error(&server.base_url, &dir.path().join("c"));
+    assert!(err.contains(&expected), "{err}");
+}
+
+#[test]
+fn plain_sqlite_reads_checksummed_shards_as_before() {
+    // shardyfusion reads shards with Python's sqlite3 (plain SQLite): reserved bytes are part of
+    // the file format, so the checksums must be invisible to it.
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish_big(dir.path(), &root, "v1");
+    let script = r#"
+import sqlite3, sys
+total = 0
+for path in sys.argv[1:]:
+    conn = sqlite3.connect("file:" + path + "?mode=ro", uri=True)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", path
+    for k, v in conn.execute("SELECT k, v FROM kv"):
+        key = int.from_bytes(k, "big", signed=True)
+        assert v.decode() == "v1-%05d-%s" % (key, "x" * 60), (path, key)
+        total += 1
+print(total)
+"#;
+    let files = shard_files(&root, &current_run_id(&root));
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3000");
+}

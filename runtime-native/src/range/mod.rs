@@ -12,6 +12,7 @@
 pub mod vfs;
 
 use crate::error::{Error, Result};
+use edgeshard_shared::integrity::PageVerifier;
 use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, SidecarContent};
 use hashlink::LruCache;
 use std::collections::HashMap;
@@ -141,6 +142,10 @@ pub struct RangeFile {
     source: Box<dyn RangeSource>,
     len: u64,
     page_size: u64,
+    /// Page size less the bytes each page reserves: what cell-size arithmetic needs.
+    usable_size: u32,
+    /// Checks every page before it is pinned or cached, when the shard's pages carry checksums.
+    verifier: Option<PageVerifier>,
     pinned: HashMap<u32, Arc<[u8]>>,
     /// Page -> the whole overflow chain it belongs to.
     chain_of: HashMap<u32, Arc<[u32]>>,
@@ -158,16 +163,19 @@ impl RangeFile {
     /// Opens `source`, pinning the sidecar's pages when one is given (the caller has checked that
     /// its tag matches the object's live ETag). Without a sidecar, the first block is fetched to
     /// learn the page size. `cache_pages` bounds the LRU page cache.
+    /// With a `verifier`, every page (the sidecar's included) is checked before it is used.
     pub fn open(
         source: Box<dyn RangeSource>,
         sidecar: Option<SidecarContent>,
         cache_pages: usize,
+        verifier: Option<PageVerifier>,
     ) -> Result<Self> {
         Self::open_with_stats(
             source,
             sidecar,
             cache_pages,
             Arc::new(RangeStats::default()),
+            verifier,
         )
     }
 
@@ -177,40 +185,83 @@ impl RangeFile {
         sidecar: Option<SidecarContent>,
         cache_pages: usize,
         stats: Arc<RangeStats>,
+        verifier: Option<PageVerifier>,
     ) -> Result<Self> {
         let len = source.size();
         let cache = Mutex::new(LruCache::new(cache_pages.max(16)));
         let Some(sidecar) = sidecar else {
             let first = HEADER_BLOCK.min(len);
-            let block = Self::fetch(&*source, &stats, &[(0, first)])?
-                .pop()
-                .unwrap_or_default();
+            let fetch_header = || {
+                Self::fetch(&*source, &stats, &[(0, first)])
+                    .map(|mut blocks| blocks.pop().unwrap_or_default())
+            };
+            let mut block = fetch_header()?;
+            // Page 1 must pass its checksum; damaged in transit, it is read once more.
+            let page_one_fails = |block: &[u8]| {
+                verifier.is_some_and(|v| match header_page_size(block) {
+                    Some(size) => v
+                        .check_page(1, &block[..(size as usize).min(block.len())])
+                        .is_err(),
+                    None => false,
+                })
+            };
+            if page_one_fails(&block) {
+                block = fetch_header()?;
+            }
             let page_size = header_page_size(&block).ok_or_else(|| Error::CorruptShard {
-                db_id: 0,
+                db_id: verifier.map_or(0, |v| v.db_id()),
                 location: source.location(),
                 detail: "not a SQLite database (bad header)".into(),
             })?;
+            if let Some(verifier) = &verifier {
+                verifier
+                    .check_header(&block)
+                    .map_err(|e| page_error(&*source, verifier, e))?;
+            }
             let file = Self {
                 source,
                 len,
                 page_size,
+                usable_size: page_size as u32 - block[20] as u32,
+                verifier,
                 pinned: HashMap::new(),
                 chain_of: HashMap::new(),
                 cache,
                 read_ahead: Mutex::new((0, 1)),
                 stats,
             };
-            // Keep the pages of the header block: they were paid for.
+            // Keep the pages of the header block: they were paid for. Page 1 is checked now
+            // (it must hold), the others only kept when they pass.
             if let Ok(mut cache) = file.cache.lock() {
                 for (i, page) in block.chunks(page_size as usize).enumerate() {
-                    if page.len() == page_size as usize {
-                        cache.insert(i as u32 + 1, Arc::from(page));
+                    let number = i as u32 + 1;
+                    if page.len() != page_size as usize {
+                        continue;
                     }
+                    if let Some(verifier) = &file.verifier {
+                        match verifier.check_page(number, page) {
+                            Ok(()) => {}
+                            Err(e) if number == 1 => {
+                                return Err(page_error(&*file.source, verifier, e));
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                    cache.insert(number, Arc::from(page));
                 }
             }
             return Ok(file);
         };
+        if let Some(verifier) = &verifier {
+            // The sidecar's pages stand for the file's: each must pass as the file's would.
+            for (number, page) in &sidecar.pages {
+                verifier
+                    .check_page(*number, page)
+                    .map_err(|e| page_error(&*source, verifier, e))?;
+            }
+        }
         let interior_heads = interior_chain_heads(&sidecar);
+        let usable_size = sidecar.usable_size();
         let mut chain_of = HashMap::new();
         for chain in sidecar.chains {
             let chain: Arc<[u32]> = Arc::from(chain);
@@ -222,6 +273,8 @@ impl RangeFile {
             source,
             len,
             page_size: sidecar.page_size as u64,
+            usable_size,
+            verifier,
             pinned: sidecar
                 .pages
                 .into_iter()
@@ -250,7 +303,7 @@ impl RangeFile {
         pages.sort_unstable();
         pages.dedup();
         let ranges = coalesce(&pages, self.page_size, self.len);
-        let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
+        let blocks = self.fetch_pages(&ranges)?;
         for ((offset, _), block) in ranges.iter().zip(blocks) {
             let first = (offset / self.page_size) as u32 + 1;
             for (i, chunk) in block.chunks(self.page_size as usize).enumerate() {
@@ -323,7 +376,7 @@ impl RangeFile {
             missing.dedup();
             self.extend_sequential(&mut missing);
             let ranges = coalesce(&missing, self.page_size, self.len);
-            let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
+            let blocks = self.fetch_pages(&ranges)?;
             let mut cache = self.cache.lock().map_err(|_| self.poisoned())?;
             Self::insert_blocks(&mut cache, &ranges, blocks, self.page_size);
             for (slot, page) in found.iter_mut().zip(wanted) {
@@ -336,7 +389,7 @@ impl RangeFile {
             let mut chain_pages: Vec<u32> = Vec::new();
             for page_number in &missing {
                 if let Some(page) = cache.peek(page_number) {
-                    for head in index_overflow_heads(*page_number, page, self.page_size as u32) {
+                    for head in index_overflow_heads(*page_number, page, self.usable_size) {
                         if let Some(chain) = self.chain_of.get(&head) {
                             chain_pages.extend(chain.iter().filter(|p| !cache.contains_key(p)));
                         }
@@ -347,7 +400,7 @@ impl RangeFile {
                 chain_pages.sort_unstable();
                 chain_pages.dedup();
                 let ranges = coalesce(&chain_pages, self.page_size, self.len);
-                let blocks = Self::fetch(&*self.source, &self.stats, &ranges)?;
+                let blocks = self.fetch_pages(&ranges)?;
                 Self::insert_blocks(&mut cache, &ranges, blocks, self.page_size);
             }
         }
@@ -409,6 +462,31 @@ impl RangeFile {
                 cache.insert(first + i as u32, Arc::from(page));
             }
         }
+    }
+
+    /// Fetches page-aligned ranges in one round and checks their pages. A block that fails its
+    /// checksums is fetched once more (a network that flipped a bit usually does not do so
+    /// twice); failing again, it is an error naming the shard and the page.
+    fn fetch_pages(&self, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        let mut blocks = Self::fetch(&*self.source, &self.stats, ranges)?;
+        let Some(verifier) = &self.verifier else {
+            return Ok(blocks);
+        };
+        let page_size = self.page_size as usize;
+        for (&(offset, length), block) in ranges.iter().zip(blocks.iter_mut()) {
+            let first = (offset / self.page_size) as u32 + 1;
+            if verifier.check_block(first, block, page_size).is_ok() {
+                continue;
+            }
+            let again = Self::fetch(&*self.source, &self.stats, &[(offset, length)])?
+                .pop()
+                .unwrap_or_default();
+            verifier
+                .check_block(first, &again, page_size)
+                .map_err(|e| page_error(&*self.source, verifier, e))?;
+            *block = again;
+        }
+        Ok(blocks)
     }
 
     fn fetch(
@@ -474,6 +552,19 @@ fn coalesce(pages: &[u32], page_size: u64, len: u64) -> Vec<(u64, u64)> {
         .filter(|(s, _)| *s < len)
         .map(|(s, l)| (s, l.min(len - s)))
         .collect()
+}
+
+/// A page that failed its checksum, as an error naming the shard and where it lives.
+fn page_error(
+    source: &dyn RangeSource,
+    verifier: &PageVerifier,
+    error: edgeshard_shared::Error,
+) -> Error {
+    Error::CorruptShard {
+        db_id: verifier.db_id(),
+        location: source.location(),
+        detail: error.to_string(),
+    }
 }
 
 fn header_page_size(block: &[u8]) -> Option<u64> {
