@@ -2,8 +2,8 @@
 # Every test that gates a landing, from a fresh clone on a fresh machine: installs prerequisites
 # (scripts/setup.sh), checks formatting, builds and lints every crate (host and wasm32), runs the
 # Rust tests of all crates and of the LanceDB backend, the wasm tests (Node, Chromium, workerd,
-# the www demo), and the demo on the bundled sample. Benchmarks and long runs are not here:
-# scripts/test-long.sh.
+# the www demo), a bounded fuzz run, and the demo on the bundled sample. Benchmarks and long
+# runs are not here: scripts/test-long.sh.
 #
 # Each step's wall time is printed at the end and kept in $CARGO_TARGET_DIR/test-timings.tsv
 # (docs/ci.md holds the measured cold and warm tables). EDGESHARD_CARGO_TIMINGS=1 adds cargo's
@@ -102,6 +102,11 @@ test_wasm() {
     bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
 }
 step "wasm tests (wasm-bindgen, Node, Chromium, workerd, www)" test_wasm
+
+# Bounded coverage-guided fuzzing of shared's parsers and page helpers: every committed seed
+# (regressions included) and a few seconds of new inputs per target; the long run is
+# `scripts/fuzz.sh --runs 10000000` (docs/benchmarks.md).
+step "fuzz smoke (5 s per target)" bash scripts/fuzz.sh --seconds 5
 
 step "demo on the bundled sample" bash scripts/demo.sh
 

@@ -552,6 +552,14 @@ impl<'a> DbImage<'a> {
 
     /// Follows an overflow chain holding `remaining` bytes: its pages and the bytes.
     fn chain(&self, head: u32, mut remaining: usize) -> Result<(Vec<u32>, Vec<u8>)> {
+        // A payload cannot be larger than the database holding it (found by fuzzing: a
+        // corrupt length made the allocation below overflow).
+        if remaining > self.db.len() {
+            return Err(bad(format!(
+                "a payload of {remaining} bytes overflowing to page {head} is larger than the \
+                 database"
+            )));
+        }
         let mut pages = Vec::new();
         let mut bytes = Vec::with_capacity(remaining);
         let mut next = head;

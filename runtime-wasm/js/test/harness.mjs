@@ -4,7 +4,7 @@
 // answered 200 with the whole body), "gzip" (every answer labelled Content-Encoding: gzip),
 // plus "unavailable" (every answer 503, for retries).
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, writeFileSync, existsSync, readFileSync, rmSync, readdirSync, statSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
@@ -134,3 +134,25 @@ export const CHROMIUM_ARGS = [
   "--no-first-run",
   "--disable-sync",
 ];
+
+/** A private copy of the bundled sample fixture (`$WASM_FIXTURES/sample`) at `work/name`, for a
+ *  test that changes files. */
+export function copySample(work, name) {
+  const dir = join(work, name);
+  cpSync(join(process.env.WASM_FIXTURES, "sample"), dir, { recursive: true });
+  return dir;
+}
+
+/** Every `shard.db` under `root`, sorted. */
+export function shardFiles(root) {
+  const out = [];
+  const walk = (d) => {
+    for (const e of readdirSync(d)) {
+      const p = join(d, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (e === "shard.db") out.push(p);
+    }
+  };
+  walk(root);
+  return out.sort();
+}

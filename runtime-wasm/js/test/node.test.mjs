@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync, utimesSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { startNginx, bindSidecars, loadPackage } from "./harness.mjs";
+import { startNginx, bindSidecars, loadPackage, copySample as copySampleInto, shardFiles } from "./harness.mjs";
 
 const fixtures = process.env.WASM_FIXTURES;
 if (!fixtures) throw new Error("WASM_FIXTURES is not set: run scripts/test-wasm.sh");
@@ -21,24 +21,7 @@ let server;
 let work;
 
 /** A private copy of the sample snapshot (tests that modify files use their own). */
-function copySample(name) {
-  const dir = join(work, name);
-  cpSync(join(fixtures, "sample"), dir, { recursive: true });
-  return dir;
-}
-
-function shardFiles(root) {
-  const out = [];
-  const walk = (d) => {
-    for (const e of readdirSync(d)) {
-      const p = join(d, e);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (e === "shard.db") out.push(p);
-    }
-  };
-  walk(root);
-  return out.sort();
-}
+const copySample = (name) => copySampleInto(work, name);
 
 before(async () => {
   pkg = await loadPackage();
