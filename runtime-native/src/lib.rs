@@ -26,5 +26,5 @@ pub use range::StatsSnapshot;
 pub use root::{ManifestVersion, Root};
 pub use snapshot::{
     current_manifest_path, AccessMode, OpenOptions, SearchHit, SearchOptions, SearchResponse,
-    ShardCheck, Snapshot, SnapshotInfo, VectorId,
+    ShardCheck, Snapshot, SnapshotInfo, VectorId, FALLBACK_MANIFESTS,
 };

@@ -361,7 +361,7 @@ impl RemoteRoot {
 pub const PUBLISH_MAX_RETRIES: usize = 5;
 
 /// Files up to this size are uploaded with one PUT (their ETag is then the MD5 of the bytes);
-/// larger ones as a multipart upload of [`MULTIPART_CHUNK`] parts.
+/// larger ones as a multipart upload of 16 MiB parts.
 pub const SINGLE_PUT_MAX: u64 = 64 << 20;
 const MULTIPART_CHUNK: usize = 16 << 20;
 /// Parts of one multipart upload in flight at once.

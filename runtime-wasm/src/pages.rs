@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 /// A cached page: (shard slot, page number).
-type PageKey = (u32, u32);
+pub type PageKey = (u32, u32);
 
 /// Hashes a [`PageKey`] by its bits: every page read of a scan looks the cache up, and the
 /// default SipHash costs more than the rest of the lookup. Keys are not attacker-chosen.

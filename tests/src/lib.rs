@@ -87,7 +87,7 @@ pub fn write_text(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write text file");
 }
 
-/// One Parquet row set: `id` Int64, `value` Binary, optional `emb` FixedSizeList<Float32>[dim],
+/// One Parquet row set: `id` Int64, `value` Binary, optional `emb` `FixedSizeList<Float32>[dim]`,
 /// optional `tag` Utf8.
 pub struct ParquetColumns<'a> {
     pub ids: &'a [i64],
