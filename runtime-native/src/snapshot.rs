@@ -9,10 +9,9 @@ use edgeshard_shared::filter::Filter;
 use edgeshard_shared::integrity::ContentHasher;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
-use edgeshard_shared::npy::{self, Matrix};
+use edgeshard_shared::search_plan::{self, Router};
 use edgeshard_shared::sidecar::{Sidecar, SidecarContent};
 use edgeshard_shared::vector::{AnnParams, DotReduction};
-use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
 use edgeshard_shared::{layout, routing, vector, Key, Manifest, Metric};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
@@ -87,15 +86,6 @@ impl Default for SearchOptions {
             ann: AnnParams::default(),
         }
     }
-}
-
-/// How a vector-only snapshot picks the shards of a query (format spec section 7).
-#[derive(Debug, Clone)]
-enum Router {
-    Cluster(Matrix),
-    Lsh(Matrix),
-    Explicit,
-    Cel,
 }
 
 /// What `edgeshard info` prints.
@@ -620,57 +610,16 @@ impl Snapshot {
         spec: &VectorSpec,
         options: &SearchOptions,
     ) -> Result<Vec<u32>> {
-        let num_dbs = self.manifest.meta.num_dbs;
-        if options.probes == Some(0) {
-            return Err(Error::InvalidRequest("probes must be at least 1".into()));
-        }
-        if let Some(ids) = &options.shard_ids {
-            if options.probes.is_some() {
-                return Err(Error::InvalidRequest(
-                    "give shard ids or probes, not both".into(),
-                ));
-            }
-            let mut ids = ids.clone();
-            ids.sort_unstable();
-            ids.dedup();
-            if let Some(bad) = ids.iter().find(|id| **id >= num_dbs) {
-                return Err(Error::InvalidRequest(format!(
-                    "shard {bad} does not exist (num_dbs is {num_dbs})"
-                )));
-            }
-            return Ok(ids);
-        }
-        let probes = || {
-            let default = spec.routing.as_ref().map_or(1, |r| r.num_probes as usize);
-            options.probes.unwrap_or(default).min(num_dbs as usize)
-        };
-        match &self.router {
-            None => match options.probes {
-                Some(_) => Err(Error::InvalidRequest(
-                    "probes apply to vector-routed (cluster / lsh) snapshots; this one routes \
-                     by key, so a search covers every shard"
-                        .into(),
-                )),
-                None => Ok((0..num_dbs).collect()),
-            },
-            Some(Router::Cluster(centroids)) => Ok(vrouting::cluster_probes(
+        let router = self.router.as_ref().unwrap_or(&Router::ByKey);
+        router
+            .shards_to_search(
+                spec,
+                self.manifest.meta.num_dbs,
                 query,
-                centroids,
-                spec.metric,
-                probes(),
-            )),
-            Some(Router::Lsh(planes)) => Ok(vrouting::lsh_probes(query, planes, num_dbs, probes())),
-            Some(Router::Explicit) => Err(Error::InvalidRequest(
-                "this snapshot uses explicit vector routing: give the shard ids to search \
-                 (shard_ids, or --shards on the command line)"
-                    .into(),
-            )),
-            Some(Router::Cel) => Err(Error::Unsupported(
-                "CEL vector routing needs a routing context, which this reader does not take \
-                 yet; give shard ids"
-                    .into(),
-            )),
-        }
+                options.probes,
+                options.shard_ids.as_deref(),
+            )
+            .map_err(|e| Error::InvalidRequest(e.detail().to_string()))
     }
 
     /// One shard's best hits, scores already in the reported convention. Dispatches on the
@@ -1499,67 +1448,28 @@ fn detect_backend(root: &Root, shards: &[Option<ShardHandle>]) -> VectorBackend 
     }
 }
 
-/// Loads the routing artifact of a vector-only snapshot (centroids / hyperplanes, NPY v1.0),
-/// checking its shape against the manifest. A missing or malformed artifact fails the open.
+/// Loads the routing artifact of a vector-only snapshot (centroids / hyperplanes, NPY v1.0)
+/// and builds its router, with every check of [`Router::new`]. A missing or malformed artifact
+/// fails the open.
 fn load_router(
     root: &Root,
     manifest: &Manifest,
     spec: &VectorSpec,
     stats: &RangeStats,
 ) -> Result<Option<Router>> {
-    let Some(routing) = &spec.routing else {
-        return Ok(None);
-    };
-    let meta = &manifest.meta;
-    let load = |recorded: &Option<String>, file: &str| -> Result<Matrix> {
-        let relative = manifest
-            .artifact_relative(recorded.as_deref(), file)
-            .map_err(|source| Error::Format {
-                location: root.location(layout::VECTOR_META_DIR),
-                source,
-            })?;
-        let bytes = read_counted(root, &relative, stats)?;
-        let format = |source| Error::Format {
-            location: root.location(&relative),
+    let artifact =
+        search_plan::artifact_to_fetch(manifest, spec).map_err(|source| Error::Format {
+            location: root.location(layout::VECTOR_META_DIR),
             source,
-        };
-        let matrix = npy::read(&bytes).map_err(format)?;
-        matrix.check_routing_artifact(spec.dim).map_err(format)?;
-        Ok(matrix)
+        })?;
+    let (location, bytes) = match artifact {
+        Some((relative, _)) => (
+            root.location(&relative),
+            Some(read_counted(root, &relative, stats)?),
+        ),
+        None => (root.location(layout::VECTOR_META_DIR), None),
     };
-    let router = match routing.strategy {
-        VectorStrategy::Cluster => {
-            let centroids = load(&routing.centroids_ref, layout::CENTROIDS_FILE)?;
-            if centroids.rows != meta.num_dbs as usize {
-                return Err(Error::Format {
-                    location: root.location(layout::VECTOR_META_DIR),
-                    source: edgeshard_shared::Error::InvalidNpy(format!(
-                        "{} centroids but num_dbs is {}",
-                        centroids.rows, meta.num_dbs
-                    )),
-                });
-            }
-            Router::Cluster(centroids)
-        }
-        VectorStrategy::Lsh => {
-            let planes = load(&routing.hyperplanes_ref, layout::HYPERPLANES_FILE)?;
-            let bits_ok = (1..=vrouting::MAX_HASH_BITS as usize).contains(&planes.rows)
-                && routing
-                    .num_hash_bits
-                    .is_none_or(|b| b as usize == planes.rows);
-            if !bits_ok {
-                return Err(Error::Format {
-                    location: root.location(layout::VECTOR_META_DIR),
-                    source: edgeshard_shared::Error::InvalidNpy(format!(
-                        "{} hyperplanes but num_hash_bits is {:?}",
-                        planes.rows, routing.num_hash_bits
-                    )),
-                });
-            }
-            Router::Lsh(planes)
-        }
-        VectorStrategy::Explicit => Router::Explicit,
-        VectorStrategy::Cel => Router::Cel,
-    };
+    let router = Router::new(spec, manifest.meta.num_dbs, bytes.as_deref())
+        .map_err(|source| Error::Format { location, source })?;
     Ok(Some(router))
 }

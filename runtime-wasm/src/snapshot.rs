@@ -16,9 +16,9 @@ use edgeshard_shared::btree;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
-use edgeshard_shared::npy::{self, Matrix};
+use edgeshard_shared::search_plan::{self, Router};
 use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, Sidecar};
-use edgeshard_shared::{layout, routing, vector, vector_routing, Key, Manifest};
+use edgeshard_shared::{layout, routing, vector, Key, Manifest};
 use futures::future::join_all;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -102,25 +102,6 @@ pub struct SearchResponse {
     pub shards: Vec<u32>,
 }
 
-/// How a vector-only snapshot places vectors (`custom.vector.sharding_strategy`).
-#[derive(Debug)]
-enum VectorRouting {
-    /// Every non-empty shard is searched (unified snapshots, hash-routed ones).
-    All,
-    /// Nearest centroids (`centroids.npy`).
-    Cluster {
-        centroids: Matrix,
-        num_probes: usize,
-    },
-    /// Random hyperplanes (`hyperplanes.npy`).
-    Lsh {
-        hyperplanes: Matrix,
-        num_probes: usize,
-    },
-    /// Explicit or CEL placement: the caller must name the shards.
-    CallerChooses(String),
-}
-
 struct Slot {
     entry: ShardEntry,
     db_url: String,
@@ -186,7 +167,8 @@ pub struct Snapshot {
     manifest_path: String,
     manifest: Manifest,
     vector: Option<VectorSpec>,
-    routing: VectorRouting,
+    /// How vectors are placed: which shards a search reads (the plan every reader shares).
+    router: Router,
     /// Indexed by db_id; `None` for empty slots.
     slots: Vec<Option<Slot>>,
     cache: Rc<RefCell<PageCache>>,
@@ -235,7 +217,7 @@ impl Snapshot {
         let manifest = Manifest::from_sqlite_bytes(&manifest_bytes.bytes)
             .map_err(|e| invalid(e.to_string()))?;
         let vector = manifest.vector_spec().map_err(|e| invalid(e.to_string()))?;
-        let routing = read_vector_routing(&root, &manifest, &fetcher).await?;
+        let router = read_router(&root, &manifest, vector.as_ref(), &fetcher).await?;
 
         let sidecar_file = manifest.meta.custom.get("sqlite_sidecar").map(|config| {
             config
@@ -266,7 +248,7 @@ impl Snapshot {
             manifest_path,
             manifest,
             vector,
-            routing,
+            router,
             slots,
             cache: Rc::new(RefCell::new(PageCache::new(options.cache_bytes))),
             counters: counters.clone(),
@@ -326,15 +308,17 @@ impl Snapshot {
 
     pub fn info(&self) -> Value {
         let meta = &self.manifest.meta;
-        let routing = match &self.routing {
-            VectorRouting::All => json!({"strategy": "all"}),
-            VectorRouting::Cluster { num_probes, .. } => {
-                json!({"strategy": "cluster", "num_probes": num_probes})
-            }
-            VectorRouting::Lsh { num_probes, .. } => {
-                json!({"strategy": "lsh", "num_probes": num_probes})
-            }
-            VectorRouting::CallerChooses(strategy) => json!({"strategy": strategy}),
+        let num_probes = self
+            .vector
+            .as_ref()
+            .and_then(|v| v.routing.as_ref())
+            .map(|r| r.num_probes);
+        let routing = match &self.router {
+            Router::ByKey => json!({"strategy": "all"}),
+            Router::Cluster(_) => json!({"strategy": "cluster", "num_probes": num_probes}),
+            Router::Lsh(_) => json!({"strategy": "lsh", "num_probes": num_probes}),
+            Router::Explicit => json!({"strategy": "explicit"}),
+            Router::Cel => json!({"strategy": "cel"}),
         };
         json!({
             "root": self.root,
@@ -544,58 +528,18 @@ impl Snapshot {
         probes: Option<usize>,
         shard_ids: Option<Vec<u32>>,
     ) -> Result<Vec<u32>> {
-        let num_dbs = self.manifest.meta.num_dbs;
-        let mut ids = match (shard_ids, &self.routing) {
-            (Some(ids), _) => {
-                if let Some(bad) = ids.iter().find(|id| **id >= num_dbs) {
-                    return Err(Error::InvalidArgument(format!(
-                        "shard {bad} does not exist (num_dbs is {num_dbs})"
-                    )));
-                }
-                ids
-            }
-            (None, VectorRouting::All) => (0..num_dbs).collect(),
-            (
-                None,
-                VectorRouting::Cluster {
-                    centroids,
-                    num_probes,
-                },
-            ) => {
-                let metric = self
-                    .vector
-                    .as_ref()
-                    .map(|v| v.metric)
-                    .unwrap_or(vector::Metric::L2);
-                vector_routing::cluster_probes(
-                    query,
-                    centroids,
-                    metric,
-                    probes.unwrap_or(*num_probes).max(1),
-                )
-            }
-            (
-                None,
-                VectorRouting::Lsh {
-                    hyperplanes,
-                    num_probes,
-                },
-            ) => vector_routing::lsh_probes(
+        let spec = self.vector.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("this snapshot has no vectors (no custom.vector)".into())
+        })?;
+        self.router
+            .shards_to_search(
+                spec,
+                self.manifest.meta.num_dbs,
                 query,
-                hyperplanes,
-                num_dbs,
-                probes.unwrap_or(*num_probes).max(1),
-            ),
-            (None, VectorRouting::CallerChooses(strategy)) => {
-                return Err(Error::InvalidArgument(format!(
-                    "this snapshot places vectors by {strategy:?} routing: pass the shards to \
-                     search (options.shards)"
-                )))
-            }
-        };
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+                probes,
+                shard_ids.as_deref(),
+            )
+            .map_err(|e| Error::InvalidArgument(e.detail().to_string()))
     }
 
     async fn search_inner(
@@ -634,9 +578,6 @@ impl Snapshot {
             return Err(Error::InvalidArgument(format!(
                 "k must be between 1 and {MAX_K}, got {k}"
             )));
-        }
-        if probes == Some(0) {
-            return Err(Error::InvalidArgument("probes must be at least 1".into()));
         }
         vector::check_vector(&query, spec.dim, spec.metric)
             .map_err(|e| Error::InvalidArgument(format!("query vector: {e}")))?;
@@ -1213,83 +1154,33 @@ fn leaves_below(pages: &ShardPages, root: u32) -> Vec<u32> {
     leaves
 }
 
-/// `custom.vector.sharding_strategy` of a vector-only snapshot, with its artifact fetched.
-async fn read_vector_routing(
+/// The router of a snapshot's vectors, with its routing artifact fetched (one request) when
+/// its routing needs one; every check is [`Router::new`]'s, as in every reader.
+async fn read_router(
     root: &str,
     manifest: &Manifest,
+    spec: Option<&VectorSpec>,
     fetcher: &Fetcher,
-) -> Result<VectorRouting> {
-    let Some(vector) = manifest.meta.custom.get("vector") else {
-        return Ok(VectorRouting::All);
+) -> Result<Router> {
+    let Some(spec) = spec else {
+        return Ok(Router::ByKey);
     };
-    let strategy = vector.get("sharding_strategy").and_then(Value::as_str);
-    let num_probes = vector
-        .get("num_probes")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .max(1) as usize;
-    let (artifact_key, file) = match strategy {
-        None => return Ok(VectorRouting::All),
-        Some("cluster") => ("centroids_ref", "centroids.npy"),
-        Some("lsh") => ("hyperplanes_ref", "hyperplanes.npy"),
-        Some(other) => return Ok(VectorRouting::CallerChooses(other.to_string())),
+    let invalid = |url: String, e: edgeshard_shared::Error| Error::InvalidSnapshot {
+        url,
+        detail: e.to_string(),
     };
-    let relative = manifest
-        .artifact_relative(vector.get(artifact_key).and_then(Value::as_str), file)
-        .map_err(|e| Error::InvalidSnapshot {
-            url: layout::join(root, layout::VECTOR_META_DIR),
-            detail: e.to_string(),
-        })?;
-    let url = layout::join(root, &relative);
-    fetcher.counters.borrow_mut().rounds += 1;
-    let bytes = fetcher.get_whole(&url, file).await?.bytes;
-    let invalid = |detail: String| Error::InvalidSnapshot {
-        url: url.clone(),
-        detail,
-    };
-    let matrix = npy::read(&bytes).map_err(|e| invalid(e.to_string()))?;
-    // The same checks as the native reader: a wrong width, a NaN or a wrong bit count would
-    // misroute every query instead of failing.
-    let spec = manifest
-        .vector_spec()
-        .map_err(|e| invalid(e.to_string()))?
-        .ok_or_else(|| invalid("custom.vector is missing".into()))?;
-    matrix
-        .check_routing_artifact(spec.dim)
-        .map_err(|e| invalid(e.to_string()))?;
-    if strategy == Some("lsh") {
-        let recorded_bits = spec.routing.as_ref().and_then(|r| r.num_hash_bits);
-        let bits_ok = (1..=edgeshard_shared::vector_routing::MAX_HASH_BITS as usize)
-            .contains(&matrix.rows)
-            && recorded_bits.is_none_or(|b| b as usize == matrix.rows);
-        if !bits_ok {
-            return Err(invalid(format!(
-                "{} hyperplanes but num_hash_bits is {recorded_bits:?}",
-                matrix.rows
-            )));
+    let artifact = search_plan::artifact_to_fetch(manifest, spec)
+        .map_err(|e| invalid(layout::join(root, layout::VECTOR_META_DIR), e))?;
+    let (url, bytes) = match artifact {
+        Some((relative, file)) => {
+            let url = layout::join(root, &relative);
+            fetcher.counters.borrow_mut().rounds += 1;
+            let bytes = fetcher.get_whole(&url, file).await?.bytes;
+            (url, Some(bytes))
         }
-    }
-    Ok(match strategy {
-        Some("cluster") => {
-            if matrix.rows != manifest.meta.num_dbs as usize {
-                return Err(Error::InvalidSnapshot {
-                    url,
-                    detail: format!(
-                        "{} centroids for num_dbs {}",
-                        matrix.rows, manifest.meta.num_dbs
-                    ),
-                });
-            }
-            VectorRouting::Cluster {
-                centroids: matrix,
-                num_probes,
-            }
-        }
-        _ => VectorRouting::Lsh {
-            hyperplanes: matrix,
-            num_probes,
-        },
-    })
+        None => (layout::join(root, layout::VECTOR_META_DIR), None),
+    };
+    Router::new(spec, manifest.meta.num_dbs, bytes.as_deref()).map_err(|e| invalid(url, e))
 }
 
 fn header_page_size(block: &[u8]) -> Option<u32> {

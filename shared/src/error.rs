@@ -27,6 +27,19 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         false
     }
+
+    /// What went wrong, without the kind's prefix (for callers that name the kind their own way).
+    pub fn detail(&self) -> &str {
+        match self {
+            Error::InvalidManifest(m)
+            | Error::InvalidCurrent(m)
+            | Error::InvalidKey(m)
+            | Error::InvalidVector(m)
+            | Error::InvalidNpy(m)
+            | Error::InvalidArgument(m)
+            | Error::Integrity(m) => m,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

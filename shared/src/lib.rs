@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod merge;
 pub mod npy;
 pub mod routing;
+pub mod search_plan;
 pub mod sidecar;
 pub mod vector;
 pub mod vector_routing;

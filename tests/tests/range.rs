@@ -160,9 +160,18 @@ fn large_values_cost_at_most_two_dependent_rounds() {
         );
         assert!(*rounds <= 2, "value of {len} bytes took {rounds} rounds");
     }
-    for (_, rounds, _, _) in large {
-        assert_eq!(*rounds, 2, "leaf, then every chain it holds at once");
+    // A large value in a leaf: the leaf, then every chain it holds at once. One that is also a
+    // divider key of an interior page had its chain pinned at open (then one round).
+    for (_, rounds, _, open_rounds) in &large {
+        assert!(
+            *rounds == 2 || (*rounds == 1 && *open_rounds == 1),
+            "{rounds} rounds (open took {open_rounds})"
+        );
     }
+    assert!(
+        large.iter().any(|c| c.1 == 2),
+        "the leaf-then-chains path was exercised"
+    );
 }
 
 #[test]

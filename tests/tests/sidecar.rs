@@ -124,6 +124,8 @@ fn md5_etag(bytes: &[u8]) -> String {
 struct Db<'a> {
     bytes: &'a [u8],
     page_size: usize,
+    /// Page size less the bytes reserved at the end of each page (edgeshard's checksums).
+    usable: usize,
 }
 
 struct Cell {
@@ -161,12 +163,20 @@ fn varint(b: &[u8], at: usize) -> (u64, usize) {
 impl<'a> Db<'a> {
     fn new(bytes: &'a [u8]) -> Self {
         assert_eq!(&bytes[..16], b"SQLite format 3\0");
-        assert_eq!(bytes[20], 0, "no reserved bytes");
+        assert_eq!(
+            bytes[20], 8,
+            "8 bytes reserved per page for the page checksums"
+        );
         let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
             1 => 65536,
             p => p as usize,
         };
-        Self { bytes, page_size }
+        let usable = page_size - bytes[20] as usize;
+        Self {
+            bytes,
+            page_size,
+            usable,
+        }
     }
 
     fn raw(&self, n: u32) -> &'a [u8] {
@@ -182,7 +192,7 @@ impl<'a> Db<'a> {
         let interior = kind == 2 || kind == 5;
         let count = u16::from_be_bytes([p[base + 3], p[base + 4]]) as usize;
         let header = if interior { 12 } else { 8 };
-        let u = self.page_size;
+        let u = self.usable;
         let cells = (0..count)
             .map(|i| {
                 let ptr = base + header + 2 * i;

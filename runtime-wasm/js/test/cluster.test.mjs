@@ -92,4 +92,9 @@ test("the probes option widens the search; shards overrides routing", async () =
   const given = await snap.search(q, { k: 3, shards: [5] });
   assert.deepEqual(given.shards, [5]);
   await assert.rejects(snap.search(q, { probes: 0 }), (e) => e.code === "INVALID_ARGUMENT");
+  // The plan every reader shares: probes and shards together are refused, not one ignored.
+  await assert.rejects(
+    snap.search(q, { k: 3, probes: 2, shards: [5] }),
+    (e) => e.code === "INVALID_ARGUMENT" && /not both/.test(e.message),
+  );
 });

@@ -124,6 +124,11 @@ test("search over given shards touches only those shards", async () => {
   // The shard-2 hits of the full search come first among shard 2's own top 5.
   const full = expected.queries[1].results.filter((h) => h.shard === 2);
   assert.deepEqual(got.results.slice(0, full.length).map((h) => h.id), full.slice(0, 5).map((h) => h.id));
+  // A key-routed snapshot has nothing to probe: refused as runtime-native refuses it, not ignored.
+  await assert.rejects(
+    snap.search(expected.queries[1].vector, { k: 5, probes: 2 }),
+    (e) => e.code === "INVALID_ARGUMENT" && /routes by key/.test(e.message),
+  );
 });
 
 test("a page cache smaller than one search still answers right, and stays bounded between calls", async () => {
