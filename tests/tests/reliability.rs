@@ -667,6 +667,19 @@ fn check_big(snap: &Snapshot, tag: &str) -> edgeshard_native::Result<()> {
     Ok(())
 }
 
+/// A local root read page by page (the sidecar beside each shard is trusted: no ETag).
+fn open_local_range(root: &Path) -> edgeshard_native::Result<Snapshot> {
+    Snapshot::open_with(
+        root_str(root),
+        OpenOptions {
+            access: AccessMode::Range,
+            cache_dir: None,
+            cache_pages: 1024,
+            storage_options: Vec::new(),
+        },
+    )
+}
+
 fn range_error(url: &str, cache: &Path) -> String {
     match open_remote(url, AccessMode::Range, cache).and_then(|snap| check_big(&snap, "v1")) {
         Ok(()) => panic!("{url}: damaged pages were answered from"),
@@ -711,16 +724,7 @@ fn range_reads_check_every_page_and_read_a_damaged_one_again() {
     // Damaged at rest (a byte of a leaf page): local and remote range reads refuse it.
     let files = shard_files(&root, &current_run_id(&root));
     flip_byte(&files[2], 3000);
-    let local = Snapshot::open_with(
-        root_str(&root),
-        OpenOptions {
-            access: AccessMode::Range,
-            cache_dir: None,
-            cache_pages: 1024,
-            storage_options: Vec::new(),
-        },
-    )
-    .unwrap();
+    let local = open_local_range(&root).unwrap();
     let err = check_big(&local, "v1").unwrap_err().to_string();
     assert!(
         err.contains("fails its checksum") && err.contains("shard 2"),
@@ -791,16 +795,7 @@ fn a_sidecar_page_altered_under_a_valid_zstd_checksum_is_refused() {
     std::fs::write(&path, bytes).unwrap();
     let expected = format!("page {number} fails its checksum");
     // Locally the sidecar beside the file is trusted (no ETag): its pages are still checked.
-    let local = Snapshot::open_with(
-        root_str(&root),
-        OpenOptions {
-            access: AccessMode::Range,
-            cache_dir: None,
-            cache_pages: 1024,
-            storage_options: Vec::new(),
-        },
-    );
-    let err = local
+    let err = open_local_range(&root)
         .and_then(|snap| check_big(&snap, "v1"))
         .expect_err("an altered sidecar page must not be used")
         .to_string();
