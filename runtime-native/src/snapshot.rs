@@ -5,7 +5,7 @@ use crate::range::{vfs, FileSource, RangeFile, RangeSource, RangeStats, StatsSna
 use crate::root::{sqlite_immutable_uri, ManifestVersion, Root};
 use crate::sqlite_vec_ext;
 use edgeshard_shared::current::CurrentPointer;
-use edgeshard_shared::filter::Filter;
+use edgeshard_shared::filter::{project, Filter};
 use edgeshard_shared::integrity::ContentHasher;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
@@ -1206,25 +1206,6 @@ struct ShardHit {
     embedding: Option<Vec<u8>>,
 }
 
-const KNN_SQL: &str = "WITH knn AS MATERIALIZED (
-         SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
-     )
-     SELECT knn.rowid, knn.distance, m.original_id, p.payload, NULL
-     FROM knn
-     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
-     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
-     ORDER BY knn.distance, knn.rowid";
-
-/// As [`KNN_SQL`], with the stored vectors (dot_product re-ranks from them).
-const KNN_WITH_VECTORS_SQL: &str = "WITH knn AS MATERIALIZED (
-         SELECT rowid, distance, embedding FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
-     )
-     SELECT knn.rowid, knn.distance, m.original_id, p.payload, knn.embedding
-     FROM knn
-     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
-     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
-     ORDER BY knn.distance, knn.rowid";
-
 fn read_rows(
     stmt: &mut rusqlite::CachedStatement<'_>,
     params: impl rusqlite::Params,
@@ -1249,8 +1230,8 @@ fn knn_rows(
     with_vectors: bool,
 ) -> rusqlite::Result<Vec<RawRow>> {
     let mut stmt = conn.prepare_cached(match with_vectors {
-        true => KNN_WITH_VECTORS_SQL,
-        false => KNN_SQL,
+        true => search_plan::sql::KNN_WITH_VECTORS,
+        false => search_plan::sql::KNN,
     })?;
     read_rows(&mut stmt, rusqlite::params![q.bytes, fetch as i64])
 }
@@ -1262,20 +1243,7 @@ fn scan_rows(
     q: &ShardQuery<'_>,
     with_vectors: bool,
 ) -> rusqlite::Result<Vec<RawRow>> {
-    let function = match q.metric {
-        Metric::Cosine => "vec_distance_cosine",
-        // l2, and dot_product through its L2 reduction.
-        Metric::L2 | Metric::DotProduct => "vec_distance_l2",
-    };
-    let vectors = if with_vectors { "v.embedding" } else { "NULL" };
-    let sql = format!(
-        "SELECT v.rowid, {function}(v.embedding, ?1) AS distance, m.original_id, p.payload,
-                {vectors}
-         FROM vec_index v
-         LEFT JOIN vec_id_map m ON m.internal_id = v.rowid
-         LEFT JOIN vec_payloads p ON p.rowid = v.rowid
-         ORDER BY distance, v.rowid"
-    );
+    let sql = search_plan::sql::scan(q.metric, with_vectors);
     let mut stmt = conn.prepare_cached(&sql)?;
     read_rows(&mut stmt, rusqlite::params![q.bytes])
 }
@@ -1397,18 +1365,6 @@ fn keep_matching(
         });
     }
     Ok(out)
-}
-
-/// Keeps only `fields` of a JSON object payload (`None` when none of them is present).
-fn project(payload: Option<Value>, fields: &[String]) -> Option<Value> {
-    let Value::Object(map) = payload? else {
-        return None;
-    };
-    let kept: serde_json::Map<String, Value> = map
-        .into_iter()
-        .filter(|(key, _)| fields.contains(key))
-        .collect();
-    (!kept.is_empty()).then_some(Value::Object(kept))
 }
 
 /// The backend of a vector-only manifest that names none (shardyfusion's): `shard.db` in the

@@ -5,7 +5,8 @@
 use crate::error::Error;
 use crate::key_from_js;
 use crate::pages::Counters;
-use crate::snapshot::{self, Options, SearchResponse};
+use crate::snapshot::{self, Options, SearchRequest, SearchResponse};
+use edgeshard_shared::filter::Filter;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -38,6 +39,11 @@ export interface SearchOptions {
   probes?: number;
   /** Search exactly these shard ids instead of routing. */
   shards?: number[];
+  /** Only vectors whose payload matches: the CLI's `--filter` conditions (`FIELD=VALUE`,
+   *  `FIELD=V1|V2`, `FIELD!=VALUE`, dotted paths), all of which must hold. */
+  filter?: string | string[];
+  /** Only these payload fields in each hit (`payload` is null when none is present). */
+  fields?: string[];
 }
 
 export interface SearchHit {
@@ -132,6 +138,37 @@ fn counters_json(c: Counters) -> Value {
 }
 
 /// A non-negative integer option, or an error naming it.
+/// A string-array option (`null`/absent: `None`); with `one_or_many`, a single string is taken
+/// as a one-element array.
+fn strings_option(
+    options: &JsValue,
+    name: &str,
+    one_or_many: bool,
+) -> Result<Option<Vec<String>>, Error> {
+    let value = Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    if let (true, Some(text)) = (one_or_many, value.as_string()) {
+        return Ok(Some(vec![text]));
+    }
+    let not_strings = || {
+        Error::InvalidArgument(format!(
+            "search option {name} must be {}",
+            match one_or_many {
+                true => "a string or an array of strings",
+                false => "an array of strings",
+            }
+        ))
+    };
+    let array = value.dyn_ref::<Array>().ok_or_else(not_strings)?;
+    array
+        .iter()
+        .map(|v| v.as_string().ok_or_else(not_strings))
+        .collect::<Result<Vec<String>, Error>>()
+        .map(Some)
+}
+
 fn integer_option(options: &JsValue, name: &str) -> Result<Option<u64>, Error> {
     let value = Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
     if value.is_undefined() || value.is_null() {
@@ -335,10 +372,16 @@ impl JsSnapshot {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         let parsed = (|| -> Result<_, Error> {
             let query = vector_from_js(&vector)?;
-            check_option_names(&options, &["k", "probes", "shards"], "search option")?;
+            check_option_names(
+                &options,
+                &["k", "probes", "shards", "filter", "fields"],
+                "search option",
+            )?;
             let mut k = 10usize;
             let mut probes = None;
             let mut shards = None;
+            let mut filter = None;
+            let mut fields = None;
             if !options.is_undefined() && !options.is_null() {
                 if let Some(v) = integer_option(&options, "k")? {
                     k = v as usize;
@@ -361,13 +404,27 @@ impl JsSnapshot {
                             .collect::<Result<Vec<u32>, Error>>()?,
                     );
                 }
+                if let Some(conditions) = strings_option(&options, "filter", true)? {
+                    filter = Some(
+                        Filter::parse(&conditions)
+                            .map_err(|e| Error::InvalidArgument(e.detail().to_string()))?,
+                    );
+                }
+                fields = strings_option(&options, "fields", false)?;
             }
-            Ok((query, k, probes, shards))
+            let request = SearchRequest {
+                k,
+                probes,
+                shard_ids: shards,
+                filter,
+                fields,
+            };
+            Ok((query, request))
         })();
         future_to_promise(async move {
-            let (query, k, probes, shards) = parsed.map_err(|e| js_error(&e))?;
+            let (query, request) = parsed.map_err(|e| js_error(&e))?;
             let response = inner
-                .search(query, k, probes, shards)
+                .search(query, request)
                 .await
                 .map_err(|e| js_error(&e))?;
             Ok(search_to_js(&response))

@@ -14,6 +14,7 @@ use crate::pages::{coalesce, Counters, PageCache, ShardPages};
 use crate::vfs;
 use edgeshard_shared::btree;
 use edgeshard_shared::current::CurrentPointer;
+use edgeshard_shared::filter::{project, Filter};
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::search_plan::{self, Router};
@@ -100,6 +101,21 @@ pub struct SearchResponse {
     pub results: Vec<SearchHit>,
     /// The shards searched (probed, given, or all), ascending.
     pub shards: Vec<u32>,
+}
+
+/// What a search asks for besides its vector.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    /// How many neighbours (1 to sqlite-vec's cap of 4096).
+    pub k: usize,
+    /// Shards to probe on cluster / LSH routing (default: the manifest's `num_probes`).
+    pub probes: Option<usize>,
+    /// Exactly these shards instead of routing.
+    pub shard_ids: Option<Vec<u32>>,
+    /// Only vectors whose payload matches (the CLI's `--filter` conditions, ANDed).
+    pub filter: Option<Filter>,
+    /// Only these payload fields in the results.
+    pub fields: Option<Vec<String>>,
 }
 
 struct Slot {
@@ -510,15 +526,8 @@ impl Snapshot {
     /// The `k` nearest vectors to `query`. Shards: `shard_ids` when given; else the probed
     /// shards of a cluster/LSH-routed snapshot (`probes` or the manifest's `num_probes`); else
     /// every non-empty shard.
-    pub async fn search(
-        &self,
-        query: Vec<f32>,
-        k: usize,
-        probes: Option<usize>,
-        shard_ids: Option<Vec<u32>>,
-    ) -> Result<SearchResponse> {
-        self.call(self.search_inner(query, k, probes, shard_ids))
-            .await
+    pub async fn search(&self, query: Vec<f32>, request: SearchRequest) -> Result<SearchResponse> {
+        self.call(self.search_inner(query, request)).await
     }
 
     /// The shard slots a search visits (before dropping empty slots), ascending.
@@ -545,10 +554,16 @@ impl Snapshot {
     async fn search_inner(
         &self,
         query: Vec<f32>,
-        k: usize,
-        probes: Option<usize>,
-        shard_ids: Option<Vec<u32>>,
+        request: SearchRequest,
     ) -> Result<SearchResponse> {
+        let SearchRequest {
+            k,
+            probes,
+            shard_ids,
+            filter,
+            fields,
+        } = request;
+        let filter = filter.as_ref();
         let spec = self.vector.as_ref().ok_or_else(|| {
             Error::InvalidArgument("this snapshot has no vectors (no custom.vector)".into())
         })?;
@@ -598,11 +613,21 @@ impl Snapshot {
         // beyond its last candidate can beat its k-th hit (`DotReduction::max_dot_beyond`
         // bounds the index's f32 rounding) or every vector was seen: exact for any norms, as
         // runtime-native does.
+        // A filter over-fetches (4 x, doubling up to sqlite-vec's cap, then an exact scan of the
+        // shard) until k candidates match or the shard is exhausted, as runtime-native does;
+        // its statements join each candidate's payload so the filter sees it in the same round.
         let first_fetch = match dot {
             true => (k + k.max(16)).min(MAX_K),
             false => k,
         };
-        type KnnRow = (i64, f64, Option<Vec<u8>>);
+        let first_fetch = match filter {
+            Some(_) => first_fetch.saturating_mul(4).min(MAX_K),
+            None => first_fetch,
+        };
+        /// A fetch size meaning "every row, by an exact scan".
+        const SCAN: usize = usize::MAX;
+        let scan_sql = search_plan::sql::scan(spec.metric, dot);
+        type KnnRow = (i64, f64, Option<Vec<u8>>, Option<String>);
         let mut fetch_of: Vec<usize> = vec![first_fetch; ordered.len()];
         let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
         loop {
@@ -616,26 +641,34 @@ impl Snapshot {
                 .iter()
                 .map(|&i| {
                     let query_bytes = &query_bytes;
+                    let scan_sql = &scan_sql;
                     let fetch = fetch_of[i];
-                    // Past the KNN cap, every vector in distance order (the same f32 L2).
-                    let scan = dot && fetch >= MAX_K;
+                    // Past the KNN cap, every vector in distance order (the same f32 distance).
+                    let scan = fetch == SCAN || (dot && fetch >= MAX_K);
+                    let filtered = filter.is_some();
                     let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
-                        let sql = match (dot, scan) {
-                            (true, true) => {
+                        let sql = match (filtered, dot, scan) {
+                            (true, _, true) => scan_sql.as_str(),
+                            (true, true, false) => search_plan::sql::KNN_WITH_VECTORS,
+                            (true, false, false) => search_plan::sql::KNN,
+                            (false, true, true) => {
                                 "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
-                                 embedding FROM vec_index ORDER BY distance, rowid"
+                                 NULL, NULL, embedding FROM vec_index ORDER BY distance, rowid"
                             }
-                            (true, false) => {
-                                "SELECT rowid, distance, embedding FROM vec_index \
+                            (false, true, false) => {
+                                "SELECT rowid, distance, NULL, NULL, embedding FROM vec_index \
                                  WHERE embedding MATCH ?1 AND k = ?2"
                             }
-                            (false, _) => {
-                                "SELECT rowid, distance, NULL FROM vec_index \
+                            (false, false, _) => {
+                                "SELECT rowid, distance, NULL, NULL, NULL FROM vec_index \
                                  WHERE embedding MATCH ?1 AND k = ?2"
                             }
                         };
                         let mut stmt = conn.prepare_cached(sql)?;
-                        let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+                        // Columns: rowid, distance, original_id, payload, embedding.
+                        let row = |r: &rusqlite::Row<'_>| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(4)?, r.get(3)?))
+                        };
                         match scan {
                             true => stmt
                                 .query_map(rusqlite::params![query_bytes], row)?
@@ -651,10 +684,23 @@ impl Snapshot {
             let raw = self.run_jobs(knn_jobs).await?;
             for (&i, rows) in pending.iter().zip(raw) {
                 let shard = &ordered[i];
-                let complete = rows.len() < fetch_of[i] || (dot && fetch_of[i] >= MAX_K);
+                let fetch = fetch_of[i];
+                let complete = fetch == SCAN || (dot && fetch >= MAX_K) || rows.len() < fetch;
                 let last_distance = rows.last().map(|r| r.1);
                 let mut hits = Vec::with_capacity(rows.len());
-                for (rowid, distance, embedding) in rows {
+                for (rowid, distance, embedding, payload) in rows {
+                    if let Some(filter) = filter {
+                        let payload: Option<Value> = payload
+                            .map(|text| {
+                                serde_json::from_str(&text).map_err(|e| {
+                                    shard.corrupt(format!("vec_payloads row {rowid}: {e}"))
+                                })
+                            })
+                            .transpose()?;
+                        if !filter.matches(payload.as_ref()) {
+                            continue;
+                        }
+                    }
                     let score = match (dot, embedding) {
                         (false, _) => distance,
                         (true, Some(bytes)) => {
@@ -684,11 +730,17 @@ impl Snapshot {
                     }
                     _ => false,
                 };
-                if !dot || complete || bound_beaten {
+                let enough = match dot {
+                    true => bound_beaten,
+                    false => filter.is_none() || hits.len() >= k,
+                };
+                if complete || enough {
                     hits.truncate(k);
                     settled[i] = Some(hits);
+                } else if !dot && fetch >= MAX_K {
+                    fetch_of[i] = SCAN;
                 } else {
-                    fetch_of[i] = fetch_of[i].saturating_mul(2).min(MAX_K);
+                    fetch_of[i] = fetch.saturating_mul(2).min(MAX_K);
                 }
             }
         }
@@ -746,7 +798,10 @@ impl Snapshot {
                     item: SearchHit {
                         id,
                         score: distance,
-                        payload,
+                        payload: match &fields {
+                            Some(fields) => project(payload, fields),
+                            None => payload,
+                        },
                         shard: shard.db_id,
                     },
                 });

@@ -48,6 +48,19 @@ impl Filter {
     }
 }
 
+/// Keeps only `fields` of a JSON object payload (a search's projection); `None` when none of
+/// them is present or the payload is not an object.
+pub fn project(payload: Option<Value>, fields: &[String]) -> Option<Value> {
+    let Value::Object(map) = payload? else {
+        return None;
+    };
+    let kept: serde_json::Map<String, Value> = map
+        .into_iter()
+        .filter(|(key, _)| fields.contains(key))
+        .collect();
+    (!kept.is_empty()).then_some(Value::Object(kept))
+}
+
 /// The type of a column that holds one top-level payload field, for pushing a [`Filter`] down
 /// into a backend that filters in SQL (LanceDB). A column is NULL where the field is absent or
 /// JSON `null`.

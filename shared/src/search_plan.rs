@@ -11,7 +11,54 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest::{Manifest, VectorSpec};
 use crate::npy::{self, Matrix};
+use crate::vector::Metric;
 use crate::vector_routing::{self as vrouting, VectorStrategy};
+
+/// The sqlite-vec statements every reader runs over a shard (format spec section 5's tables).
+/// Each yields `rowid, distance, original_id, payload, embedding` (the last `NULL` unless the
+/// vectors are asked for: dot_product re-ranks from them), nearest first, ties by rowid.
+pub mod sql {
+    use super::Metric;
+
+    /// The `?2` nearest rows to `?1` (little-endian f32 bytes) by the index's own distance.
+    pub const KNN: &str = "WITH knn AS MATERIALIZED (
+         SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
+     )
+     SELECT knn.rowid, knn.distance, m.original_id, p.payload, NULL
+     FROM knn
+     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
+     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
+     ORDER BY knn.distance, knn.rowid";
+
+    /// As [`KNN`], with the stored vectors.
+    pub const KNN_WITH_VECTORS: &str = "WITH knn AS MATERIALIZED (
+         SELECT rowid, distance, embedding FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
+     )
+     SELECT knn.rowid, knn.distance, m.original_id, p.payload, knn.embedding
+     FROM knn
+     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
+     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
+     ORDER BY knn.distance, knn.rowid";
+
+    /// Every row of the shard by distance to `?1`: the exact fallback past sqlite-vec's KNN cap
+    /// (the index's own distances: `vec_distance_cosine`, or `vec_distance_l2` for l2 and for
+    /// dot_product's L2 reduction).
+    pub fn scan(metric: Metric, with_vectors: bool) -> String {
+        let function = match metric {
+            Metric::Cosine => "vec_distance_cosine",
+            Metric::L2 | Metric::DotProduct => "vec_distance_l2",
+        };
+        let vectors = if with_vectors { "v.embedding" } else { "NULL" };
+        format!(
+            "SELECT v.rowid, {function}(v.embedding, ?1) AS distance, m.original_id, p.payload,
+                    {vectors}
+             FROM vec_index v
+             LEFT JOIN vec_id_map m ON m.internal_id = v.rowid
+             LEFT JOIN vec_payloads p ON p.rowid = v.rowid
+             ORDER BY distance, v.rowid"
+        )
+    }
+}
 
 /// How a snapshot places vectors, ready to route queries.
 #[derive(Debug, Clone, PartialEq)]

@@ -277,3 +277,28 @@ test("getVector returns a package's stored vector; searching with it finds the p
   );
   assertSameSearch(got, native, "more like surf");
 });
+
+test("filter and fields: the same answers as runtime-native's CLI", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const { cli } = await import("./harness.mjs");
+  const snap = await pkg.Snapshot.open(server.url);
+  const q = expected.queries[4].vector;
+  // A common value, a selective one (forces over-fetching past 4 x k), one that matches nothing.
+  const cases = [
+    [["priority=optional"], ["section"]],
+    [["section=editors|web|games", "priority!=optional"], null],
+    ["section=no-such-section", null],
+  ];
+  for (const [filter, fields] of cases) {
+    const args = ["search", "--root", join(fixtures, "sample"), "--k", "10", "--vector", JSON.stringify(q)];
+    for (const condition of [filter].flat()) args.push("--filter", condition);
+    if (fields) args.push("--fields", fields.join(","));
+    const native = JSON.parse(execFileSync(cli(), args, { encoding: "utf8" }));
+    const got = await snap.search(q, fields ? { k: 10, filter, fields } : { k: 10, filter });
+    assertSameSearch(got, native, `filter ${filter}`);
+    if (fields) assert.ok(got.results.every((h) => h.payload === null || Object.keys(h.payload).join() === "section"));
+  }
+  assert.equal((await snap.search(q, { k: 10, filter: "section=no-such-section" })).results.length, 0);
+  await assert.rejects(snap.search(q, { filter: "no condition here" }), (e) => e.code === "INVALID_ARGUMENT");
+  await assert.rejects(snap.search(q, { fields: "section" }), (e) => e.code === "INVALID_ARGUMENT");
+});
