@@ -847,6 +847,15 @@ impl Snapshot {
                 let path = dir.join(&shard.relative);
                 self.check_local_size(&path, &shard.entry)
                     .map_err(corrupt)?;
+                // SQLite reads the file directly here, page checks and all bypassed: the whole
+                // file is hashed once at open instead (xxh3, streamed), when a hash is recorded.
+                if path.is_file() && !cached_file_checks_out(&path, &shard.entry) {
+                    return Err(corrupt(
+                        "its content hash differs from the manifest's content_xxh3_128: the \
+                         file is damaged or not this build's"
+                            .into(),
+                    ));
+                }
                 open_local_file(&path)?
             }
             (Root::Remote(remote), AccessMode::Range) => {

@@ -724,6 +724,13 @@ fn range_reads_check_every_page_and_read_a_damaged_one_again() {
     // Damaged at rest (a byte of a leaf page): local and remote range reads refuse it.
     let files = shard_files(&root, &current_run_id(&root));
     flip_byte(&files[2], 3000);
+    // Read directly from disk (the default local mode): the whole file's hash at open.
+    let direct = Snapshot::open(root_str(&root)).unwrap();
+    let err = check_big(&direct, "v1").unwrap_err().to_string();
+    assert!(
+        err.contains("content hash") && err.contains("shard 2"),
+        "{err}"
+    );
     let local = open_local_range(&root).unwrap();
     let err = check_big(&local, "v1").unwrap_err().to_string();
     assert!(
