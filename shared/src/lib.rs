@@ -15,9 +15,11 @@ pub mod layout;
 pub mod manifest;
 pub mod merge;
 pub mod npy;
+pub mod pages;
 pub mod routing;
 pub mod search_plan;
 pub mod sidecar;
+pub mod sqlite_vfs;
 pub mod vector;
 pub mod vector_routing;
 
