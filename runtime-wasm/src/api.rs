@@ -4,9 +4,9 @@
 
 use crate::error::Error;
 use crate::key_from_js;
-use crate::pages::Counters;
 use crate::snapshot::{self, Options, SearchRequest, SearchResponse};
 use edgeshard_shared::filter::Filter;
+use edgeshard_shared::pages::StatsSnapshot as Counters;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use serde_json::{json, Value};
 use std::rc::Rc;

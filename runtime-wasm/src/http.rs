@@ -12,10 +12,9 @@
 //! Transient failures (network errors, 5xx, 429, 408) are retried with exponential backoff.
 
 use crate::error::{is_transient_status, Error, Result};
-use crate::pages::Counters;
+use edgeshard_shared::pages::PageStats;
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -40,7 +39,7 @@ pub struct Fetcher {
     pub retries: u32,
     /// First backoff; doubled on each retry.
     pub backoff_ms: u32,
-    pub counters: Rc<RefCell<Counters>>,
+    pub counters: Arc<PageStats>,
 }
 
 fn js_detail(value: &JsValue) -> String {
@@ -127,7 +126,7 @@ impl Fetcher {
             let _ = Reflect::set(&headers, &"Range".into(), &value.into());
             let _ = Reflect::set(&init, &"headers".into(), &headers);
         }
-        self.counters.borrow_mut().requests += 1;
+        PageStats::bump(&self.counters.requests);
         let promise: Promise = fetch
             .call2(&global, &JsValue::from_str(url), &init)
             .map_err(|e| Error::Network {
@@ -166,7 +165,7 @@ impl Fetcher {
             detail: format!("reading the body: {}", js_detail(&e)),
         })?;
         let bytes = Uint8Array::new(&buffer).to_vec();
-        self.counters.borrow_mut().bytes += bytes.len() as u64;
+        PageStats::add(&self.counters.bytes, bytes.len() as u64);
         Ok(bytes)
     }
 
@@ -260,7 +259,7 @@ impl Fetcher {
                 Err(e) if tries < self.retries && is_transient(&e) => {
                     let wait = self.backoff_ms.saturating_mul(1 << tries.min(16));
                     tries += 1;
-                    self.counters.borrow_mut().retries += 1;
+                    PageStats::bump(&self.counters.retries);
                     sleep(wait).await;
                 }
                 other => return other,

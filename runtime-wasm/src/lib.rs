@@ -7,8 +7,9 @@
 //! - [`snapshot`]: open (`_CURRENT`, manifest, vector routing artifact), shards opened on first
 //!   use (sidecar + first block in one round), and the async driver that runs statements over
 //!   the page cache and fetches what they missed, all shards in one round;
-//! - [`pages`]: pinned pages, the LRU page cache under a byte budget, miss recording, read-ahead;
-//! - [`vfs`]: the read-only SQLite VFS over those pages;
+//! - `edgeshard_shared::pages` and `edgeshard_shared::sqlite_vfs` (shared with runtime-native's
+//!   range mode): pinned pages, the LRU page cache under a byte budget, miss recording,
+//!   read-ahead, checked stores, and the read-only SQLite VFS over those pages;
 //! - [`http`]: GETs with retries, Range checks, ETag pinning;
 //! - `edgeshard_shared::btree`: enough of SQLite's page format to plan a cold search's reads.
 //!
@@ -22,7 +23,6 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(rustdoc::broken_intra_doc_links))]
 
 pub mod error;
-pub mod pages;
 
 #[cfg(target_arch = "wasm32")]
 pub mod api;
@@ -30,8 +30,6 @@ pub mod api;
 pub mod http;
 #[cfg(target_arch = "wasm32")]
 pub mod snapshot;
-#[cfg(target_arch = "wasm32")]
-pub mod vfs;
 
 pub use error::{Error, Result};
 

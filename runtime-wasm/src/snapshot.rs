@@ -2,7 +2,7 @@
 //! open; shard databases opened on first use and read page by page with Range requests.
 //!
 //! The driver ([`Snapshot::run_jobs`]) runs SQLite statements synchronously over the block cache
-//! (`pages.rs`, `vfs.rs`). A statement that reads a page which is not there fails; the driver
+//! (`edgeshard_shared::pages`, `edgeshard_shared::sqlite_vfs`). A statement that reads a page which is not there fails; the driver
 //! then fetches every page any statement of the call found missing, all shards at once, in one
 //! parallel round, and runs the statements that missed again. Lookups of one call (the keys of
 //! `getMany`, the id and payload rows of a search's hits) run as separate statements so that
@@ -10,15 +10,17 @@
 
 use crate::error::{Error, Result};
 use crate::http::{Fetcher, Ranged};
-use crate::pages::{coalesce, Counters, PageCache, ShardPages};
-use crate::vfs;
-use edgeshard_shared::btree;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::{project, Filter};
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
+use edgeshard_shared::pages::{
+    PageCache, PageFetch, PageStats, ShardOpening, ShardPages, StatsSnapshot as Counters,
+    HEADER_BLOCK, MAX_ROUNDS, PROBE_BLOCK,
+};
 use edgeshard_shared::search_plan::{self, Router};
-use edgeshard_shared::sidecar::{index_overflow_heads, interior_chain_heads, Sidecar};
+use edgeshard_shared::sidecar::Sidecar;
+use edgeshard_shared::sqlite_vfs;
 use edgeshard_shared::{layout, routing, vector, Key, Manifest};
 use futures::future::join_all;
 use rusqlite::{Connection, OptionalExtension};
@@ -26,20 +28,10 @@ use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// sqlite-vec refuses k above this.
 pub const MAX_K: usize = 4096;
-
-/// First read of a shard without a sidecar: enough for page 1 at any page size and, for small
-/// shards, the schema, so the open costs one request.
-const HEADER_BLOCK: u64 = 65536;
-/// First read of a shard with a sidecar: the sidecar holds page 1 and the schema, so this read
-/// is only for the object's size and ETag (and is page 1 at the default page size).
-const PROBE_BLOCK: u64 = 4096;
-
-/// Rounds one call may take before the driver gives up (a budget too small, a server that
-/// keeps answering with other bytes). A scan without a sidecar needs a few dozen.
-const MAX_ROUNDS: u32 = 500;
 
 /// Leaves of `vec_id_map` / `vec_payloads` a search prefetches with the vectors; bigger tables
 /// are read per hit instead (one more round, far fewer bytes).
@@ -130,7 +122,7 @@ struct OpenShard {
     url: String,
     /// The ETag seen at open; every later range answer must carry the same.
     etag: Option<String>,
-    pages: Rc<ShardPages>,
+    pages: Arc<ShardPages>,
     conn: Connection,
     has_sidecar: bool,
     /// Whether a search already planned this shard's vector reads.
@@ -187,8 +179,8 @@ pub struct Snapshot {
     router: Router,
     /// Indexed by db_id; `None` for empty slots.
     slots: Vec<Option<Slot>>,
-    cache: Rc<RefCell<PageCache>>,
-    counters: Rc<RefCell<Counters>>,
+    cache: Arc<Mutex<PageCache>>,
+    counters: Arc<PageStats>,
     fetcher: Fetcher,
     /// Counters of the last finished call.
     last_call: Cell<Counters>,
@@ -201,14 +193,14 @@ impl Snapshot {
     /// snapshot is cluster- or LSH-routed: 2 or 3 requests, one after the other.
     pub async fn open(root: &str, options: Options) -> Result<Self> {
         let root = root.trim_end_matches('/').to_string();
-        let counters = Rc::new(RefCell::new(Counters::default()));
+        let counters = Arc::new(PageStats::default());
         let fetcher = Fetcher {
             retries: options.retries,
             backoff_ms: options.retry_backoff_ms,
             counters: counters.clone(),
         };
         let current_url = layout::join(&root, layout::CURRENT);
-        counters.borrow_mut().rounds += 1;
+        PageStats::bump(&counters.rounds);
         let current = fetcher.get_whole(&current_url, "_CURRENT").await?;
         let pointer =
             CurrentPointer::parse(&current.bytes).map_err(|e| Error::InvalidSnapshot {
@@ -224,7 +216,7 @@ impl Snapshot {
             }
         })?;
         let manifest_url = layout::join(&root, &manifest_path);
-        counters.borrow_mut().rounds += 1;
+        PageStats::bump(&counters.rounds);
         let manifest_bytes = fetcher.get_whole(&manifest_url, "manifest").await?;
         let invalid = |detail: String| Error::InvalidSnapshot {
             url: manifest_url.clone(),
@@ -266,13 +258,13 @@ impl Snapshot {
             vector,
             router,
             slots,
-            cache: Rc::new(RefCell::new(PageCache::new(options.cache_bytes))),
+            cache: Arc::new(Mutex::new(PageCache::new(options.cache_bytes))),
             counters: counters.clone(),
             fetcher,
             last_call: Cell::new(Counters::default()),
             lock: futures::lock::Mutex::new(()),
         };
-        snapshot.last_call.set(*counters.borrow());
+        snapshot.last_call.set(counters.snapshot());
         Ok(snapshot)
     }
 
@@ -282,7 +274,7 @@ impl Snapshot {
 
     /// Everything counted so far (open included).
     pub fn total(&self) -> Counters {
-        *self.counters.borrow()
+        self.counters.snapshot()
     }
 
     /// What the last finished call cost.
@@ -291,15 +283,23 @@ impl Snapshot {
     }
 
     pub fn cache_bytes(&self) -> usize {
-        self.cache.borrow().bytes()
+        self.cache().bytes()
     }
 
     pub fn cache_pages(&self) -> usize {
-        self.cache.borrow().len()
+        self.cache().len()
+    }
+
+    /// The page cache (a poisoned lock cannot happen on single-threaded wasm32; recovered
+    /// anyway: the cache stays valid).
+    fn cache(&self) -> MutexGuard<'_, PageCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn cache_budget(&self) -> usize {
-        self.cache.borrow().budget()
+        self.cache().budget()
     }
 
     /// The shard slots whose databases are open.
@@ -359,7 +359,7 @@ impl Snapshot {
     /// Runs one public call: one at a time, counted as "the last call".
     async fn call<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let _turn = self.lock.lock().await;
-        self.cache.borrow_mut().begin_call();
+        self.cache().begin_call();
         for slot in self.slots.iter().flatten() {
             if let Some(shard) = slot.open.borrow().as_ref() {
                 shard.pages.reset_read_ahead();
@@ -826,7 +826,7 @@ impl Snapshot {
             .filter(|slot| slot.open.borrow().is_none())
             .collect();
         if !cold.is_empty() {
-            self.counters.borrow_mut().rounds += 1;
+            PageStats::bump(&self.counters.rounds);
             let opened = join_all(cold.iter().map(|slot| self.open_shard(slot))).await;
             let mut fresh = Vec::new();
             for (slot, shard) in cold.iter().zip(opened) {
@@ -912,81 +912,25 @@ impl Snapshot {
             .entry
             .page_verifier()
             .map_err(|e| corrupt(e.to_string()))?;
-        let (page_size, mut pinned, chains, interior_heads) = match sidecar {
-            Some(sidecar) => {
-                let heads = interior_chain_heads(&sidecar.content);
-                if let Some(verifier) = &verifier {
-                    for (number, page) in &sidecar.content.pages {
-                        verifier
-                            .check_page(*number, page)
-                            .map_err(|e| corrupt(e.to_string()))?;
-                    }
-                }
-                let pinned = sidecar
-                    .content
-                    .pages
-                    .into_iter()
-                    .map(|(n, p)| (n, Rc::<[u8]>::from(p)))
-                    .collect::<HashMap<_, _>>();
-                (
-                    sidecar.content.page_size,
-                    pinned,
-                    sidecar.content.chains,
-                    heads,
-                )
-            }
-            None => {
-                let page_size = header_page_size(&probe.bytes)
-                    .ok_or_else(|| corrupt("not a SQLite database (bad header)".into()))?;
-                (page_size, HashMap::new(), Vec::new(), Vec::new())
-            }
-        };
-        let page_size_bytes = page_size as usize;
-        // Page 1 is read at the start of every statement: keep it for good.
-        if !pinned.contains_key(&1)
-            && probe.bytes.len() >= page_size_bytes.min(probe.total as usize)
-        {
-            let mut first = probe.bytes[..page_size_bytes.min(probe.bytes.len())].to_vec();
-            first.resize(page_size_bytes, 0);
-            if let Some(verifier) = &verifier {
-                verifier
-                    .check_page(1, &first)
-                    .map_err(|e| corrupt(e.to_string()))?;
-            }
-            pinned.insert(1, Rc::from(first));
-        }
+        let pages = ShardPages::open(
+            ShardOpening {
+                slot: db_id,
+                len: probe.total,
+                verifier,
+                sidecar: sidecar.map(|s| s.content),
+                first_block: &probe.bytes,
+            },
+            self.cache.clone(),
+            self.counters.clone(),
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
         // An edgeshard-written row's key bounds were checked against the routing at open, and
         // page checksums bind the file to this row's slot: the first-miss routing check (one
         // more round) would prove nothing more.
         let provenance_checked = verifier.is_some() && slot.entry.written_by_edgeshard();
-        let reserved = pinned.get(&1).and_then(|p| p.get(20)).copied().unwrap_or(0);
-        let pages = Rc::new(ShardPages::new(
-            db_id,
-            probe.total,
-            page_size,
-            page_size.saturating_sub(reserved as u32),
-            verifier,
-            pinned,
-            chains,
-            self.cache.clone(),
-            self.counters.clone(),
-        ));
-        // The rest of the first block: paid for, so cached (when its pages pass their checks;
-        // otherwise they are fetched again when needed).
-        if probe.bytes.len() > page_size_bytes {
-            let rest = &probe.bytes[page_size_bytes..];
-            let whole = rest.len() - rest.len() % page_size_bytes;
-            if pages.check_block(page_size as u64, &rest[..whole]).is_ok() {
-                pages.insert_block(page_size as u64, rest);
-            }
-        }
-        let chain_pages: Vec<u32> = interior_heads
-            .iter()
-            .filter_map(|head| pages.chain_of(*head))
-            .flat_map(|chain| chain.iter().copied().collect::<Vec<_>>())
-            .collect();
-        pages.want(chain_pages);
-        let conn = vfs::open_connection(pages.clone(), &url)?;
+        let pages = Arc::new(pages);
+        let conn =
+            sqlite_vfs::open_connection(pages.clone()).map_err(|e| corrupt(e.to_string()))?;
         conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)
             .map_err(|e| corrupt(e.to_string()))?;
         Ok(OpenShard {
@@ -1030,7 +974,7 @@ impl Snapshot {
                 return Err(Error::TooManyRounds(format!(
                     "a statement still missed pages after {MAX_ROUNDS} rounds of reads (cache \
                      budget {} bytes)",
-                    self.cache.borrow().budget()
+                    self.cache().budget()
                 )));
             }
             let mut seen = BTreeSet::new();
@@ -1055,17 +999,7 @@ impl Snapshot {
         let fetched = self.fetch_missing(shards, false).await?;
         let mut follow = false;
         for (shard, pages) in shards.iter().zip(&fetched) {
-            for number in pages {
-                let Some(page) = shard.pages.peek_page(*number) else {
-                    continue;
-                };
-                for head in index_overflow_heads(*number, &page, shard.pages.usable_size) {
-                    if let Some(chain) = shard.pages.chain_of(head) {
-                        shard.pages.want(chain.iter().copied());
-                        follow |= shard.pages.has_missing();
-                    }
-                }
-            }
+            follow |= shard.pages.want_index_overflow_chains(pages);
         }
         if follow {
             self.fetch_missing(shards, false).await?;
@@ -1076,55 +1010,45 @@ impl Snapshot {
     /// One round: every missing page of every shard, as coalesced ranges, in parallel. Returns
     /// the pages fetched per shard.
     async fn fetch_missing(&self, shards: &[Rc<OpenShard>], pin: bool) -> Result<Vec<Vec<u32>>> {
-        let plan: Vec<(Rc<OpenShard>, Vec<u32>)> = shards
+        let plan: Vec<(Rc<OpenShard>, PageFetch)> = shards
             .iter()
-            .map(|s| (s.clone(), s.pages.take_missing()))
+            .map(|s| (s.clone(), s.pages.take_fetch()))
             .collect();
-        if plan.iter().all(|(_, pages)| pages.is_empty()) {
-            return Ok(plan.into_iter().map(|(_, p)| p).collect());
+        if plan.iter().all(|(_, fetch)| fetch.is_empty()) {
+            return Ok(plan.into_iter().map(|(_, f)| f.pages).collect());
         }
-        self.counters.borrow_mut().rounds += 1;
-        let reads = plan.iter().flat_map(|(shard, pages)| {
-            coalesce(pages, shard.pages.page_size, shard.pages.len)
-                .into_iter()
-                .map(move |(offset, length)| {
-                    let shard = shard.clone();
-                    async move {
-                        let mut answer = self
+        PageStats::bump(&self.counters.rounds);
+        let reads = plan.iter().flat_map(|(shard, fetch)| {
+            fetch.ranges.iter().map(move |&(offset, length)| {
+                let shard = shard.clone();
+                async move {
+                    let answer = self
+                        .fetcher
+                        .get_range(&shard.url, "shard database", offset, length)
+                        .await?;
+                    shard.check(&answer)?;
+                    // Pages that fail their checksums are fetched once more (a network that
+                    // flipped a bit rarely does it twice); failing again is an error.
+                    if shard.pages.store(offset, &answer.bytes, pin).is_err() {
+                        PageStats::bump(&self.counters.retries);
+                        let again = self
                             .fetcher
                             .get_range(&shard.url, "shard database", offset, length)
                             .await?;
-                        shard.check(&answer)?;
-                        // Pages that fail their checksums are fetched once more (a network
-                        // that flipped a bit rarely does it twice); failing again is an error.
-                        if shard.pages.check_block(offset, &answer.bytes).is_err() {
-                            answer = self
-                                .fetcher
-                                .get_range(&shard.url, "shard database", offset, length)
-                                .await?;
-                            shard.check(&answer)?;
-                            shard
-                                .pages
-                                .check_block(offset, &answer.bytes)
-                                .map_err(|e| Error::CorruptShard {
-                                    db_id: shard.db_id,
-                                    url: shard.url.clone(),
-                                    detail: e.to_string(),
-                                })?;
-                        }
-                        if pin {
-                            shard.pages.pin_block(offset, &answer.bytes);
-                        } else {
-                            shard.pages.insert_block(offset, &answer.bytes);
-                        }
-                        Ok::<(), Error>(())
+                        shard.check(&again)?;
+                        shard
+                            .pages
+                            .store(offset, &again.bytes, pin)
+                            .map_err(|e| shard.corrupt(e.to_string()))?;
                     }
-                })
+                    Ok::<(), Error>(())
+                }
+            })
         });
         for outcome in join_all(reads).await {
             outcome?;
         }
-        Ok(plan.into_iter().map(|(_, p)| p).collect())
+        Ok(plan.into_iter().map(|(_, f)| f.pages).collect())
     }
 
     /// Before a cold search: with the sidecar's interior pages pinned, the leaves of the vector
@@ -1158,7 +1082,7 @@ impl Snapshot {
         let roots = self.run_jobs(roots_jobs).await?;
         for (shard, tables) in todo.iter().zip(&roots) {
             for (table, root) in tables {
-                let leaves = leaves_below(&shard.pages, *root);
+                let leaves = shard.pages.leaves_below(*root);
                 let lookup_table = table == "vec_id_map" || table == "vec_payloads";
                 if lookup_table && leaves.len() > MAX_LOOKUP_TABLE_LEAVES {
                     continue;
@@ -1168,16 +1092,7 @@ impl Snapshot {
         }
         let fetched = self.fetch_missing(&todo, false).await?;
         for (shard, pages) in todo.iter().zip(&fetched) {
-            for number in pages {
-                if let Some(page) = shard.pages.peek_page(*number) {
-                    for head in btree::overflow_heads(*number, &page, shard.pages.usable_size) {
-                        match shard.pages.chain_of(head) {
-                            Some(chain) => shard.pages.want(chain.iter().copied()),
-                            None => shard.pages.want([head]),
-                        }
-                    }
-                }
-            }
+            shard.pages.want_overflow_chains(pages);
         }
         self.fetch_missing(&todo, false).await?;
         for shard in &todo {
@@ -1185,28 +1100,6 @@ impl Snapshot {
         }
         Ok(())
     }
-}
-
-/// The leaf pages of the B-tree rooted at `root`, walking pinned interior pages only (a page
-/// that is not pinned is a leaf: the sidecar pins every interior page).
-fn leaves_below(pages: &ShardPages, root: u32) -> Vec<u32> {
-    let mut leaves = Vec::new();
-    let mut stack = vec![root];
-    let mut visited = BTreeSet::new();
-    while let Some(number) = stack.pop() {
-        if !visited.insert(number) || number == 0 || number > pages.page_count() {
-            continue;
-        }
-        match pages.pinned_page(number) {
-            Some(page) if btree::is_interior(number, &page) => {
-                stack.extend(btree::children(number, &page));
-            }
-            Some(_) => {}
-            None => leaves.push(number),
-        }
-    }
-    leaves.sort_unstable();
-    leaves
 }
 
 /// The router of a snapshot's vectors, with its routing artifact fetched (one request) when
@@ -1229,24 +1122,13 @@ async fn read_router(
     let (url, bytes) = match artifact {
         Some((relative, file)) => {
             let url = layout::join(root, &relative);
-            fetcher.counters.borrow_mut().rounds += 1;
+            PageStats::bump(&fetcher.counters.rounds);
             let bytes = fetcher.get_whole(&url, file).await?.bytes;
             (url, Some(bytes))
         }
         None => (layout::join(root, layout::VECTOR_META_DIR), None),
     };
     Router::new(spec, manifest.meta.num_dbs, bytes.as_deref()).map_err(|e| invalid(url, e))
-}
-
-fn header_page_size(block: &[u8]) -> Option<u32> {
-    if block.len() < 100 || &block[..16] != b"SQLite format 3\0" {
-        return None;
-    }
-    match u16::from_be_bytes([block[16], block[17]]) {
-        1 => Some(65536),
-        v if v >= 512 && v.is_power_of_two() => Some(v as u32),
-        _ => None,
-    }
 }
 
 /// `{"v": 7, "t": "int"}` / `{"v": "a", "t": "str"}` from `vec_id_map.original_id`.
