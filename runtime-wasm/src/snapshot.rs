@@ -1,10 +1,11 @@
 //! An open snapshot over HTTP: `_CURRENT`, the manifest and the vector routing artifacts read at
 //! open; shard databases opened on first use and read page by page with Range requests.
 //!
-//! The driver ([`Snapshot::run_jobs`]) runs SQLite statements synchronously over the block cache
-//! (`edgeshard_shared::pages`, `edgeshard_shared::sqlite_vfs`). A statement that reads a page which is not there fails; the driver
-//! then fetches every page any statement of the call found missing, all shards at once, in one
-//! parallel round, and runs the statements that missed again. Lookups of one call (the keys of
+//! The driver ([`Snapshot::run_jobs`]) runs SQLite statements synchronously over the page cache
+//! (`edgeshard_shared::pages`, `edgeshard_shared::sqlite_vfs`, shared with runtime-native). A
+//! statement that reads a page which is not there fails; the driver then fetches every page any
+//! statement of the call found missing, all shards at once, in one parallel round, and runs the
+//! statements that missed again. Lookups of one call (the keys of
 //! `getMany`, the id and payload rows of a search's hits) run as separate statements so that
 //! all their misses land in the same round.
 

@@ -14,7 +14,8 @@
 
 use crate::btree;
 use crate::integrity::PageVerifier;
-use crate::sidecar::index_overflow_heads;
+use crate::sidecar::{index_overflow_heads, interior_chain_heads, SidecarContent};
+use crate::Error;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -246,6 +247,42 @@ impl PageFetch {
     }
 }
 
+/// First read of a shard without a sidecar: enough for page 1 at any page size and, for small
+/// shards, the schema, so the open costs one request.
+pub const HEADER_BLOCK: u64 = 65536;
+
+/// First read of a shard with a sidecar, by readers that need one anyway for the object's size
+/// and ETag: the sidecar holds page 1 and the schema, so this is page 1 at the default size.
+pub const PROBE_BLOCK: u64 = 4096;
+
+/// The page size a SQLite header declares, when `block` starts with a valid one.
+pub fn header_page_size(block: &[u8]) -> Option<u32> {
+    if block.len() < 100 || &block[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    match u16::from_be_bytes([block[16], block[17]]) {
+        1 => Some(65536),
+        v if v >= 512 && v.is_power_of_two() => Some(v as u32),
+        _ => None,
+    }
+}
+
+/// What a reader has in hand when it opens a shard for page reads.
+#[derive(Debug)]
+pub struct ShardOpening<'a> {
+    /// The shard's `db_id`.
+    pub slot: u32,
+    /// Size of `shard.db` in bytes (checked against the manifest by the caller).
+    pub len: u64,
+    /// From the shard's manifest row: every page is checked when it carries checksums.
+    pub verifier: Option<PageVerifier>,
+    /// The shard's sidecar, when one is bound to the object being read.
+    pub sidecar: Option<SidecarContent>,
+    /// The first bytes of `shard.db` when they were read (always without a sidecar): page 1
+    /// and, for a longer block, the pages after it.
+    pub first_block: &'a [u8],
+}
+
 /// Locks a mutex, recovering the data when an earlier panic poisoned it: every structure behind
 /// these locks (a cache, a set of page numbers) stays valid whatever a panic interrupted, at
 /// worst missing an entry, which only costs a read.
@@ -317,6 +354,83 @@ impl ShardPages {
             misses: AtomicU64::new(0),
             read_ahead: Mutex::new((0, 1)),
         }
+    }
+
+    /// A shard ready for page reads: the sidecar's pages (each checked) pinned, page 1 pinned
+    /// (from the sidecar or the first block, checked), the rest of the first block cached when
+    /// it passes its checks (it was paid for), and the overflow chains hanging off pinned
+    /// interior pages wanted (large divider keys, read on every descent: the caller fetches
+    /// them with `pin`). An error means the shard cannot be read: not a database, or a page
+    /// that fails its checksum (the caller may fetch the first block once more).
+    pub fn open(
+        opening: ShardOpening<'_>,
+        cache: Arc<Mutex<PageCache>>,
+        stats: Arc<PageStats>,
+    ) -> crate::Result<Self> {
+        let ShardOpening {
+            slot,
+            len,
+            verifier,
+            sidecar,
+            first_block,
+        } = opening;
+        let (page_size, mut pinned, chains, interior_heads) = match sidecar {
+            Some(sidecar) => {
+                if let Some(verifier) = &verifier {
+                    for (number, page) in &sidecar.pages {
+                        verifier.check_page(*number, page)?;
+                    }
+                }
+                let heads = interior_chain_heads(&sidecar);
+                let pinned: HashMap<u32, Arc<[u8]>> = sidecar
+                    .pages
+                    .into_iter()
+                    .map(|(n, p)| (n, Arc::from(p)))
+                    .collect();
+                (sidecar.page_size, pinned, sidecar.chains, heads)
+            }
+            None => {
+                let page_size = header_page_size(first_block).ok_or_else(|| {
+                    Error::Integrity("not a SQLite database (bad header)".into())
+                })?;
+                (page_size, HashMap::new(), Vec::new(), Vec::new())
+            }
+        };
+        let page_bytes = page_size as usize;
+        // Page 1 is read at the start of every statement: keep it for good.
+        if !pinned.contains_key(&1) && first_block.len() >= page_bytes.min(len as usize) {
+            let mut first = first_block[..page_bytes.min(first_block.len())].to_vec();
+            first.resize(page_bytes, 0);
+            if let Some(verifier) = &verifier {
+                verifier.check_page(1, &first)?;
+            }
+            pinned.insert(1, Arc::from(first));
+        }
+        let reserved = pinned.get(&1).and_then(|p| p.get(20)).copied().unwrap_or(0);
+        let pages = Self::new(
+            slot,
+            len,
+            page_size,
+            page_size.saturating_sub(reserved as u32),
+            verifier,
+            pinned,
+            chains,
+            cache,
+            stats,
+        );
+        if first_block.len() > page_bytes {
+            let rest = &first_block[page_bytes..];
+            let whole = rest.len() - rest.len() % page_bytes;
+            // Pages that fail are simply not kept: fetched again when needed.
+            let _ = pages.store(page_size as u64, &rest[..whole], false);
+        }
+        let chain_pages: Vec<u32> = interior_heads
+            .iter()
+            .filter_map(|head| pages.chain_of(*head))
+            .flat_map(|chain| chain.iter().copied().collect::<Vec<_>>())
+            .collect();
+        pages.want(chain_pages);
+        Ok(pages)
     }
 
     /// Number of pages of the file.
