@@ -1,7 +1,7 @@
 //! An open snapshot: the manifest plus lazily opened shard connections.
 
 use crate::error::{Error, Result};
-use crate::range::{vfs, FileSource, RangeFile, RangeSource, RangeStats, StatsSnapshot};
+use crate::range::{FileSource, RangeShard, RangeSource, RangeStats, StatsSnapshot};
 use crate::root::{sqlite_immutable_uri, ManifestVersion, Root};
 use crate::sqlite_vec_ext;
 use edgeshard_shared::current::CurrentPointer;
@@ -112,13 +112,19 @@ struct ShardHandle {
     /// Display form of where the shard lives, for errors.
     location: String,
     /// Opened on first use; a shard that is never queried is never opened.
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<ShardConn>>,
     /// Set once the shard's first stored key was seen to route to it (checked on its first
     /// miss, see [`Snapshot::check_routing_on_miss`]).
     routing_checked: AtomicBool,
     /// The shard's LanceDB table, opened on first search (LanceDB snapshots).
     #[cfg(feature = "lancedb")]
     lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
+}
+
+/// An open shard database: a file SQLite reads itself, or pages read by range.
+enum ShardConn {
+    Whole(Connection),
+    Range(RangeShard),
 }
 
 /// How shard databases are read.
@@ -737,6 +743,7 @@ impl Snapshot {
             location: shard.location.clone(),
             detail,
         };
+        self.plan_vector_reads(shard)?;
         if let Some(reduction) = q.dot_reduction {
             let hits = self.with_conn_try(shard, |conn| {
                 exact_dot_hits(conn, q, &reduction, &corrupt, &|e| self.sql_error(shard, e))
@@ -777,31 +784,29 @@ impl Snapshot {
     fn with_conn<T>(
         &self,
         shard: &ShardHandle,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        mut f: impl FnMut(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         self.with_conn_try(shard, |conn| f(conn).map_err(|e| self.sql_error(shard, e)))
     }
 
-    /// A SQLite error on a shard, with the cause of a failed ranged read when there is one.
+    /// A SQLite error on a shard. (A failed ranged read never surfaces as one: the range
+    /// driver reports it itself.)
     fn sql_error(&self, shard: &ShardHandle, e: rusqlite::Error) -> Error {
-        let detail = match vfs::take_last_error() {
-            // A failed ranged read surfaces in SQLite as "disk I/O error": say what failed.
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        };
         Error::CorruptShard {
             db_id: shard.entry.db_id,
             location: shard.location.clone(),
-            detail,
+            detail: e.to_string(),
         }
     }
 
     /// Runs `f` on the shard's connection, opening it on first use (a shard that cannot be
     /// opened is an error naming it).
+    /// In range mode `f` may run several times (see [`RangeShard::run`]): it must have no
+    /// effect outside what it returns.
     fn with_conn_try<T>(
         &self,
         shard: &ShardHandle,
-        f: impl FnOnce(&Connection) -> Result<T>,
+        f: impl FnMut(&Connection) -> Result<T>,
     ) -> Result<T> {
         let corrupt = |detail: String| Error::CorruptShard {
             db_id: shard.entry.db_id,
@@ -816,14 +821,34 @@ impl Snapshot {
             sqlite_vec_ext::register();
             *guard = Some(self.open_shard(shard)?);
         }
-        let conn = guard
-            .as_ref()
-            .ok_or_else(|| corrupt("connection missing after open".into()))?;
-        f(conn)
+        match guard.as_mut() {
+            Some(ShardConn::Whole(conn)) => {
+                let mut f = f;
+                f(conn)
+            }
+            Some(ShardConn::Range(range)) => range.run(f),
+            None => Err(corrupt("connection missing after open".into())),
+        }
+    }
+
+    /// Before a search on a range-read shard: fetches its vector tables in two rounds (see
+    /// [`RangeShard::plan_vector_reads`]); nothing for other shards.
+    fn plan_vector_reads(&self, shard: &ShardHandle) -> Result<()> {
+        // Opens the shard when needed.
+        self.with_conn_try(shard, |_| Ok(()))?;
+        let mut guard = shard.conn.lock().map_err(|_| Error::CorruptShard {
+            db_id: shard.entry.db_id,
+            location: shard.location.clone(),
+            detail: "connection lock poisoned by an earlier panic".into(),
+        })?;
+        match guard.as_mut() {
+            Some(ShardConn::Range(range)) => range.plan_vector_reads(),
+            _ => Ok(()),
+        }
     }
 
     /// Opens one shard's database per the access mode.
-    fn open_shard(&self, shard: &ShardHandle) -> Result<Connection> {
+    fn open_shard(&self, shard: &ShardHandle) -> Result<ShardConn> {
         let db_id = shard.entry.db_id;
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
@@ -856,7 +881,7 @@ impl Snapshot {
                             .into(),
                     ));
                 }
-                open_local_file(&path)?
+                ShardConn::Whole(open_local_file(&path)?)
             }
             (Root::Remote(remote), AccessMode::Range) => {
                 // The shard's ETag and its sidecar are independent: fetch both in one round.
@@ -878,14 +903,20 @@ impl Snapshot {
                 let source = remote.range_source(&shard.relative, size, etag);
                 self.open_range(shard, Box::new(source), sidecar)?
             }
-            (Root::Remote(_), _) => open_local_file(&self.download(shard)?)?,
+            (Root::Remote(_), _) => ShardConn::Whole(open_local_file(&self.download(shard)?)?),
         };
         // Reading the schema here turns "not a database" into an error at open, with the shard
         // named, instead of at the first query.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(|e| corrupt(e.to_string()))?;
+        let schema = |conn: &Connection| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| corrupt(e.to_string()))
+        };
+        match &conn {
+            ShardConn::Whole(c) => schema(c)?,
+            ShardConn::Range(range) => range.run(schema)?,
+        };
         Ok(conn)
     }
 
@@ -896,7 +927,7 @@ impl Snapshot {
         shard: &ShardHandle,
         source: Box<dyn RangeSource>,
         sidecar: Option<SidecarContent>,
-    ) -> Result<Connection> {
+    ) -> Result<ShardConn> {
         let verifier = shard
             .entry
             .page_verifier()
@@ -905,14 +936,15 @@ impl Snapshot {
                 location: shard.location.clone(),
                 detail: e.to_string(),
             })?;
-        let file = RangeFile::open_with_stats(
+        let range = RangeShard::open(
+            shard.entry.db_id,
             source,
             sidecar,
             self.options.cache_pages,
             self.stats.clone(),
             verifier,
         )?;
-        vfs::open_connection(Arc::new(file))
+        Ok(ShardConn::Range(range))
     }
 
     /// The shard's sidecar when the manifest announces one and it parses (the caller checks its

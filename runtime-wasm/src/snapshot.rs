@@ -34,10 +34,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// sqlite-vec refuses k above this.
 pub const MAX_K: usize = 4096;
 
-/// Leaves of `vec_id_map` / `vec_payloads` a search prefetches with the vectors; bigger tables
-/// are read per hit instead (one more round, far fewer bytes).
-const MAX_LOOKUP_TABLE_LEAVES: usize = 128;
-
 /// SQLite's own page cache per shard connection, in KiB: kept small because the page cache
 /// (under the caller's budget) already holds the pages; what SQLite keeps on top of the budget
 /// is this much per open shard.
@@ -1069,11 +1065,7 @@ impl Snapshot {
             .iter()
             .map(|shard| {
                 let job: Statement<'_, Vec<(String, u32)>> = Box::new(|conn: &Connection| {
-                    let mut stmt = conn.prepare(
-                        "SELECT tbl_name, rootpage FROM sqlite_master WHERE rootpage > 0 \
-                             AND (tbl_name LIKE 'vec_index%' \
-                                  OR tbl_name IN ('vec_id_map', 'vec_payloads'))",
-                    )?;
+                    let mut stmt = conn.prepare(search_plan::sql::VECTOR_TABLE_ROOTS)?;
                     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect()
                 });
@@ -1082,14 +1074,7 @@ impl Snapshot {
             .collect();
         let roots = self.run_jobs(roots_jobs).await?;
         for (shard, tables) in todo.iter().zip(&roots) {
-            for (table, root) in tables {
-                let leaves = shard.pages.leaves_below(*root);
-                let lookup_table = table == "vec_id_map" || table == "vec_payloads";
-                if lookup_table && leaves.len() > MAX_LOOKUP_TABLE_LEAVES {
-                    continue;
-                }
-                shard.pages.want(leaves);
-            }
+            shard.pages.want_vector_table_leaves(tables);
         }
         let fetched = self.fetch_missing(&todo, false).await?;
         for (shard, pages) in todo.iter().zip(&fetched) {

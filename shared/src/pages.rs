@@ -228,6 +228,9 @@ impl std::ops::Sub for StatsSnapshot {
     }
 }
 
+/// Leaves of `vec_id_map` / `vec_payloads` a cold search prefetches with the vectors.
+pub const MAX_LOOKUP_TABLE_LEAVES: usize = 128;
+
 /// A statement that still misses pages after this many rounds of reads is given up on: the cache
 /// budget cannot hold what it needs, or the server keeps answering with something else.
 pub const MAX_ROUNDS: u32 = 500;
@@ -390,9 +393,8 @@ impl ShardPages {
                 (sidecar.page_size, pinned, sidecar.chains, heads)
             }
             None => {
-                let page_size = header_page_size(first_block).ok_or_else(|| {
-                    Error::Integrity("not a SQLite database (bad header)".into())
-                })?;
+                let page_size = header_page_size(first_block)
+                    .ok_or_else(|| Error::Integrity("not a SQLite database (bad header)".into()))?;
                 (page_size, HashMap::new(), Vec::new(), Vec::new())
             }
         };
@@ -649,6 +651,21 @@ impl ShardPages {
             }
         }
         self.has_missing()
+    }
+
+    /// Before a cold search: wants the leaves of the vector tables (`(table, root page)`, from
+    /// [`crate::search_plan::sql::VECTOR_TABLE_ROOTS`]), found by walking pinned interior
+    /// pages. The id and payload lookup tables are left to per-hit reads when they have more
+    /// than [`MAX_LOOKUP_TABLE_LEAVES`] leaves (one more round, far fewer bytes).
+    pub fn want_vector_table_leaves(&self, tables: &[(String, u32)]) {
+        for (table, root) in tables {
+            let leaves = self.leaves_below(*root);
+            let lookup_table = table == "vec_id_map" || table == "vec_payloads";
+            if lookup_table && leaves.len() > MAX_LOOKUP_TABLE_LEAVES {
+                continue;
+            }
+            self.want(leaves);
+        }
     }
 
     /// The leaf pages of the B-tree rooted at `root`, walking pinned interior pages only (a page

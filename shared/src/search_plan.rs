@@ -20,6 +20,13 @@ use crate::vector_routing::{self as vrouting, VectorStrategy};
 pub mod sql {
     use super::Metric;
 
+    /// The vector tables of a shard and their root pages, `(table, rootpage)`: what a range
+    /// reader walks (pinned interior pages down to the leaves) to fetch a cold search's pages
+    /// in two rounds (`ShardPages::want_vector_table_leaves`).
+    pub const VECTOR_TABLE_ROOTS: &str = "SELECT tbl_name, rootpage FROM sqlite_master \
+         WHERE rootpage > 0 AND (tbl_name LIKE 'vec_index%' \
+         OR tbl_name IN ('vec_id_map', 'vec_payloads'))";
+
     /// The `?2` nearest rows to `?1` (little-endian f32 bytes) by the index's own distance.
     pub const KNN: &str = "WITH knn AS MATERIALIZED (
          SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
