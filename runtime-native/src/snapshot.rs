@@ -154,6 +154,56 @@ impl AccessMode {
     }
 }
 
+/// Threads one search uses to query its shards (at most one per shard): enough to overlap the
+/// reads of range-read shards and to use the cores on local ones, without one OS thread per
+/// shard when a search covers thousands.
+const SEARCH_THREADS: usize = 16;
+
+/// `work` over every item on at most `threads` scoped threads; results in item order. A panic
+/// in `work` is an error, not a crash of the caller.
+fn for_each_bounded<I: Sync, T: Send>(
+    items: &[I],
+    threads: usize,
+    work: impl Fn(&I) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = threads.clamp(1, items.len().max(1));
+    let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
+    let finished: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break done;
+                        };
+                        done.push((i, work(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for (i, result) in finished.into_iter().flatten() {
+        slots[i] = Some(result);
+    }
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| {
+                Err(Error::Unsupported(
+                    "internal error: a shard search thread panicked".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
 /// How many older manifests a cold start tries when the current one is corrupt.
 pub const FALLBACK_MANIFESTS: usize = 3;
 
@@ -574,24 +624,11 @@ impl Snapshot {
             ann: options.ann,
             dot_reduction: dot,
         };
-        let per_shard: Vec<Result<Vec<Scored<SearchHit>>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = targets
-                .iter()
-                .map(|shard| {
-                    let shard_query = &shard_query;
-                    scope.spawn(move || self.search_shard(shard, shard_query))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Unsupported("a shard search thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let per_shard = per_shard.into_iter().collect::<Result<Vec<_>>>()?;
+        let per_shard = for_each_bounded(&targets, SEARCH_THREADS, |shard| {
+            self.search_shard(shard, &shard_query)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let results = merge_top_k_distinct(per_shard, k, |hit| hit.id.clone())
             .into_iter()
             .map(|s| {
@@ -1469,4 +1506,41 @@ fn load_router(
     let router = Router::new(spec, manifest.meta.num_dbs, bytes.as_deref())
         .map_err(|source| Error::Format { location, source })?;
     Ok(Some(router))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_fan_out_keeps_order_caps_threads_and_reports_panics() {
+        let items: Vec<u32> = (0..100).collect();
+        let running = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let results = for_each_bounded(&items, 4, |&i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            running.fetch_sub(1, Ordering::SeqCst);
+            if i == 37 {
+                panic!("shard 37 broke");
+            }
+            Ok(i * 2)
+        });
+        assert_eq!(results.len(), 100);
+        assert!(
+            peak.load(Ordering::SeqCst) <= 4,
+            "more than 4 threads at once"
+        );
+        for (i, result) in results.iter().enumerate() {
+            match result {
+                Ok(v) => assert_eq!(*v, i as u32 * 2),
+                // The panicking item and what its thread had finished are errors, never
+                // missing or misplaced.
+                Err(e) => assert!(e.to_string().contains("panicked"), "{e}"),
+            }
+        }
+        assert!(results[37].is_err());
+        assert!(results.iter().filter(|r| r.is_ok()).count() >= 70);
+    }
 }
