@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Writes the reader conformance suite: its input records and the expected answers.
+
+    pip install xxhash && python3 tests/conformance/oracle.py   # rewrites the three files
+
+The expected answers come from the records alone (plain Python, float64), never from a reader:
+`get` answers are the stored values, `search` answers are brute-force nearest neighbours in the
+score convention of shared/src/vector.rs (lower is better: cosine 1 - cos, l2 Euclidean, dot
+1 - q.v), with payload filters and projection applied as the CLI documents them. Every reader
+(native local / range / download over HTTP, wasm in Node) must answer every case exactly (ids,
+order, shards, payloads; scores within 1e-4). See tests/tests/reader_conformance.rs and
+runtime-wasm/js/test/conformance.test.mjs.
+"""
+import json
+import math
+import os
+import random
+
+import xxhash  # pip install xxhash (only to regenerate the suite)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DIM = 8
+COLORS = ["red", "green", "blue"]
+SHARDS = 4
+
+
+def records():
+    rng = random.Random(20261204)
+    out = []
+    for i in range(400):
+        key = i * 3  # gaps: keys 1, 2, 4, ... are absent
+        vector = [round(rng.gauss(0, 1), 4) for _ in range(DIM)]
+        out.append({
+            "id": key,
+            "value": f"value-{key}" + "x" * (i % 37),
+            "emb": vector,
+            "color": COLORS[i % 3],
+            "n": i % 10,
+        })
+    return out
+
+
+def score(metric, q, v):
+    dot = sum(a * b for a, b in zip(q, v))
+    if metric == "cosine":
+        nq = math.sqrt(sum(a * a for a in q))
+        nv = math.sqrt(sum(b * b for b in v))
+        return 1.0 - dot / (nq * nv)
+    if metric == "l2":
+        return math.sqrt(sum((a - b) ** 2 for a, b in zip(q, v)))
+    return 1.0 - dot
+
+
+def shard_of(key, num_dbs):
+    """Spec section 4: xxh3_64 of the key's canonical bytes (integers: 8 bytes little-endian,
+    two's complement; strings: UTF-8), seed 0, mod num_dbs. Computed here with the `xxhash`
+    package (pip), not with edgeshard's router."""
+    if isinstance(key, int):
+        data = key.to_bytes(8, "little", signed=True)
+    else:
+        data = key.encode("utf-8")
+    return xxhash.xxh3_64_intdigest(data) % num_dbs
+
+
+def check_golden_routing():
+    """The spec's golden values, so a wrong canonical form cannot produce a wrong oracle."""
+    assert shard_of(42, 4) == 0 and shard_of(-1, 8) == 3 and shard_of("user-1", 10) == 7
+    assert [shard_of(k, 3) for k in range(10)] == [2, 2, 1, 1, 0, 2, 0, 2, 0, 0]
+
+
+def search_case(recs, metric, q, k, flt=None, fields=None, shards=None):
+    pool = recs
+    if flt is not None:
+        field, value = flt
+        pool = [r for r in pool if r[field] == value]
+    scored = sorted(
+        ((score(metric, q, r["emb"]), i, r) for i, r in enumerate(pool)),
+        key=lambda t: (t[0], t[1]),
+    )
+    hits = []
+    for s, _, r in scored:
+        if shards is not None and r["_shard"] not in shards:
+            continue
+        payload = {"color": r["color"], "n": r["n"]}
+        if fields is not None:
+            payload = {f: payload[f] for f in fields if f in payload}
+        hits.append({"id": r["id"], "score": s, "payload": payload, "shard": r["_shard"]})
+        if len(hits) == k:
+            break
+    return hits
+
+
+def main():
+    recs = records()
+    with open(os.path.join(HERE, "records.jsonl"), "w") as f:
+        for r in recs:
+            f.write(json.dumps(r) + "\n")
+    with open(os.path.join(HERE, "records-str.jsonl"), "w") as f:
+        for r in recs[:200]:
+            f.write(json.dumps({"id": f"key-{r['id']}", "value": r["value"]}) + "\n")
+    check_golden_routing()
+    for r in recs:
+        r["_shard"] = shard_of(r["id"], SHARDS)
+
+    rng = random.Random(7)
+    queries = [[round(rng.gauss(0, 1), 4) for _ in range(DIM)] for _ in range(6)]
+    snapshots = {
+        "kv-int": {"input": "records.jsonl", "shards": SHARDS},
+        "kv-str": {"input": "records-str.jsonl", "shards": 3},
+    }
+    for metric in ["cosine", "l2", "dot_product"]:
+        snapshots[f"vec-{metric}"] = {
+            "input": "records.jsonl",
+            "shards": SHARDS,
+            "metric": metric,
+            "vector_field": "emb",
+            "payload_fields": ["color", "n"],
+        }
+    cases = []
+    present = [r["id"] for r in recs[::37]]
+    absent = [1, 2, 4, 1201, 99999]
+    by_key = {r["id"]: r["value"] for r in recs}
+    for key in present + absent:
+        cases.append({"snapshot": "kv-int", "op": "get", "key": key,
+                      "expect": {"value": by_key.get(key)}})
+    keys = present[:5] + absent[:2] + present[5:8]
+    cases.append({"snapshot": "kv-int", "op": "multiget", "keys": keys,
+                  "expect": {"values": [by_key.get(k) for k in keys]}})
+    str_values = {f"key-{r['id']}": r["value"] for r in recs[:200]}
+    for key in ["key-0", "key-33", "key-597", "key-1", "key-", "KEY-0"]:
+        cases.append({"snapshot": "kv-str", "op": "get", "key": key,
+                      "expect": {"value": str_values.get(key)}})
+    for metric in ["cosine", "l2", "dot_product"]:
+        name = f"vec-{metric}"
+        for qi, q in enumerate(queries):
+            k = [1, 5, 10, 10, 3, 20][qi]
+            cases.append({"snapshot": name, "op": "search", "vector": q, "k": k,
+                          "expect": {"results": search_case(recs, metric, q, k)}})
+        q = queries[0]
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 7,
+                      "filter": ["color=red"],
+                      "expect": {"results": search_case(recs, metric, q, 7, ("color", "red"))}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5,
+                      "fields": ["n"],
+                      "expect": {"results": search_case(recs, metric, q, 5, fields=["n"])}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 6,
+                      "shards": [1, 3],
+                      "expect": {"results": search_case(recs, metric, q, 6, shards={1, 3})}})
+        cases.append({"snapshot": name, "op": "get", "key": recs[5]["id"],
+                      "expect": {"value": recs[5]["value"]}})
+        # Bad requests: an error of the named kind, never an answer.
+        cases.append({"snapshot": name, "op": "search", "vector": q[:4], "k": 5,
+                      "expect": {"error": "invalid_input"}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 0,
+                      "expect": {"error": "invalid_input"}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5, "probes": 2,
+                      "expect": {"error": "invalid_input"}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5, "shards": [9],
+                      "expect": {"error": "invalid_input"}})
+    cases.append({"snapshot": "kv-int", "op": "search", "vector": queries[0], "k": 5,
+                  "expect": {"error": "invalid_input"}})
+    out = {"about": "Generated by oracle.py from the records alone; do not edit by hand.",
+           "snapshots": snapshots, "cases": cases}
+    with open(os.path.join(HERE, "cases.json"), "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print(f"{len(cases)} cases over {len(snapshots)} snapshots")
+
+
+if __name__ == "__main__":
+    main()
