@@ -21,7 +21,7 @@ pub mod sidecar;
 pub mod vector;
 pub mod vector_routing;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use key::{Key, KeyEncoding};
 pub use manifest::Manifest;
 pub use vector::Metric;
