@@ -580,7 +580,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(Error::Unsupported("a shard search thread panicked".into()))
+                        Err(Error::Internal("a shard search thread panicked".into()))
                     })
                 })
                 .collect()
@@ -654,7 +654,7 @@ impl Snapshot {
             let mut slot = shard
                 .lance
                 .lock()
-                .map_err(|_| Error::Unsupported("a shard lock was poisoned".into()))?;
+                .map_err(|_| Error::poisoned("LanceDB shard"))?;
             match slot.as_ref() {
                 Some(table) => table.clone(),
                 None => {
@@ -782,17 +782,37 @@ impl Snapshot {
         self.with_conn_try(shard, |conn| f(conn).map_err(|e| self.sql_error(shard, e)))
     }
 
-    /// A SQLite error on a shard, with the cause of a failed ranged read when there is one.
+    /// A SQLite error on a shard. A failed ranged read surfaces in SQLite as "disk I/O error":
+    /// that is reported as the read's own error, kind included (a 403 is permission denied, a
+    /// cut stream unavailable, a page failing its checksum corrupt); any other SQLite error
+    /// means the shard is not a usable database.
     fn sql_error(&self, shard: &ShardHandle, e: rusqlite::Error) -> Error {
-        let detail = match vfs::take_last_error() {
-            // A failed ranged read surfaces in SQLite as "disk I/O error": say what failed.
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        };
-        Error::CorruptShard {
-            db_id: shard.entry.db_id,
-            location: shard.location.clone(),
-            detail,
+        // Always taken, so a cause never outlives the statement that failed.
+        let cause = vfs::take_last_error();
+        match cause {
+            Some(cause) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) => {
+                self.shard_error(shard, cause)
+            }
+            _ => Error::CorruptShard {
+                db_id: shard.entry.db_id,
+                location: shard.location.clone(),
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// An error met while reading `shard`'s file, naming the shard: the range layer below does
+    /// not always know which shard a file is (no page verifier), and says shard 0 then.
+    fn shard_error(&self, shard: &ShardHandle, e: Error) -> Error {
+        match e {
+            Error::CorruptShard {
+                location, detail, ..
+            } => Error::CorruptShard {
+                db_id: shard.entry.db_id,
+                location,
+                detail,
+            },
+            other => other,
         }
     }
 
@@ -803,22 +823,20 @@ impl Snapshot {
         shard: &ShardHandle,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
-        let corrupt = |detail: String| Error::CorruptShard {
-            db_id: shard.entry.db_id,
-            location: shard.location.clone(),
-            detail,
-        };
         let mut guard = shard
             .conn
             .lock()
-            .map_err(|_| corrupt("connection lock poisoned by an earlier panic".into()))?;
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
         if guard.is_none() {
             sqlite_vec_ext::register();
             *guard = Some(self.open_shard(shard)?);
         }
-        let conn = guard
-            .as_ref()
-            .ok_or_else(|| corrupt("connection missing after open".into()))?;
+        let conn = guard.as_ref().ok_or_else(|| {
+            Error::Internal(format!(
+                "shard {}: connection missing after open",
+                shard.entry.db_id
+            ))
+        })?;
         f(conn)
     }
 
@@ -856,16 +874,18 @@ impl Snapshot {
                             .into(),
                     ));
                 }
-                open_local_file(&path)?
+                open_local_file(&path, db_id)?
             }
             (Root::Remote(remote), AccessMode::Range) => {
                 // The shard's ETag and its sidecar are independent: fetch both in one round.
                 let (head, sidecar) = std::thread::scope(|scope| {
                     let sidecar = scope.spawn(|| self.remote_sidecar(shard));
                     let head = remote.head(&shard.relative);
-                    (head, sidecar.join().ok().flatten())
+                    (head, sidecar.join())
                 });
                 let (size, etag) = head?;
+                let sidecar = sidecar
+                    .map_err(|_| Error::Internal("a sidecar fetch thread panicked".into()))?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.stats.rounds.fetch_add(1, Ordering::Relaxed);
                 // Another build's file (or a truncated one) under this path would otherwise be
@@ -878,14 +898,14 @@ impl Snapshot {
                 let source = remote.range_source(&shard.relative, size, etag);
                 self.open_range(shard, Box::new(source), sidecar)?
             }
-            (Root::Remote(_), _) => open_local_file(&self.download(shard)?)?,
+            (Root::Remote(_), _) => open_local_file(&self.download(shard)?, db_id)?,
         };
         // Reading the schema here turns "not a database" into an error at open, with the shard
         // named, instead of at the first query.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
         })
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|e| self.sql_error(shard, e))?;
         Ok(conn)
     }
 
@@ -911,8 +931,9 @@ impl Snapshot {
             self.options.cache_pages,
             self.stats.clone(),
             verifier,
-        )?;
-        vfs::open_connection(Arc::new(file))
+        )
+        .map_err(|e| self.shard_error(shard, e))?;
+        vfs::open_connection(Arc::new(file)).map_err(|e| self.shard_error(shard, e))
     }
 
     /// The shard's sidecar when the manifest announces one and it parses (the caller checks its
@@ -1106,8 +1127,8 @@ fn cached_file_checks_out(path: &std::path::Path, entry: &ShardEntry) -> bool {
     entry.check_hash(|| hasher.finish_hex()).is_ok()
 }
 
-/// Opens a local shard file read-only, immutable and memory-mapped.
-fn open_local_file(path: &std::path::Path) -> Result<Connection> {
+/// Opens shard `db_id`'s local file read-only, immutable and memory-mapped.
+fn open_local_file(path: &std::path::Path, db_id: u32) -> Result<Connection> {
     if !path.is_file() {
         return Err(Error::NotFound {
             what: "shard database".into(),
@@ -1115,7 +1136,7 @@ fn open_local_file(path: &std::path::Path) -> Result<Connection> {
         });
     }
     let corrupt = |e: rusqlite::Error| Error::CorruptShard {
-        db_id: 0,
+        db_id,
         location: path.display().to_string(),
         detail: e.to_string(),
     };

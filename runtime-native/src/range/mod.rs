@@ -208,6 +208,8 @@ impl RangeFile {
             if page_one_fails(&block) {
                 block = fetch_header()?;
             }
+            // Without a verifier the shard's id is unknown here: the reader, which opened this
+            // file for a shard, names it (`Snapshot::shard_error`).
             let page_size = header_page_size(&block).ok_or_else(|| Error::CorruptShard {
                 db_id: verifier.map_or(0, |v| v.db_id()),
                 location: source.location(),
@@ -407,10 +409,11 @@ impl RangeFile {
         found
             .into_iter()
             .map(|p| {
-                p.ok_or_else(|| Error::CorruptShard {
-                    db_id: 0,
-                    location: self.source.location(),
-                    detail: "page cache too small for one read".into(),
+                p.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "{}: page cache too small for one read",
+                        self.source.location()
+                    ))
                 })
             })
             .collect()
@@ -504,19 +507,20 @@ impl RangeFile {
         // A body shorter (or longer) than the range asked for would otherwise be padded into
         // pages of zeros and read as data: keys "not found", wrong values.
         if blocks.len() != ranges.len() {
-            return Err(Error::Remote {
-                location: source.location(),
-                detail: format!(
-                    "asked for {} ranges, got {} bodies",
-                    ranges.len(),
-                    blocks.len()
-                ),
-            });
+            // A range source that breaks its contract: a bug.
+            return Err(Error::Internal(format!(
+                "{}: asked for {} ranges, got {} bodies",
+                source.location(),
+                ranges.len(),
+                blocks.len()
+            )));
         }
         for (&(offset, length), block) in ranges.iter().zip(&blocks) {
             if block.len() as u64 != length {
                 return Err(Error::Remote {
                     location: source.location(),
+                    // A cut stream passes: the same read again usually succeeds.
+                    kind: edgeshard_shared::ErrorKind::Unavailable,
                     detail: format!(
                         "asked for {length} bytes at offset {offset}, the body has {} \
                          (a truncated response; retrying may help)",
@@ -529,11 +533,7 @@ impl RangeFile {
     }
 
     fn poisoned(&self) -> Error {
-        Error::CorruptShard {
-            db_id: 0,
-            location: self.source.location(),
-            detail: "page cache lock poisoned by an earlier panic".into(),
-        }
+        Error::poisoned(&format!("{} page cache", self.source.location()))
     }
 }
 

@@ -25,12 +25,13 @@ static VFS: OnceLock<usize> = OnceLock::new();
 
 thread_local! {
     /// The last range-read error on this thread, so a SQLite "disk I/O error" can be reported
-    /// with its real cause (a 404, a changed ETag, a refused Range request...).
-    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// as its real cause, kind included (a 404, a 403, a changed ETag, a refused Range
+    /// request...).
+    static LAST_ERROR: RefCell<Option<Error>> = const { RefCell::new(None) };
 }
 
 /// The cause of the most recent failed range read on this thread, if any (and clears it).
-pub fn take_last_error() -> Option<String> {
+pub fn take_last_error() -> Option<Error> {
     LAST_ERROR.with(|e| e.borrow_mut().take())
 }
 
@@ -41,7 +42,7 @@ pub fn open_connection(file: Arc<RangeFile>) -> Result<Connection> {
     let location = file.source.location();
     PENDING
         .lock()
-        .map_err(|_| Error::Unsupported("range VFS registry poisoned".into()))?
+        .map_err(|_| Error::poisoned("range VFS registry"))?
         .insert(name.clone(), file);
     let opened = Connection::open_with_flags_and_vfs(
         format!("file:{name}?immutable=1"),
@@ -54,12 +55,14 @@ pub fn open_connection(file: Arc<RangeFile>) -> Result<Connection> {
     if let Ok(mut pending) = PENDING.lock() {
         pending.remove(&name);
     }
-    opened.map_err(|e| Error::CorruptShard {
-        db_id: 0,
-        location,
-        detail: match take_last_error() {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
+    // A failed range read is reported as itself (its kind intact); anything else means the file
+    // is not a usable database. The caller knows which shard this is and names it.
+    opened.map_err(|e| match take_last_error() {
+        Some(cause) => cause,
+        None => Error::CorruptShard {
+            db_id: 0,
+            location,
+            detail: e.to_string(),
         },
     })
 }
@@ -227,7 +230,7 @@ unsafe extern "C" fn x_read(
             ffi::SQLITE_IOERR_SHORT_READ
         }
         Err(e) => {
-            LAST_ERROR.with(|last| *last.borrow_mut() = Some(e.to_string()));
+            LAST_ERROR.with(|last| *last.borrow_mut() = Some(e));
             ffi::SQLITE_IOERR_READ
         }
     }
