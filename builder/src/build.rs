@@ -212,7 +212,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         .max(1);
     let buckets = Mutex::new(buckets.into_iter().map(Some).collect::<Vec<_>>());
     let sorted = parallel_map(opts.shards as usize, threads, |db_id| {
-        let bucket = take(&buckets, db_id);
+        let bucket = take(&buckets, db_id)?;
         sort_and_dedup(bucket, opts.on_duplicate)
     })?;
     let duplicates_dropped: u64 = sorted.iter().map(|(_, dropped)| *dropped).sum();
@@ -858,7 +858,9 @@ fn parallel_map<T: Send>(
                 if i >= n {
                     break;
                 }
-                let result = f(i);
+                // A panicking task is an internal error of its own, not a panic of the build.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i)))
+                    .unwrap_or_else(|_| Err(Error::Internal(format!("task {i} panicked"))));
                 if let Ok(mut slots) = results.lock() {
                     slots[i] = Some(result);
                 }
@@ -867,19 +869,26 @@ fn parallel_map<T: Send>(
     });
     let slots = results
         .into_inner()
-        .map_err(|_| Error::Usage("a worker thread panicked".into()))?;
+        .map_err(|_| Error::Internal("a worker thread panicked".into()))?;
     slots
         .into_iter()
-        .map(|slot| slot.unwrap_or_else(|| Err(Error::Usage("a worker thread panicked".into()))))
+        .enumerate()
+        .map(|(i, slot)| {
+            slot.unwrap_or_else(|| Err(Error::Internal(format!("task {i} left no result"))))
+        })
         .collect()
 }
 
-fn take(buckets: &Mutex<Vec<Option<Vec<Record>>>>, i: usize) -> Vec<Record> {
-    buckets
+/// Takes shard `i`'s records. A poisoned lock (a panic elsewhere) is an internal error, never
+/// an empty shard.
+fn take(buckets: &Mutex<Vec<Option<Vec<Record>>>>, i: usize) -> Result<Vec<Record>> {
+    let mut buckets = buckets
         .lock()
-        .ok()
-        .and_then(|mut b| b[i].take())
-        .unwrap_or_default()
+        .map_err(|_| Error::Internal("the shard buckets' lock was poisoned by a panic".into()))?;
+    Ok(buckets
+        .get_mut(i)
+        .and_then(Option::take)
+        .unwrap_or_default())
 }
 
 /// The LanceDB table layout of a `--vector-backend lancedb` build (`None` otherwise).

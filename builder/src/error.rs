@@ -1,7 +1,8 @@
+use edgeshard_shared::ErrorKind;
 use thiserror::Error;
 
-/// Errors of the builder and CLI. [`Error::is_retryable`] says whether running again unchanged
-/// can help; input errors never do.
+/// Errors of the builder and CLI. [`Error::kind`] says what kind of failure it is;
+/// [`Error::is_retryable`] whether running again unchanged can help (input errors never do).
 #[derive(Debug, Error)]
 pub enum Error {
     /// A record is unusable; nothing was published.
@@ -52,6 +53,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A bug in the builder: a panicked task, a lock poisoned by a panic.
+    #[error("internal error (a bug in edgeshard, please report it): {0}")]
+    Internal(String),
     #[error(transparent)]
     Format(#[from] edgeshard_shared::Error),
     #[error(transparent)]
@@ -59,16 +63,43 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn is_retryable(&self) -> bool {
+    /// What kind of failure this is (see [`ErrorKind`] for what to do about each).
+    ///
+    /// - Bad records, input, duplicate keys and flags are invalid input, and so is every error
+    ///   of `shared` ([`Error::Format`]): the builder only validates what it was given with it
+    ///   (records, vectors, options), never a stored snapshot, whatever the shared variant.
+    /// - A lost conditional publish is [`ErrorKind::Changed`]: run again on the new version.
+    /// - I/O follows the OS error ([`ErrorKind::from_io`]); reader and publish errors keep the
+    ///   kind of their cause.
+    /// - SQLite: a full disk, an I/O failure or a busy/locked file is unavailable (free space or
+    ///   wait, then run again), refused permissions are permission denied; anything else is
+    ///   internal (the builder writes its own SQL to its own new files, so a failure there is
+    ///   a bug). LanceDB failures carry no structure here and are internal.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
-            ),
-            Error::Read(e) => e.is_retryable(),
-            Error::Publish { source, .. } => source.is_retryable(),
-            _ => false,
+            Error::InvalidRecord { .. }
+            | Error::InvalidInput { .. }
+            | Error::DuplicateKey { .. }
+            | Error::Usage(_)
+            | Error::Format(_) => ErrorKind::InvalidInput,
+            Error::Io { source, .. } => ErrorKind::from_io(source.kind()),
+            Error::Sqlite { source, .. } => sqlite_kind(source),
+            Error::LanceDb { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::Conflict(_) => ErrorKind::Changed,
+            Error::Publish { source, .. } => source.kind(),
+            Error::Read(e) => e.kind(),
         }
+    }
+
+    /// Whether running again unchanged can help (only [`ErrorKind::Unavailable`]).
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// What the CLI prints on stderr for this error: `error: <message>`, then a line saying what
+    /// kind of failure it is and what to do about it.
+    pub fn report(&self) -> String {
+        format!("error: {self}\n({})", hint(self.kind()))
     }
 
     pub(crate) fn io(location: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Self {
@@ -82,4 +113,85 @@ impl Error {
     }
 }
 
+/// The CLI's second stderr line for an error of `kind`: the kind's code and what to do.
+pub fn hint(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidInput => "invalid input: fix the arguments or the input, then run again",
+        ErrorKind::NotFound => "not found: check the root, path or key",
+        ErrorKind::Corrupt => {
+            "corrupt: the stored data is damaged or not what its manifest records; rebuild or \
+             re-upload it"
+        }
+        ErrorKind::Unavailable => "transient (unavailable): retrying can help",
+        ErrorKind::Changed => {
+            "the snapshot changed while it was read or written: run again to use the new version"
+        }
+        ErrorKind::Unsupported => "unsupported: use another reader, host or option",
+        ErrorKind::PermissionDenied => {
+            "permission denied: check the credentials and permissions (AWS_* variables, \
+             --storage-option, file modes); retrying as is will not help"
+        }
+        ErrorKind::Internal => "internal error: a bug in edgeshard; please report it",
+    }
+}
+
+/// See [`Error::kind`].
+fn sqlite_kind(e: &rusqlite::Error) -> ErrorKind {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::OutOfMemory
+            | ErrorCode::CannotOpen,
+        ) => ErrorKind::Unavailable,
+        Some(ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Internal,
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_hints() {
+        let usage = Error::Usage("--out is empty".into());
+        assert_eq!(usage.kind(), ErrorKind::InvalidInput);
+        assert!(!usage.is_retryable());
+        assert_eq!(Error::Conflict("lost".into()).kind(), ErrorKind::Changed);
+        let forbidden = Error::Publish {
+            context: "nothing was published".into(),
+            source: Box::new(Error::Read(edgeshard_native::Error::Remote {
+                location: "s3://b/_CURRENT".into(),
+                detail: "HTTP 403".into(),
+                kind: ErrorKind::PermissionDenied,
+            })),
+        };
+        assert_eq!(forbidden.kind(), ErrorKind::PermissionDenied);
+        let report = forbidden.report();
+        assert!(
+            report.starts_with("error: nothing was published: "),
+            "{report}"
+        );
+        assert!(report.contains("permission denied"), "{report}");
+        assert!(!report.contains("retrying can help"), "{report}");
+        let full = Error::Sqlite {
+            location: "shard.db".into(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ),
+        };
+        assert!(full.is_retryable());
+        assert!(full.report().contains("retrying can help"));
+        // Every kind has its own hint, naming it.
+        let hints: std::collections::HashSet<&str> =
+            ErrorKind::ALL.iter().map(|k| hint(*k)).collect();
+        assert_eq!(hints.len(), ErrorKind::ALL.len());
+    }
+}

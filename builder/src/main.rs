@@ -15,10 +15,7 @@ fn main() -> ExitCode {
         Ok(()) if flushed.is_ok() => ExitCode::SUCCESS,
         Ok(()) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e}");
-            if e.is_retryable() {
-                eprintln!("(this error may be transient: retrying can help)");
-            }
+            eprintln!("{}", e.report());
             ExitCode::FAILURE
         }
     }

@@ -127,6 +127,45 @@ fn bad_input_exits_non_zero_with_error_on_stderr() {
     assert_eq!(row["value"], "old-7");
 }
 
+/// A host on 127.0.0.1 that answers every request with `status` (a revoked credential), for as
+/// long as the test runs.
+fn refusing_host(status: &'static str) -> String {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn stderr_says_what_kind_of_error_it_is_and_only_transient_ones_invite_a_retry() {
+    for status in ["403 Forbidden", "401 Unauthorized"] {
+        let host = refusing_host(status);
+        let out = edgeshard(&["get", "--root", &host, "1"]);
+        assert_eq!(out.status.code(), Some(1), "{status}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut lines = stderr.lines();
+        assert!(
+            lines.next().is_some_and(|l| l.starts_with("error: ")),
+            "{status}: {stderr}"
+        );
+        let hint = lines.next().unwrap_or_default();
+        assert!(hint.starts_with("(permission denied"), "{status}: {stderr}");
+        assert!(!stderr.contains("retrying can help"), "{status}: {stderr}");
+    }
+    let out = edgeshard(&["get", "--root", "", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\n(invalid input"), "{stderr}");
+}
+
 /// Writes `rows` JSONL records with 32-d vectors (deterministic, no RNG needed).
 fn write_big_input(path: &Path, rows: usize) {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());

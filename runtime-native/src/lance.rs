@@ -15,12 +15,13 @@
 //! better): cosine `1 - cos` and dot `1 - q.v` as they are, l2 from squared to Euclidean.
 
 use crate::error::{Error, Result};
+use crate::remote::store_error_kind;
 use crate::snapshot::VectorId;
 use arrow_array::{Array, Float32Array, RecordBatch, StringArray};
 use arrow_schema::DataType;
 use edgeshard_shared::filter::{ColumnKind, Filter};
 use edgeshard_shared::vector::AnnParams;
-use edgeshard_shared::Metric;
+use edgeshard_shared::{ErrorKind, Metric};
 use futures::TryStreamExt;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::DistanceType;
@@ -304,8 +305,9 @@ impl LanceShard {
 }
 
 /// A LanceDB failure as the reader's error: a missing table is [`Error::NotFound`], object
-/// store trouble is [`Error::Remote`] (often passes: retry), anything else means the shard is
-/// unusable.
+/// store trouble is [`Error::Remote`] of the store error's kind (a 403 is permission denied, a
+/// server error unavailable: see [`store_error_kind`]), a timeout is unavailable, anything else
+/// means the shard is unusable.
 fn lance_error(db_id: u32, location: &str, e: lancedb::Error) -> Error {
     match e {
         lancedb::Error::TableNotFound { .. } | lancedb::Error::DatabaseNotFound { .. } => {
@@ -315,8 +317,14 @@ fn lance_error(db_id: u32, location: &str, e: lancedb::Error) -> Error {
             }
         }
         // (`Http` / `Retry` exist only for LanceDB Cloud, the `remote` feature we do not use.)
-        lancedb::Error::ObjectStore { .. } | lancedb::Error::Timeout { .. } => Error::Remote {
+        lancedb::Error::ObjectStore { ref source } => Error::Remote {
             location: location.to_string(),
+            kind: store_error_kind(source),
+            detail: e.to_string(),
+        },
+        lancedb::Error::Timeout { .. } => Error::Remote {
+            location: location.to_string(),
+            kind: ErrorKind::Unavailable,
             detail: e.to_string(),
         },
         other => Error::CorruptShard {

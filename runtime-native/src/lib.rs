@@ -20,6 +20,7 @@ mod snapshot;
 pub mod sqlite_vec_ext;
 
 pub use edgeshard_shared::vector::AnnParams;
+pub use edgeshard_shared::ErrorKind;
 pub use error::{Error, Result};
 pub use live::{LiveSnapshot, Refresh};
 pub use range::StatsSnapshot;

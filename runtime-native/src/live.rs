@@ -52,7 +52,7 @@ impl LiveSnapshot {
         let mut guard = self
             .current
             .write()
-            .map_err(|_| Error::Unsupported("live snapshot lock poisoned".into()))?;
+            .map_err(|_| Error::poisoned("live snapshot"))?;
         *guard = Arc::new(next);
         Ok(Refresh::Swapped { manifest: target })
     }

@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::range::RangeSource;
 use bytes::Bytes;
+use edgeshard_shared::ErrorKind;
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 pub use object_store::{PutMode, UpdateVersion};
@@ -34,10 +35,9 @@ pub(crate) fn wait<T: Send + 'static>(
     runtime.spawn(async move {
         let _ = tx.send(future.await);
     });
-    rx.recv().map_err(|_| Error::Io {
-        location: "edgeshard I/O runtime".into(),
-        source: std::io::Error::other("an I/O task was dropped"),
-    })
+    // The sender is dropped without sending only when the task panicked (tokio catches it).
+    rx.recv()
+        .map_err(|_| Error::Internal("an I/O task panicked or was dropped".into()))
 }
 
 /// A snapshot root in an object store.
@@ -244,6 +244,7 @@ impl RemoteRoot {
 
     fn error(&self, relative: &str, e: object_store::Error) -> Error {
         let location = self.location(relative);
+        let kind = store_error_kind(&e);
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound {
                 what: relative.to_string(),
@@ -255,12 +256,19 @@ impl RemoteRoot {
             },
             other => {
                 let text = other.to_string();
-                let detail = if text.contains("partial") || text.contains("Partial") {
-                    format!("the server ignored the Range request (answered without 206 Partial Content): {text}")
+                let detail = if is_range_ignored(&other) {
+                    format!(
+                        "the server ignored the Range request (answered without 206 Partial \
+                         Content): {text}"
+                    )
                 } else {
                     text
                 };
-                Error::Remote { location, detail }
+                Error::Remote {
+                    location,
+                    detail,
+                    kind,
+                }
             }
         }
     }
@@ -463,6 +471,7 @@ impl RemoteRoot {
             },
             other => Error::Remote {
                 location,
+                kind: store_error_kind(&other),
                 detail: format!("write (PUT) failed: {other}"),
             },
         }
@@ -532,14 +541,14 @@ impl RangeSource for RemoteRangeSource {
     }
 }
 
-/// A body the server compressed on the fly cannot be sliced by byte ranges; refuse it.
+/// A body the server compressed on the fly cannot be sliced by byte ranges; refuse it (as
+/// `NotSupported`, so it is reported as [`ErrorKind::Unsupported`], not as a transient failure).
 fn check_identity_encoding(
     attributes: &object_store::Attributes,
 ) -> std::result::Result<(), object_store::Error> {
     match attributes.get(&object_store::Attribute::ContentEncoding) {
         Some(encoding) if !encoding.is_empty() && encoding.as_ref() != "identity" => {
-            Err(object_store::Error::Generic {
-                store: "edgeshard",
+            Err(object_store::Error::NotSupported {
                 source: format!(
                     "the server sent Content-Encoding: {}; serve snapshot files uncompressed",
                     encoding.as_ref()
@@ -548,5 +557,119 @@ fn check_identity_encoding(
             })
         }
         _ => Ok(()),
+    }
+}
+
+/// The kind of an object_store failure, from its variant.
+///
+/// object_store's HTTP client has already retried what can pass (5xx, 429, timeouts, dropped
+/// connections) before it returns, so the rest is classified as it is:
+/// - `NotFound` -> not found; `Precondition`, `NotModified`, `AlreadyExists` -> changed (an
+///   ETag condition failed: another version is there now).
+/// - `PermissionDenied` (403) and `Unauthenticated` (401) -> permission denied: retrying with
+///   the same credentials does not help.
+/// - `NotSupported`, `NotImplemented` -> unsupported (also a body with a `Content-Encoding`,
+///   which [`check_identity_encoding`] reports as `NotSupported`).
+/// - `InvalidPath`, `UnknownConfigurationKey` -> invalid input; `JoinError` (a panicked task)
+///   -> internal.
+/// - `Generic`: a server error or network failure that outlasted the retries -> unavailable,
+///   except a Range request answered with the whole body ([`is_range_ignored`]): that host
+///   cannot serve range reads at all -> unsupported.
+pub(crate) fn store_error_kind(e: &object_store::Error) -> ErrorKind {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => ErrorKind::NotFound,
+        E::Precondition { .. } | E::NotModified { .. } | E::AlreadyExists { .. } => {
+            ErrorKind::Changed
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::PermissionDenied,
+        E::NotSupported { .. } | E::NotImplemented { .. } => ErrorKind::Unsupported,
+        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorKind::InvalidInput,
+        E::JoinError { .. } => ErrorKind::Internal,
+        E::Generic { .. } if is_range_ignored(e) => ErrorKind::Unsupported,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
+/// What object_store 0.14 (pinned in Cargo.toml) says when a ranged GET is answered without
+/// 206 Partial Content. Its error type for this (`GetResultError::NotPartial`) is private, so
+/// the exact text of that one error is the only way to tell it from a server error; it is
+/// compared whole, once, here (a test against a host that ignores Range, tests/tests/http.rs,
+/// notices if a new object_store words it differently).
+const OBJECT_STORE_NOT_PARTIAL: &str = "Received non-partial response when range requested";
+
+/// Whether a store error is a Range request answered with the whole object.
+fn is_range_ignored(e: &object_store::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.to_string() == OBJECT_STORE_NOT_PARTIAL {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(text: &str) -> Box<dyn std::error::Error + Send + Sync> {
+        text.into()
+    }
+
+    #[test]
+    fn store_errors_are_classified_by_variant() {
+        use object_store::Error as E;
+        let path = || "p".to_string();
+        let forbidden = E::PermissionDenied {
+            path: path(),
+            source: boxed("HTTP 403"),
+        };
+        assert_eq!(store_error_kind(&forbidden), ErrorKind::PermissionDenied);
+        let unauthenticated = E::Unauthenticated {
+            path: path(),
+            source: boxed("HTTP 401"),
+        };
+        assert_eq!(
+            store_error_kind(&unauthenticated),
+            ErrorKind::PermissionDenied
+        );
+        let server = E::Generic {
+            store: "HTTP",
+            source: boxed("Server returned non-2xx status code: 503"),
+        };
+        assert_eq!(store_error_kind(&server), ErrorKind::Unavailable);
+        let ignored = E::Generic {
+            store: "HTTP",
+            source: boxed(OBJECT_STORE_NOT_PARTIAL),
+        };
+        assert_eq!(store_error_kind(&ignored), ErrorKind::Unsupported);
+        let precondition = E::Precondition {
+            path: path(),
+            source: boxed("412"),
+        };
+        assert_eq!(store_error_kind(&precondition), ErrorKind::Changed);
+        let encoding = check_identity_encoding(&{
+            let mut a = object_store::Attributes::new();
+            a.insert(object_store::Attribute::ContentEncoding, "gzip".into());
+            a
+        })
+        .expect_err("gzip is refused");
+        assert_eq!(store_error_kind(&encoding), ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn a_403_read_is_not_retryable() {
+        let root = RemoteRoot::parse("http://127.0.0.1:9/root").expect("parse");
+        let e = root.error(
+            "_CURRENT",
+            object_store::Error::PermissionDenied {
+                path: "_CURRENT".into(),
+                source: boxed("HTTP 403"),
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(!e.is_retryable(), "{e}");
     }
 }

@@ -697,7 +697,7 @@ impl Snapshot {
             let mut slot = shard
                 .lance
                 .lock()
-                .map_err(|_| Error::Unsupported("a shard lock was poisoned".into()))?;
+                .map_err(|_| Error::poisoned("LanceDB shard"))?;
             match slot.as_ref() {
                 Some(table) => table.clone(),
                 None => {
@@ -845,15 +845,10 @@ impl Snapshot {
         shard: &ShardHandle,
         f: impl FnMut(&Connection) -> Result<T>,
     ) -> Result<T> {
-        let corrupt = |detail: String| Error::CorruptShard {
-            db_id: shard.entry.db_id,
-            location: shard.location.clone(),
-            detail,
-        };
         let mut guard = shard
             .conn
             .lock()
-            .map_err(|_| corrupt("connection lock poisoned by an earlier panic".into()))?;
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
         if guard.is_none() {
             sqlite_vec_ext::register();
             *guard = Some(self.open_shard(shard)?);
@@ -864,7 +859,10 @@ impl Snapshot {
                 f(conn)
             }
             Some(ShardConn::Range(range)) => range.run(f),
-            None => Err(corrupt("connection missing after open".into())),
+            None => Err(Error::Internal(format!(
+                "shard {}: connection missing after open",
+                shard.entry.db_id
+            ))),
         }
     }
 
@@ -873,11 +871,10 @@ impl Snapshot {
     fn plan_vector_reads(&self, shard: &ShardHandle) -> Result<()> {
         // Opens the shard when needed.
         self.with_conn_try(shard, |_| Ok(()))?;
-        let mut guard = shard.conn.lock().map_err(|_| Error::CorruptShard {
-            db_id: shard.entry.db_id,
-            location: shard.location.clone(),
-            detail: "connection lock poisoned by an earlier panic".into(),
-        })?;
+        let mut guard = shard
+            .conn
+            .lock()
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
         match guard.as_mut() {
             Some(ShardConn::Range(range)) => range.plan_vector_reads(),
             _ => Ok(()),
@@ -918,16 +915,18 @@ impl Snapshot {
                             .into(),
                     ));
                 }
-                ShardConn::Whole(open_local_file(&path)?)
+                ShardConn::Whole(open_local_file(&path, db_id)?)
             }
             (Root::Remote(remote), AccessMode::Range) => {
                 // The shard's ETag and its sidecar are independent: fetch both in one round.
                 let (head, sidecar) = std::thread::scope(|scope| {
                     let sidecar = scope.spawn(|| self.remote_sidecar(shard));
                     let head = remote.head(&shard.relative);
-                    (head, sidecar.join().ok().flatten())
+                    (head, sidecar.join())
                 });
                 let (size, etag) = head?;
+                let sidecar = sidecar
+                    .map_err(|_| Error::Internal("a sidecar fetch thread panicked".into()))?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.stats.rounds.fetch_add(1, Ordering::Relaxed);
                 // Another build's file (or a truncated one) under this path would otherwise be
@@ -940,7 +939,9 @@ impl Snapshot {
                 let source = remote.range_source(&shard.relative, size, etag);
                 self.open_range(shard, Box::new(source), sidecar)?
             }
-            (Root::Remote(_), _) => ShardConn::Whole(open_local_file(&self.download(shard)?)?),
+            (Root::Remote(_), _) => {
+                ShardConn::Whole(open_local_file(&self.download(shard)?, db_id)?)
+            }
         };
         // Reading the schema here turns "not a database" into an error at open, with the shard
         // named, instead of at the first query.
@@ -948,7 +949,7 @@ impl Snapshot {
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map_err(|e| corrupt(e.to_string()))
+            .map_err(|e| self.sql_error(shard, e))
         };
         match &conn {
             ShardConn::Whole(c) => schema(c)?,
@@ -1175,8 +1176,8 @@ fn cached_file_checks_out(path: &std::path::Path, entry: &ShardEntry) -> bool {
     entry.check_hash(|| hasher.finish_hex()).is_ok()
 }
 
-/// Opens a local shard file read-only, immutable and memory-mapped.
-fn open_local_file(path: &std::path::Path) -> Result<Connection> {
+/// Opens shard `db_id`'s local file read-only, immutable and memory-mapped.
+fn open_local_file(path: &std::path::Path, db_id: u32) -> Result<Connection> {
     if !path.is_file() {
         return Err(Error::NotFound {
             what: "shard database".into(),
@@ -1184,7 +1185,7 @@ fn open_local_file(path: &std::path::Path) -> Result<Connection> {
         });
     }
     let corrupt = |e: rusqlite::Error| Error::CorruptShard {
-        db_id: 0,
+        db_id,
         location: path.display().to_string(),
         detail: e.to_string(),
     };

@@ -109,15 +109,22 @@ export interface EdgeshardError extends Error {
   code: "INVALID_ARGUMENT" | "NOT_FOUND" | "HTTP_ERROR" | "NETWORK_ERROR"
     | "RANGE_NOT_SUPPORTED" | "COMPRESSED_RESPONSE" | "BAD_RANGE_RESPONSE" | "OBJECT_CHANGED"
     | "INVALID_SNAPSHOT" | "CORRUPT_SHARD" | "UNSUPPORTED" | "TOO_MANY_ROUNDS";
+  /** What kind of failure, shared by every edgeshard reader and the CLI: fix the input,
+   * it is absent, replace the data, retry later (the only retryable kind), reopen the
+   * snapshot, use another host or option, fix the credentials (HTTP 401/403), report a bug. */
+  kind: "invalid_input" | "not_found" | "corrupt" | "unavailable" | "changed" | "unsupported"
+    | "permission_denied" | "internal";
+  /** `kind === "unavailable"`. */
   retryable: boolean;
 }
 "#;
 
-/// The `Error` a call rejects with: the message, plus `code` and `retryable` properties.
+/// The `Error` a call rejects with: the message, plus `code`, `kind` and `retryable` properties.
 pub fn js_error(e: &Error) -> JsValue {
     let error = js_sys::Error::new(&e.to_string());
     error.set_name("EdgeshardError");
     let _ = Reflect::set(&error, &"code".into(), &e.code().into());
+    let _ = Reflect::set(&error, &"kind".into(), &e.kind().as_str().into());
     let _ = Reflect::set(&error, &"retryable".into(), &e.is_retryable().into());
     error.into()
 }

@@ -1,7 +1,9 @@
 //! The one error type of the wasm reader. Every variant has a stable `code` (what JS callers
-//! branch on, set as the `code` property of the thrown `Error`) and says whether retrying the
-//! same call can help ([`Error::is_retryable`]).
+//! branch on, set as the `code` property of the thrown `Error`), a [`kind`](Error::kind) from
+//! the vocabulary every edgeshard crate shares (the `kind` property) and says whether retrying
+//! the same call can help ([`Error::is_retryable`], the `retryable` property, from the kind).
 
+use edgeshard_shared::ErrorKind;
 use thiserror::Error;
 
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -85,14 +87,37 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed when tried again later (transient server or network
-    /// trouble). Everything else needs a fix: another argument, another host, a reopen.
-    pub fn is_retryable(&self) -> bool {
+    /// What kind of failure this is (`err.kind` in JS; see [`ErrorKind`] for what to do).
+    ///
+    /// - HTTP 401 / 403 are permission denied (retrying with the same credentials does not
+    ///   help); 5xx, 429 and 408 unavailable; 404 / 410 not found; 412 / 416 changed (the
+    ///   object is not the one opened); any other status unsupported (the host refuses requests
+    ///   of this shape: use another host or option).
+    /// - A host that ignores Range, compresses bodies or answers ranges it was not asked
+    ///   (`BadRangeResponse`: another range, a Content-Range hidden by CORS, a body of another
+    ///   length) is unsupported; `TooManyRounds` too (a larger memory budget is the fix).
+    /// - A failed `fetch` is unavailable.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Network { .. } => true,
-            Error::Http { status, .. } => is_transient_status(*status),
-            _ => false,
+            Error::InvalidArgument(_) => ErrorKind::InvalidInput,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Http { status, .. } => status_kind(*status),
+            Error::Network { .. } => ErrorKind::Unavailable,
+            Error::RangeNotSupported { .. }
+            | Error::CompressedResponse { .. }
+            | Error::BadRangeResponse { .. }
+            | Error::Unsupported(_)
+            | Error::TooManyRounds(_) => ErrorKind::Unsupported,
+            Error::Changed { .. } => ErrorKind::Changed,
+            Error::InvalidSnapshot { .. } | Error::CorruptShard { .. } => ErrorKind::Corrupt,
         }
+    }
+
+    /// Whether the same call may succeed when tried again later (transient server or network
+    /// trouble: [`ErrorKind::Unavailable`]). Everything else needs a fix: another argument,
+    /// other credentials, another host, a reopen.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -104,6 +129,17 @@ impl Error {
 /// Statuses worth retrying: server errors and rate limiting.
 pub fn is_transient_status(status: u16) -> bool {
     status >= 500 || status == 429 || status == 408
+}
+
+/// The kind of an HTTP error status (see [`Error::kind`]).
+pub fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        401 | 403 => ErrorKind::PermissionDenied,
+        404 | 410 => ErrorKind::NotFound,
+        412 | 416 => ErrorKind::Changed,
+        s if is_transient_status(s) => ErrorKind::Unavailable,
+        _ => ErrorKind::Unsupported,
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -137,5 +173,92 @@ mod tests {
             detail: "reset".into()
         }
         .is_retryable());
+    }
+
+    #[test]
+    fn kinds_of_every_variant() {
+        let http = |status| Error::Http {
+            status,
+            url: "u".into(),
+        };
+        for status in [401, 403] {
+            assert_eq!(http(status).kind(), ErrorKind::PermissionDenied);
+            assert!(!http(status).is_retryable(), "{status}");
+            // The code JS already branches on stays.
+            assert_eq!(http(status).code(), "HTTP_ERROR");
+        }
+        for status in [500, 502, 503, 504, 429, 408] {
+            assert_eq!(http(status).kind(), ErrorKind::Unavailable, "{status}");
+            assert!(http(status).is_retryable(), "{status}");
+        }
+        assert_eq!(http(412).kind(), ErrorKind::Changed);
+        assert_eq!(http(400).kind(), ErrorKind::Unsupported);
+        let cases = [
+            (Error::InvalidArgument("k".into()), ErrorKind::InvalidInput),
+            (
+                Error::NotFound {
+                    what: "w".into(),
+                    url: "u".into(),
+                    status: 404,
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                Error::Network {
+                    url: "u".into(),
+                    detail: "d".into(),
+                },
+                ErrorKind::Unavailable,
+            ),
+            (
+                Error::RangeNotSupported {
+                    url: "u".into(),
+                    status: 200,
+                },
+                ErrorKind::Unsupported,
+            ),
+            (
+                Error::CompressedResponse {
+                    url: "u".into(),
+                    encoding: "gzip".into(),
+                },
+                ErrorKind::Unsupported,
+            ),
+            (
+                Error::BadRangeResponse {
+                    url: "u".into(),
+                    detail: "d".into(),
+                },
+                ErrorKind::Unsupported,
+            ),
+            (
+                Error::Changed {
+                    url: "u".into(),
+                    detail: "d".into(),
+                },
+                ErrorKind::Changed,
+            ),
+            (
+                Error::InvalidSnapshot {
+                    url: "u".into(),
+                    detail: "d".into(),
+                },
+                ErrorKind::Corrupt,
+            ),
+            (
+                Error::CorruptShard {
+                    db_id: 3,
+                    url: "u".into(),
+                    detail: "d".into(),
+                },
+                ErrorKind::Corrupt,
+            ),
+            (Error::Unsupported("x".into()), ErrorKind::Unsupported),
+            (Error::TooManyRounds("x".into()), ErrorKind::Unsupported),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.is_retryable(), kind == ErrorKind::Unavailable);
+        }
     }
 }

@@ -23,7 +23,7 @@ pub mod sqlite_vfs;
 pub mod vector;
 pub mod vector_routing;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use key::{Key, KeyEncoding};
 pub use manifest::Manifest;
 pub use vector::Metric;

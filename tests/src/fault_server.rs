@@ -28,6 +28,10 @@ pub enum Fault {
     /// Flips one bit in the middle of the first range body only (206 responses): damage in
     /// transit that a second read does not meet.
     FlipBitOnce,
+    /// Answers every GET with this status and an empty body (HEAD is answered normally, so a
+    /// range reader opens the shard and meets the status in the middle of a query): a 403 of a
+    /// host whose credentials were revoked, a 401, a 503 that never ends.
+    Status(u16),
 }
 
 pub struct FaultServer {
@@ -126,6 +130,10 @@ fn serve(
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
     );
     let faulty = path.to_string_lossy().ends_with(suffix);
+    if let (Fault::Status(code), true, "GET") = (fault, faulty, method) {
+        damaged.fetch_add(1, Ordering::SeqCst);
+        return respond(&mut out, &format!("{code} Refused"), &[], b"", false);
+    }
     let mut headers = vec![
         ("ETag".to_string(), etag),
         (
@@ -160,7 +168,7 @@ fn serve(
     };
     if faulty && method == "GET" {
         match fault {
-            Fault::None => {}
+            Fault::None | Fault::Status(_) => {}
             Fault::ShortRangeBody if status.starts_with("206") => {
                 slice.truncate(slice.len() / 2);
                 damaged.fetch_add(1, Ordering::SeqCst);

@@ -65,18 +65,6 @@ fn key_of(value: &Value) -> Key {
     }
 }
 
-/// The kind of a reader error, in the suite's words.
-fn kind_of(error: &Error) -> &'static str {
-    match error {
-        Error::InvalidRequest(_) => "invalid_input",
-        Error::NotFound { .. } => "not_found",
-        Error::CorruptShard { .. } | Error::Format { .. } => "corrupt",
-        Error::Unsupported(_) => "unsupported",
-        Error::Changed { .. } => "changed",
-        _ => "unavailable",
-    }
-}
-
 fn text(value: Option<Vec<u8>>) -> Value {
     value.map_or(Value::Null, |v| {
         Value::String(String::from_utf8(v).expect("UTF-8 value"))
@@ -143,7 +131,7 @@ fn answer(snapshot: &Snapshot, case: &Value) -> Value {
         }
         other => panic!("unknown op {other}"),
     };
-    outcome.unwrap_or_else(|e| json!({ "error": kind_of(&e), "message": e.to_string() }))
+    outcome.unwrap_or_else(|e| json!({ "error": e.kind().as_str(), "message": e.to_string() }))
 }
 
 /// Whether `got` answers the case as `expected` says: equal, except scores within 1e-4 and an

@@ -18,6 +18,7 @@ use edgeshard_shared::pages::{
 use edgeshard_shared::search_plan::sql::VECTOR_TABLE_ROOTS;
 use edgeshard_shared::sidecar::SidecarContent;
 use edgeshard_shared::sqlite_vfs;
+use edgeshard_shared::ErrorKind;
 use rusqlite::Connection;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -326,6 +327,7 @@ fn fetch_checked(
                 ranges.len(),
                 blocks.len()
             ),
+            kind: ErrorKind::Unavailable,
         });
     }
     for (&(offset, length), block) in ranges.iter().zip(&blocks) {
@@ -337,6 +339,8 @@ fn fetch_checked(
                      (a truncated response; retrying may help)",
                     block.len()
                 ),
+                // A cut stream: the next request usually comes whole.
+                kind: ErrorKind::Unavailable,
             });
         }
     }
