@@ -10,10 +10,10 @@ use crate::error::{Error, Result};
 use crate::input::Record;
 use edgeshard_shared::integrity;
 use edgeshard_shared::json::{to_string_sorted, Style};
+use edgeshard_shared::query::VectorId;
 use edgeshard_shared::vector::DotReduction;
 use edgeshard_shared::{vector, Key, Metric};
 use rusqlite::{params, Connection, FileControl};
-use serde_json::Value;
 use std::path::Path;
 use std::time::Instant;
 
@@ -190,25 +190,12 @@ pub fn write_shard(
 
 /// `vec_id_map.original_id`, in shardyfusion's exact form: `{"v": 7, "t": "int"}`.
 fn original_id_json(key: &Key, record: u64) -> Result<String> {
-    let (v, t) = match key {
-        Key::Int(i) => (Value::from(*i), "int"),
-        Key::Str(s) => (Value::from(s.as_str()), "str"),
-        Key::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) => (Value::from(s), "str"),
-            Err(_) => {
-                return Err(Error::InvalidRecord {
-                    record,
-                    field: "key".into(),
-                    reason: "a vector id must be an integer or UTF-8 text; this raw key is neither"
-                        .into(),
-                })
-            }
-        },
-    };
-    Ok(format!(
-        "{{\"v\": {}, \"t\": \"{t}\"}}",
-        to_string_sorted(&v, Style::Python)
-    ))
+    let id = VectorId::from_key(key).ok_or_else(|| Error::InvalidRecord {
+        record,
+        field: "key".into(),
+        reason: "a vector id must be an integer or UTF-8 text; this raw key is neither".into(),
+    })?;
+    Ok(id.to_stored())
 }
 
 /// Seals the finished file's pages (gaps zeroed, checksums written, see

@@ -9,6 +9,7 @@ use edgeshard_shared::filter::{project, Filter};
 use edgeshard_shared::integrity::ContentHasher;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
+pub use edgeshard_shared::query::{SearchHit, SearchOptions, SearchResponse, VectorId, MAX_K};
 use edgeshard_shared::search_plan::{self, Router};
 use edgeshard_shared::sidecar::{Sidecar, SidecarContent};
 use edgeshard_shared::vector::{AnnParams, DotReduction};
@@ -20,73 +21,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// sqlite-vec refuses k above this.
-pub const MAX_K: usize = 4096;
-
 /// Upper bound of the memory map per shard connection (address space, not resident memory).
 const MMAP_BYTES: i64 = 1 << 32;
-
-/// A vector id with the type it was written with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(untagged)]
-pub enum VectorId {
-    Int(i64),
-    Str(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SearchHit {
-    pub id: VectorId,
-    /// Distance in the snapshot metric's convention: lower is better (see `shared::vector`).
-    pub score: f64,
-    pub payload: Option<Value>,
-    /// The shard the hit came from.
-    pub shard: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SearchResponse {
-    pub results: Vec<SearchHit>,
-    /// How many shards the search touched (non-empty shards among those selected).
-    pub shards_queried: usize,
-    /// Which: probe order for vector-routed snapshots, ascending otherwise.
-    pub shards: Vec<u32>,
-}
-
-/// Options of [`Snapshot::search_with`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchOptions {
-    /// Results wanted, 1..=4096.
-    pub k: usize,
-    /// Vector-routed (cluster / lsh) snapshots: shards to probe (default: the manifest's
-    /// `num_probes`; capped at `num_dbs`). An error on snapshots routed by key.
-    pub probes: Option<usize>,
-    /// Search exactly these shards (required for explicit vector routing; replaces the probed
-    /// shards otherwise). Cannot be combined with `probes`.
-    pub shard_ids: Option<Vec<u32>>,
-    /// Keep only vectors whose payload matches. On sqlite-vec this is a post-filter that still
-    /// returns `k` results when `k` vectors match: each shard over-fetches `4k` candidates,
-    /// doubles up to sqlite-vec's cap of 4096, then scans the shard exactly.
-    pub filter: Option<Filter>,
-    /// Payload fields to return (`None`: the whole payload; empty: no payload).
-    pub payload_fields: Option<Vec<String>>,
-    /// ANN knobs of indexed LanceDB shards. sqlite-vec (exact) and flat LanceDB shards
-    /// ignore them.
-    pub ann: AnnParams,
-}
-
-impl Default for SearchOptions {
-    fn default() -> Self {
-        Self {
-            k: 10,
-            probes: None,
-            shard_ids: None,
-            filter: None,
-            payload_fields: None,
-            ann: AnnParams::default(),
-        }
-    }
-}
 
 /// What `edgeshard info` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -575,9 +511,6 @@ impl Snapshot {
     /// filter and a payload projection. Scores follow one convention per metric whatever the
     /// backend (`shared::vector`): lower is better.
     pub fn search_with(&self, query: &[f32], options: &SearchOptions) -> Result<SearchResponse> {
-        let spec = self.vector.as_ref().ok_or_else(|| {
-            Error::InvalidRequest("this snapshot has no vectors (no custom.vector)".into())
-        })?;
         #[cfg(not(feature = "lancedb"))]
         if self.backend == Some(VectorBackend::LanceDb) {
             return Err(Error::Unsupported(
@@ -586,14 +519,10 @@ impl Snapshot {
                     .into(),
             ));
         }
+        let spec = options
+            .check(self.vector.as_ref(), query)
+            .map_err(|e| Error::InvalidRequest(e.detail().to_string()))?;
         let k = options.k;
-        if !(1..=MAX_K).contains(&k) {
-            return Err(Error::InvalidRequest(format!(
-                "k must be between 1 and {MAX_K}, got {k}"
-            )));
-        }
-        vector::check_vector(query, spec.dim, spec.metric)
-            .map_err(|e| Error::InvalidRequest(format!("query vector: {e}")))?;
         let dot = match (spec.metric, spec.dot_reduction) {
             // LanceDB has an inner-product distance of its own.
             (Metric::DotProduct, None) if self.backend == Some(VectorBackend::LanceDb) => None,
@@ -1242,16 +1171,6 @@ fn manifest_path_from_current(root: &Root, bytes: &[u8]) -> Result<String> {
     Ok(relative)
 }
 
-/// `{"v": 7, "t": "int"}` / `{"v": "a", "t": "str"}` from `vec_id_map.original_id`.
-fn parse_original_id(text: &str) -> Option<VectorId> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    match (value.get("t")?.as_str()?, value.get("v")?) {
-        ("int", v) => v.as_i64().map(VectorId::Int),
-        ("str", v) => v.as_str().map(|s| VectorId::Str(s.to_string())),
-        _ => None,
-    }
-}
-
 /// One search as every shard runs it.
 struct ShardQuery<'a> {
     /// The query as the index stores vectors (augmented `[q, 0]` for dot_product).
@@ -1426,7 +1345,7 @@ fn keep_matching(
             continue;
         }
         let id = match &row.original_id {
-            Some(text) => parse_original_id(text)
+            Some(text) => VectorId::from_stored(text)
                 .ok_or_else(|| corrupt(format!("vec_id_map row {}: {text:?}", row.rowid)))?,
             None => {
                 return Err(corrupt(format!(

@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::key_from_js;
-use crate::snapshot::{self, Options, SearchRequest, SearchResponse};
+use crate::snapshot::{self, Options, SearchOptions, SearchResponse};
 use edgeshard_shared::filter::Filter;
 use edgeshard_shared::pages::StatsSnapshot as Counters;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
@@ -419,12 +419,13 @@ impl JsSnapshot {
                 }
                 fields = strings_option(&options, "fields", false)?;
             }
-            let request = SearchRequest {
+            let request = SearchOptions {
                 k,
                 probes,
                 shard_ids: shards,
                 filter,
-                fields,
+                payload_fields: fields,
+                ..SearchOptions::default()
             };
             Ok((query, request))
         })();

@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::http::{Fetcher, Ranged};
 use edgeshard_shared::current::CurrentPointer;
-use edgeshard_shared::filter::{project, Filter};
+use edgeshard_shared::filter::project;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::pages::{
@@ -31,8 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// sqlite-vec refuses k above this.
-pub const MAX_K: usize = 4096;
+pub use edgeshard_shared::query::{SearchHit, SearchOptions, SearchResponse, VectorId, MAX_K};
 
 /// SQLite's own page cache per shard connection, in KiB: kept small because the page cache
 /// (under the caller's budget) already holds the pages; what SQLite keeps on top of the budget
@@ -57,54 +56,6 @@ impl Default for Options {
             retry_backoff_ms: 100,
         }
     }
-}
-
-/// A vector id with the type it was written with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VectorId {
-    Int(i64),
-    Str(String),
-}
-
-impl VectorId {
-    pub fn to_json(&self) -> Value {
-        match self {
-            VectorId::Int(i) => json!(i),
-            VectorId::Str(s) => json!(s),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchHit {
-    pub id: VectorId,
-    /// Distance in the snapshot metric's convention: lower is better (see `shared::vector`).
-    pub score: f64,
-    pub payload: Option<Value>,
-    /// The shard the hit came from.
-    pub shard: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchResponse {
-    pub results: Vec<SearchHit>,
-    /// The shards searched (probed, given, or all), ascending.
-    pub shards: Vec<u32>,
-}
-
-/// What a search asks for besides its vector.
-#[derive(Debug, Clone)]
-pub struct SearchRequest {
-    /// How many neighbours (1 to sqlite-vec's cap of 4096).
-    pub k: usize,
-    /// Shards to probe on cluster / LSH routing (default: the manifest's `num_probes`).
-    pub probes: Option<usize>,
-    /// Exactly these shards instead of routing.
-    pub shard_ids: Option<Vec<u32>>,
-    /// Only vectors whose payload matches (the CLI's `--filter` conditions, ANDed).
-    pub filter: Option<Filter>,
-    /// Only these payload fields in the results.
-    pub fields: Option<Vec<String>>,
 }
 
 struct Slot {
@@ -476,13 +427,8 @@ impl Snapshot {
             let shard = shards[&db_id].clone();
             // The id map and the vector chunks in two rounds (a search with the vector follows).
             self.plan_vector_reads(std::slice::from_ref(&shard)).await?;
-            let wanted = match &key {
-                Key::Int(i) => VectorId::Int(*i),
-                Key::Str(s) => VectorId::Str(s.clone()),
-                Key::Bytes(b) => match std::str::from_utf8(b) {
-                    Ok(s) => VectorId::Str(s.to_string()),
-                    Err(_) => return Ok(None),
-                },
+            let Some(wanted) = VectorId::from_key(&key) else {
+                return Ok(None);
             };
             // vec_id_map has no index on original_id: read it whole (one shard's ids) and match
             // parsed ids, so the JSON spelling does not matter.
@@ -496,7 +442,7 @@ impl Snapshot {
             let Some(rowid) = ids
                 .into_iter()
                 .flatten()
-                .find(|(_, text)| parse_original_id(text).as_ref() == Some(&wanted))
+                .find(|(_, text)| VectorId::from_stored(text).as_ref() == Some(&wanted))
                 .map(|(rowid, _)| rowid)
             else {
                 return Ok(None);
@@ -523,7 +469,7 @@ impl Snapshot {
     /// The `k` nearest vectors to `query`. Shards: `shard_ids` when given; else the probed
     /// shards of a cluster/LSH-routed snapshot (`probes` or the manifest's `num_probes`); else
     /// every non-empty shard.
-    pub async fn search(&self, query: Vec<f32>, request: SearchRequest) -> Result<SearchResponse> {
+    pub async fn search(&self, query: Vec<f32>, request: SearchOptions) -> Result<SearchResponse> {
         self.call(self.search_inner(query, request)).await
     }
 
@@ -551,19 +497,20 @@ impl Snapshot {
     async fn search_inner(
         &self,
         query: Vec<f32>,
-        request: SearchRequest,
+        request: SearchOptions,
     ) -> Result<SearchResponse> {
-        let SearchRequest {
+        let spec = request
+            .check(self.vector.as_ref(), &query)
+            .map_err(|e| Error::InvalidArgument(e.detail().to_string()))?;
+        let SearchOptions {
             k,
             probes,
             shard_ids,
             filter,
-            fields,
+            payload_fields: fields,
+            ann: _,
         } = request;
         let filter = filter.as_ref();
-        let spec = self.vector.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("this snapshot has no vectors (no custom.vector)".into())
-        })?;
         if spec.backend == Some(VectorBackend::LanceDb) {
             return Err(Error::Unsupported(
                 "LanceDB vector shards cannot be read in wasm; build with --vector-backend \
@@ -586,13 +533,6 @@ impl Snapshot {
             _ => false,
         };
         let dim = spec.dim;
-        if !(1..=MAX_K).contains(&k) {
-            return Err(Error::InvalidArgument(format!(
-                "k must be between 1 and {MAX_K}, got {k}"
-            )));
-        }
-        vector::check_vector(&query, spec.dim, spec.metric)
-            .map_err(|e| Error::InvalidArgument(format!("query vector: {e}")))?;
         let targets: Vec<u32> = self
             .search_targets(&query, probes, shard_ids)?
             .into_iter()
@@ -775,7 +715,7 @@ impl Snapshot {
                     .next()
                     .ok_or_else(|| shard.corrupt("lookup results out of step".into()))?;
                 let id = match id_text {
-                    Some(text) => parse_original_id(&text).ok_or_else(|| {
+                    Some(text) => VectorId::from_stored(&text).ok_or_else(|| {
                         shard.corrupt(format!("vec_id_map row {rowid}: {text:?}"))
                     })?,
                     None => {
@@ -811,6 +751,7 @@ impl Snapshot {
             .collect();
         Ok(SearchResponse {
             results,
+            shards_queried: targets.len(),
             shards: targets,
         })
     }
@@ -1115,14 +1056,4 @@ async fn read_router(
         None => (layout::join(root, layout::VECTOR_META_DIR), None),
     };
     Router::new(spec, manifest.meta.num_dbs, bytes.as_deref()).map_err(|e| invalid(url, e))
-}
-
-/// `{"v": 7, "t": "int"}` / `{"v": "a", "t": "str"}` from `vec_id_map.original_id`.
-fn parse_original_id(text: &str) -> Option<VectorId> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    match (value.get("t")?.as_str()?, value.get("v")?) {
-        ("int", v) => v.as_i64().map(VectorId::Int),
-        ("str", v) => v.as_str().map(|s| VectorId::Str(s.to_string())),
-        _ => None,
-    }
 }

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod merge;
 pub mod npy;
 pub mod pages;
+pub mod query;
 pub mod routing;
 pub mod search_plan;
 pub mod sidecar;
