@@ -254,6 +254,36 @@ pub fn assert_matches_brute_force(
     }
 }
 
+/// Opens the snapshot at `url` with `access`, downloads cached under `cache` and the given S3
+/// settings (`S3Server::storage_options`, or none).
+pub fn open_snapshot(
+    url: &str,
+    access: edgeshard_native::AccessMode,
+    cache: &Path,
+    storage_options: Vec<(String, String)>,
+) -> edgeshard_native::Result<edgeshard_native::Snapshot> {
+    edgeshard_native::Snapshot::open_with(
+        url,
+        edgeshard_native::OpenOptions {
+            access,
+            cache_dir: Some(cache.to_path_buf()),
+            cache_pages: 1024,
+            storage_options,
+        },
+    )
+}
+
+/// [`open_snapshot`] that must succeed (the panic names the URL and the mode).
+pub fn open_snapshot_ok(
+    url: &str,
+    access: edgeshard_native::AccessMode,
+    cache: &Path,
+    storage_options: Vec<(String, String)>,
+) -> edgeshard_native::Snapshot {
+    open_snapshot(url, access, cache, storage_options)
+        .unwrap_or_else(|e| panic!("open {url} ({access:?}): {e}"))
+}
+
 /// Runs the CLI in-process (`edgeshard <args>`), feeding `stdin`; returns stdout or the error text
 /// (parse errors included).
 pub fn run_cli_with_stdin(args: &[&str], stdin: &[u8]) -> Result<String, String> {

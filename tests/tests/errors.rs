@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use edgeshard_builder::cli::{self, Cli};
-use edgeshard_native::{AccessMode, Error, ErrorKind, OpenOptions, Snapshot};
+use edgeshard_native::{AccessMode, Error, ErrorKind, Snapshot};
 use edgeshard_shared::Key;
 use edgeshard_tests::fault_server::{Fault, FaultServer};
 use edgeshard_tests::http_server::{ServerMode, StaticServer};
@@ -28,15 +28,7 @@ fn publish(dir: &Path) -> PathBuf {
 }
 
 fn open(root: &str, access: AccessMode, cache: &Path) -> edgeshard_native::Result<Snapshot> {
-    Snapshot::open_with(
-        root,
-        OpenOptions {
-            access,
-            cache_dir: Some(cache.to_path_buf()),
-            cache_pages: 1024,
-            storage_options: Vec::new(),
-        },
-    )
+    open_snapshot(root, access, cache, Vec::new())
 }
 
 fn get_all(snap: &Snapshot) -> edgeshard_native::Result<Vec<Option<Vec<u8>>>> {

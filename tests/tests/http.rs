@@ -40,16 +40,7 @@ fn build_snapshot(dir: &Path) -> (PathBuf, Vec<Vec<f32>>) {
 }
 
 fn open(url: &str, access: AccessMode, cache: &Path) -> Snapshot {
-    Snapshot::open_with(
-        url,
-        OpenOptions {
-            access,
-            cache_dir: Some(cache.to_path_buf()),
-            cache_pages: 1024,
-            storage_options: Vec::new(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("open {url} ({access:?}): {e}"))
+    open_snapshot_ok(url, access, cache, Vec::new())
 }
 
 #[test]

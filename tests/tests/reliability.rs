@@ -453,15 +453,7 @@ fn cosine_vectors_whose_norm_under_or_overflows_are_refused_at_build_and_query()
 // ---- Integrity of what is read ----
 
 fn open_remote(url: &str, access: AccessMode, cache: &Path) -> edgeshard_native::Result<Snapshot> {
-    Snapshot::open_with(
-        url,
-        OpenOptions {
-            access,
-            cache_dir: Some(cache.to_path_buf()),
-            cache_pages: 1024,
-            storage_options: Vec::new(),
-        },
-    )
+    open_snapshot(url, access, cache, Vec::new())
 }
 
 fn get_all(snap: &Snapshot) -> edgeshard_native::Result<Vec<Option<Vec<u8>>>> {

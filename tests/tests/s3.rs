@@ -34,16 +34,7 @@ fn build_snapshot(dir: &Path) -> (PathBuf, Vec<Vec<f32>>) {
 }
 
 fn open(server: &S3Server, url: &str, access: AccessMode, cache: &Path) -> Snapshot {
-    Snapshot::open_with(
-        url,
-        OpenOptions {
-            access,
-            cache_dir: Some(cache.to_path_buf()),
-            cache_pages: 1024,
-            storage_options: server.storage_options(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("open {url} ({access:?}): {e}"))
+    open_snapshot_ok(url, access, cache, server.storage_options())
 }
 
 #[test]

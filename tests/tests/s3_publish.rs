@@ -8,7 +8,7 @@ use edgeshard_builder::build::{build, BuildOptions};
 use edgeshard_builder::remote_publish::{publish_current_if, read_current_version};
 use edgeshard_builder::Error as BuildError;
 use edgeshard_native::remote::RemoteRoot;
-use edgeshard_native::{AccessMode, OpenOptions, Snapshot};
+use edgeshard_native::{AccessMode, Snapshot};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::Key;
 use edgeshard_tests::s3_server::S3Server;
@@ -48,16 +48,7 @@ fn options(input: &Path, out: &str, server: &S3Server) -> BuildOptions {
 }
 
 fn open(server: &S3Server, url: &str, access: AccessMode, cache: &Path) -> Snapshot {
-    Snapshot::open_with(
-        url,
-        OpenOptions {
-            access,
-            cache_dir: Some(cache.to_path_buf()),
-            cache_pages: 1024,
-            storage_options: server.storage_options(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("open {url} ({access:?}): {e}"))
+    open_snapshot_ok(url, access, cache, server.storage_options())
 }
 
 fn remote(server: &S3Server, url: &str) -> RemoteRoot {
