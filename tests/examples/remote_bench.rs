@@ -75,7 +75,7 @@ fn main() {
         summary.rows,
         summary.bytes as f64 / 1e6
     );
-    println!("| link | mode | cold get: requests / bytes / ms | warm get: requests / bytes / ms | search k=10 cold: requests / MB / ms | search warm ms |");
+    println!("| link | mode | cold get: requests / bytes / ms | warm get: requests / bytes / ms | search k=10 cold: requests / MB / rounds (all shards) / ms | search warm ms |");
     println!("|---|---|---|---|---|---|");
     for (label, delay) in [
         ("loopback", Duration::ZERO),
@@ -137,7 +137,7 @@ fn main() {
             fresh.search(&query, 10, None).expect("search");
             let search_warm_ms = t.elapsed().as_secs_f64() * 1e3;
             println!(
-                "| {label} | {mode:?} | {:.1} / {:.0} / {:.2} | {:.2} / {:.0} / {:.3} | {} / {:.2} / {:.1} | {:.1} |",
+                "| {label} | {mode:?} | {:.1} / {:.0} / {:.2} | {:.2} / {:.0} / {:.3} | {} / {:.2} / {} / {:.1} | {:.1} |",
                 cold_req as f64 / n as f64,
                 cold_bytes as f64 / n as f64,
                 cold_ms / n as f64,
@@ -146,6 +146,7 @@ fn main() {
                 warm_ms,
                 search_cost.requests,
                 search_cost.bytes as f64 / 1e6,
+                search_cost.rounds,
                 search_cold_ms,
                 search_warm_ms,
             );
