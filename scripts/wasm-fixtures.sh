@@ -2,6 +2,7 @@
 # Test fixtures of the wasm package's JS tests, all from the bundled sample
 # (tests/data/debian-sample: 2,000 Debian packages, 384-d embeddings):
 #   DIR/sample/         a unified snapshot (4 shards, cosine) built by the native CLI
+#   DIR/conformance/    the reader conformance suite's snapshots (tests/conformance)
 #   DIR/expected.json   runtime-native's answers on it, through the CLI: 1,000 keys
 #                       (950 present, 50 absent, seeded) and 100 vector queries (the 20 text
 #                       queries and 80 seeded mixes of them), k = 10
@@ -20,6 +21,23 @@ mkdir -p "$dir"
 "$edgeshard" build --quiet --input tests/data/debian-sample/packages.parquet \
     --key-field id --value-field text --vector-field embedding \
     --payload-fields section,priority --shards 4 --metric cosine --out "$dir/sample" >/dev/null
+
+# The reader conformance suite's snapshots (tests/conformance/cases.json), built with the
+# arguments tests/tests/reader_conformance.rs uses.
+python3 - "$dir/conformance" "$edgeshard" <<'PY'
+import json, subprocess, sys
+out, edgeshard = sys.argv[1], sys.argv[2]
+suite = json.load(open("tests/conformance/cases.json"))
+for name, spec in suite["snapshots"].items():
+    args = [edgeshard, "build", "--quiet", "--input", f"tests/conformance/{spec['input']}",
+            "--key-field", "id", "--value-field", "value", "--shards", str(spec["shards"]),
+            "--out", f"{out}/{name}"]
+    if "vector_field" in spec:
+        args += ["--vector-field", spec["vector_field"], "--metric", spec["metric"]]
+    if "payload_fields" in spec:
+        args += ["--payload-fields", ",".join(spec["payload_fields"])]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+PY
 
 # Keys (from the shards themselves) and query vectors, seeded so every run asks the same.
 python3 - "$dir" <<'PY'

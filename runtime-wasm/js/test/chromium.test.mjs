@@ -1,6 +1,7 @@
 // The wasm package in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core):
 // in a page and in a dedicated worker, reading the sample snapshot from nginx on 127.0.0.1 with
-// Range requests through fetch. Answers must equal runtime-native's.
+// Range requests through fetch. Answers must equal runtime-native's, and the page answers every
+// case of the reader conformance suite (tests/conformance) like the oracle.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from "node:fs";
@@ -13,6 +14,7 @@ const fixtures = process.env.WASM_FIXTURES;
 if (!fixtures) throw new Error("WASM_FIXTURES is not set: run scripts/test-wasm.sh");
 const expected = JSON.parse(readFileSync(join(fixtures, "expected.json"), "utf8"));
 const CHROMIUM = "/usr/bin/chromium";
+const suite = JSON.parse(readFileSync(join(repo, "tests", "conformance", "cases.json"), "utf8"));
 
 let work;
 let server;
@@ -27,8 +29,13 @@ before(async () => {
   symlinkSync(join(repo, "www", "pkg"), join(work, "pkg"));
   symlinkSync(join(repo, "runtime-wasm", "js", "test", "browser"), join(work, "browser"));
   cpSync(join(fixtures, "sample"), join(work, "snap"), { recursive: true });
+  cpSync(join(fixtures, "conformance"), join(work, "conformance"), { recursive: true });
+  cpSync(join(repo, "tests", "conformance", "cases.json"), join(work, "conformance", "cases.json"));
   server = await startNginx(work);
   bindSidecars(join(work, "snap"), `${server.url}/snap`);
+  for (const name of Object.keys(suite.snapshots)) {
+    bindSidecars(join(work, "conformance", name), `${server.url}/conformance/${name}`);
+  }
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
 });
 
@@ -83,6 +90,21 @@ test("in a Chromium dedicated worker: answers equal runtime-native's", async () 
     [`${server.url}/snap`, KEYS, QUERIES.map((q) => q.vector)],
   );
   check(result, "worker");
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("in a Chromium page: every reader conformance case answered like the oracle", async () => {
+  const { page, errors } = await openPage();
+  const { asked, failures } = await page.evaluate(async (base) => {
+    const pkg = await import("/pkg/edgeshard_wasm.js");
+    await pkg.default();
+    const { runConformance } = await import("/browser/conformance.js");
+    const suite = await (await fetch(`${base}/cases.json`)).json();
+    return runConformance(pkg.Snapshot, base, suite);
+  }, `${server.url}/conformance`);
+  assert.equal(asked, suite.cases.length);
+  assert.equal(failures.length, 0, `${failures.length} of ${asked} answers differ:\n${failures.join("\n")}`);
   assert.deepEqual(errors, []);
   await page.close();
 });

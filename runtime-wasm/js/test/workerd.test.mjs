@@ -1,7 +1,8 @@
 // The wasm package in workerd (the Cloudflare Workers runtime, run locally by miniflare from
 // npm): a module worker imports the package and its compiled .wasm, and reads the sample
 // snapshot from nginx on 127.0.0.1 through workerd's own fetch. Answers must equal
-// runtime-native's.
+// runtime-native's, and the worker answers every case of the reader conformance suite
+// (tests/conformance) like the oracle.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -16,6 +17,7 @@ const expected = JSON.parse(readFileSync(join(fixtures, "expected.json"), "utf8"
 // Every key and query native answered (1,000 keys, 100 queries), as in the Node suite.
 const KEYS = expected.keys;
 const QUERIES = expected.queries;
+const suite = JSON.parse(readFileSync(join(repo, "tests", "conformance", "cases.json"), "utf8"));
 
 let work;
 let server;
@@ -24,18 +26,34 @@ let mf;
 before(async () => {
   work = mkdtempSync(join(tmpdir(), "edgeshard-wasm-workerd-"));
   cpSync(join(fixtures, "sample"), join(work, "snap"), { recursive: true });
+  cpSync(join(fixtures, "conformance"), join(work, "conformance"), { recursive: true });
   server = await startNginx(join(work));
   bindSidecars(join(work, "snap"), `${server.url}/snap`);
+  for (const name of Object.keys(suite.snapshots)) {
+    bindSidecars(join(work, "conformance", name), `${server.url}/conformance/${name}`);
+  }
   const code = join(work, "worker");
   cpSync(join(repo, "www", "pkg"), join(code, "pkg"), { recursive: true });
   cpSync(join(repo, "runtime-wasm", "js", "test", "browser", "run.js"), join(code, "browser", "run.js"));
+  cpSync(join(repo, "runtime-wasm", "js", "test", "browser", "conformance.js"), join(code, "browser", "conformance.js"));
   writeFileSync(
     join(code, "worker.mjs"),
     `import { runChecks } from "./browser/run.js";
+     import { runConformance } from "./browser/conformance.js";
+     import init, { Snapshot } from "./pkg/edgeshard_wasm.js";
      import wasmModule from "./pkg/edgeshard_wasm_bg.wasm";
      export default {
        async fetch(request, env) {
-         const { keys, queries } = await request.json();
+         const { keys, queries, suite } = await request.json();
+         if (suite) {
+           try {
+             await init({ module_or_path: wasmModule });
+             const result = await runConformance(Snapshot, env.CONFORMANCE_URL, suite);
+             return Response.json({ ok: true, result, runtime: navigator.userAgent });
+           } catch (e) {
+             return Response.json({ ok: false, error: String(e && e.code) + " " + String(e && e.message) });
+           }
+         }
          try {
            const result = await runChecks(env.SNAPSHOT_URL, keys, queries, { module_or_path: wasmModule });
            return Response.json({ ok: true, result, runtime: navigator.userAgent });
@@ -54,7 +72,7 @@ before(async () => {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2025-01-01",
-    bindings: { SNAPSHOT_URL: `${server.url}/snap` },
+    bindings: { SNAPSHOT_URL: `${server.url}/snap`, CONFORMANCE_URL: `${server.url}/conformance` },
   });
   await mf.ready;
 });
@@ -84,4 +102,17 @@ test("in workerd (miniflare): answers equal runtime-native's", async () => {
   });
   assert.equal(result.error.code, "INVALID_ARGUMENT");
   assert.deepEqual(result.stats.sidecarShards, [0, 1, 2, 3]);
+});
+
+test("in workerd (miniflare): every reader conformance case answered like the oracle", async () => {
+  const response = await mf.dispatchFetch("http://worker.test/", {
+    method: "POST",
+    body: JSON.stringify({ suite }),
+  });
+  const body = await response.json();
+  assert.ok(body.ok, body.error);
+  assert.equal(body.runtime, "Cloudflare-Workers", "ran in workerd");
+  const { asked, failures } = body.result;
+  assert.equal(asked, suite.cases.length);
+  assert.equal(failures.length, 0, `${failures.length} of ${asked} answers differ:\n${failures.join("\n")}`);
 });
