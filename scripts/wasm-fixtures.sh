@@ -34,6 +34,12 @@ for name, spec in suite["snapshots"].items():
             "--out", f"{out}/{name}"]
     if "vector_field" in spec:
         args += ["--vector-field", spec["vector_field"], "--metric", spec["metric"]]
+    if spec.get("vector_only"):
+        args += ["--vector-only"]
+    if "routing" in spec:
+        args += ["--routing", spec["routing"]]
+    if "shard_field" in spec:
+        args += ["--shard-field", spec["shard_field"]]
     if "payload_fields" in spec:
         args += ["--payload-fields", ",".join(spec["payload_fields"])]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
