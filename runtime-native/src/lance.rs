@@ -16,10 +16,10 @@
 
 use crate::error::{Error, Result};
 use crate::remote::store_error_kind;
-use crate::snapshot::VectorId;
 use arrow_array::{Array, Float32Array, RecordBatch, StringArray};
 use arrow_schema::DataType;
 use edgeshard_shared::filter::{ColumnKind, Filter};
+use edgeshard_shared::query::VectorId;
 use edgeshard_shared::vector::AnnParams;
 use edgeshard_shared::{ErrorKind, Metric};
 use futures::TryStreamExt;
