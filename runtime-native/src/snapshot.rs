@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// sqlite-vec refuses k above this.
-pub const MAX_K: usize = 4096;
+pub(crate) const MAX_K: usize = 4096;
 
 /// Upper bound of the memory map per shard connection (address space, not resident memory).
 const MMAP_BYTES: i64 = 1 << 32;
