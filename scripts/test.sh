@@ -54,14 +54,24 @@ fi
 
 step "setup (scripts/setup.sh)" bash scripts/setup.sh
 
-step "cargo fmt --check" cargo fmt --all -- --check
+# rustfmt, then what its nightly-only error_on_line_overflow would report (rustfmt.toml): code
+# lines rustfmt could not fit in 100 columns, and string literals that lost a `\` continuation.
+fmt_check() {
+    cargo fmt --all -- --check
+    git ls-files -z '*.rs' | xargs -0 python3 scripts/check-rust-lines.py
+}
+step "cargo fmt --check + line widths" fmt_check
 
 # Lints without a second compilation: clippy-driver compiles the workspace's own crates inside the
 # test build (what `cargo clippy` does inside a check build), so the dependencies are compiled
 # once, not again in check mode. Exported for the whole run, so the later builds of this script
 # (the wasm32 test and package builds, the demo's CLI) are linted too and find their artifacts
 # fresh. CLIPPY_ARGS is how cargo-clippy hands clippy-driver its flags: every warning, rustc's or
-# clippy's, is an error.
+# clippy's, is an error. That includes runtime-wasm for wasm32: scripts/test-wasm.sh's
+# `cargo test --target wasm32-unknown-unknown` (its lib, lib tests and tests/node.rs) and the
+# package build compile the crate through this wrapper, so it is linted for the target it ships
+# for, at no extra compile. The lints themselves are configured in Cargo.toml
+# ([workspace.lints]) and clippy.toml.
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
 CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
@@ -102,6 +112,16 @@ test_wasm() {
     bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
 }
 step "wasm tests (wasm-bindgen, Node, Chromium, workerd, www)" test_wasm
+
+# rustdoc with every warning an error (broken or private intra-doc links, bad code blocks), for
+# the host crates and for runtime-wasm as built for wasm32 (its reader is wasm32-only code).
+# Documents the workspace's crates only. After the wasm tests, so the build scripts and C code
+# the wasm32 builds compiled are reused; dependencies are compiled in check mode (docs/ci.md).
+docs_check() {
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+    RUSTDOCFLAGS="-D warnings" cargo doc -p edgeshard-wasm --no-deps --target wasm32-unknown-unknown
+}
+step "cargo doc -D warnings (host, wasm32)" docs_check
 
 # Bounded coverage-guided fuzzing of shared's parsers and page helpers: every committed seed
 # (regressions included) and a few seconds of new inputs per target; the long run is

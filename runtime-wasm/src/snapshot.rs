@@ -1,7 +1,7 @@
 //! An open snapshot over HTTP: `_CURRENT`, the manifest and the vector routing artifacts read at
 //! open; shard databases opened on first use and read page by page with Range requests.
 //!
-//! The driver ([`Snapshot::run_jobs`]) runs SQLite statements synchronously over the page cache
+//! The driver (`Snapshot::run_jobs`) runs SQLite statements synchronously over the page cache
 //! (`edgeshard_shared::pages`, `edgeshard_shared::sqlite_vfs`, shared with runtime-native). A
 //! statement that reads a page which is not there fails; the driver then fetches every page any
 //! statement of the call found missing, all shards at once, in one parallel round, and runs the

@@ -4,15 +4,21 @@ use crate::error::{Error, Result};
 use crate::json::{to_string_sorted, Style};
 use serde_json::{json, Value};
 
+/// `format_version` of the `_CURRENT` JSON. A pointer with any other version is refused.
 pub const FORMAT_VERSION: i64 = 1;
+/// `manifest_content_type` in `_CURRENT`: manifests are SQLite databases. A pointer naming
+/// another content type is refused.
 pub const MANIFEST_CONTENT_TYPE: &str = "application/x-sqlite3";
 /// Content type `_CURRENT` is stored with.
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// A parsed `_CURRENT`: which manifest is live. Publishing a snapshot replaces the whole
+/// object; readers follow [`CurrentPointer::manifest_ref`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentPointer {
     /// Full URL of the manifest object.
     pub manifest_ref: String,
+    /// Run id of the manifest `manifest_ref` names.
     pub run_id: String,
     /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`
     pub updated_at: String,

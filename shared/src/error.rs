@@ -1,3 +1,6 @@
+//! The errors of `shared` ([`Error`](enum@Error)) and the error vocabulary every edgeshard
+//! crate maps its own errors to ([`ErrorKind`]).
+
 use thiserror::Error;
 
 /// What kind of failure an error is, and so what the user should do about it: the one error
@@ -108,16 +111,28 @@ impl std::fmt::Display for ErrorKind {
 /// body), so none of them is worth retrying: the caller must fix or replace the input.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum Error {
+    /// The manifest (its database, `build_meta`, `shards` or `custom`) breaks the format or
+    /// contradicts itself.
     #[error("invalid manifest: {0}")]
     InvalidManifest(String),
+    /// `_CURRENT` is not a valid pointer: not JSON, another format version or content type, or a
+    /// missing field.
     #[error("invalid _CURRENT pointer: {0}")]
     InvalidCurrent(String),
+    /// A key the snapshot's [`KeyEncoding`](crate::KeyEncoding) cannot represent, or stored key
+    /// bytes that do not decode under it.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// A vector a snapshot or query cannot use: wrong dimension, a non-finite component, a norm
+    /// outside the supported range, or a zero vector under cosine.
     #[error("invalid vector: {0}")]
     InvalidVector(String),
+    /// A routing artifact (`centroids.npy`, `hyperplanes.npy`) that is not a finite 2-D float
+    /// array of the vectors' dimension.
     #[error("invalid NPY file: {0}")]
     InvalidNpy(String),
+    /// A caller's option or input that is malformed or out of range (an encoding or metric name,
+    /// k, probes, a filter, shard ids) or a malformed sidecar.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// Bytes that do not match what the manifest records for them (size, content hash).
@@ -174,6 +189,7 @@ impl Error {
     }
 }
 
+/// `Result` with this crate's [`Error`](enum@Error) as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

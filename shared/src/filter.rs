@@ -16,6 +16,8 @@
 use crate::error::{Error, Result};
 use serde_json::Value;
 
+/// A parsed payload filter: one or more conditions (syntax in the module documentation), all of
+/// which must hold. Built by [`Filter::parse`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
     conditions: Vec<Condition>,
@@ -66,9 +68,11 @@ pub fn project(payload: Option<Value>, fields: &[String]) -> Option<Value> {
 /// JSON `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
+    /// Every value is a JSON string.
     Text,
     /// Every number as a float64: numbers compare by value, as [`Filter::matches`] does.
     Number,
+    /// Every value is a JSON boolean.
     Bool,
 }
 

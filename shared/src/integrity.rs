@@ -107,6 +107,8 @@ pub struct PageVerifier {
 }
 
 impl PageVerifier {
+    /// A verifier of shard `db_id`'s pages with its page-checksum seed (from the manifest row's
+    /// `writer_info`; see [`ShardEntry::page_verifier`], the usual way to get one).
     pub fn new(db_id: u32, seed: u64) -> Self {
         Self { db_id, seed }
     }
@@ -176,14 +178,18 @@ impl PageVerifier {
 pub struct ContentHasher(xxhash_rust::xxh3::Xxh3);
 
 impl ContentHasher {
+    /// An empty hasher.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Feeds the next bytes of the file.
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
 
+    /// The hash of all bytes fed so far, as 32 lowercase hex digits (what [`content_hash`] gives
+    /// for the same bytes at once).
     pub fn finish_hex(&self) -> String {
         format!("{:032x}", self.0.digest128())
     }

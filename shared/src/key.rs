@@ -8,8 +8,11 @@ use std::fmt;
 /// stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
+    /// An integer key (the `u64be` and `u32be` encodings; must be in their range).
     Int(i64),
+    /// A text key (the `utf8` encoding).
     Str(String),
+    /// A byte-string key (the `raw` encoding, which also takes a [`Key::Str`] as its UTF-8 bytes).
     Bytes(Vec<u8>),
 }
 
@@ -52,8 +55,10 @@ pub enum KeyEncoding {
 }
 
 impl KeyEncoding {
+    /// Every encoding, in the order error messages list them.
     pub const ALL: [KeyEncoding; 4] = [Self::U64Be, Self::U32Be, Self::Utf8, Self::Raw];
 
+    /// The name recorded in `build_meta.key_encoding` and taken by the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::U64Be => "u64be",
@@ -63,6 +68,7 @@ impl KeyEncoding {
         }
     }
 
+    /// The encoding named `name` (exactly as [`KeyEncoding::as_str`] writes it).
     pub fn parse(name: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
@@ -74,6 +80,7 @@ impl KeyEncoding {
             })
     }
 
+    /// Whether keys are integers ([`Key::Int`]) under this encoding.
     pub fn is_integer(self) -> bool {
         matches!(self, Self::U64Be | Self::U32Be)
     }

@@ -9,15 +9,23 @@
 
 use crate::error::{Error, Result};
 
+/// The pointer object at the top of a root, naming the live manifest ([`crate::current`]).
 pub const CURRENT: &str = "_CURRENT";
+/// Folder of the manifests, one sub-folder per run (`<TS>_run_id=<RUN>`).
 pub const MANIFESTS_DIR: &str = "manifests";
+/// File name of a manifest inside its run folder.
 pub const MANIFEST_FILE: &str = "manifest";
+/// Folder of the shard databases (`build_meta.shard_prefix` as edgeshard writes it).
 pub const SHARDS_DIR: &str = "shards";
+/// File name of a shard's SQLite database inside its `attempt=AA` folder.
 pub const SHARD_DB_FILE: &str = "shard.db";
+/// File name of a shard's page-cache sidecar, beside `shard.db` ([`crate::sidecar`]).
 pub const SIDECAR_FILE: &str = "shard.sidecar";
 /// Vector routing artifacts of vector-only snapshots.
 pub const VECTOR_META_DIR: &str = "vector_meta";
+/// The cluster routing centroids (one row per shard slot), under [`VECTOR_META_DIR`].
 pub const CENTROIDS_FILE: &str = "centroids.npy";
+/// The LSH routing hyperplanes (one row per hash bit), under [`VECTOR_META_DIR`].
 pub const HYPERPLANES_FILE: &str = "hyperplanes.npy";
 /// A LanceDB shard's dataset folder (vector-only snapshots), inside the shard folder.
 pub const LANCE_INDEX_DIR: &str = "vector_index.lance";
@@ -128,7 +136,6 @@ pub fn shard_dir(run_id: &str, db_id: u32, attempt: u32) -> String {
     format!("{SHARDS_DIR}/run_id={run_id}/db={db_id:05}/attempt={attempt:02}")
 }
 
-/// `vector_meta/run_id=<RUN>/<file>`, relative to the root.
 /// The LanceDB database folder of a shard (the folder holding `vector_index.lance`):
 /// the shard folder itself for vector-only snapshots, its `vector/` for composite ones.
 pub fn lance_db_dir(shard_dir: &str, composite: bool) -> String {
@@ -138,6 +145,7 @@ pub fn lance_db_dir(shard_dir: &str, composite: bool) -> String {
     }
 }
 
+/// `vector_meta/run_id=<RUN>/<file>`, relative to the root.
 pub fn vector_meta_path(run_id: &str, file: &str) -> String {
     format!("{VECTOR_META_DIR}/run_id={run_id}/{file}")
 }

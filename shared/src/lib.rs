@@ -4,6 +4,8 @@
 //! The format implemented here is shardyfusion's snapshot format v4
 //! (see `README.md`, section "Snapshot format").
 
+#![warn(missing_docs)]
+
 pub mod btree;
 pub mod current;
 pub mod error;

@@ -12,9 +12,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 
+/// The manifest format version this crate reads and writes (`build_meta.format_version`).
 pub const FORMAT_VERSION: i64 = 4;
+/// The first 16 bytes of every SQLite database: a manifest without them is refused early.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Page size of the manifests this crate writes.
 pub const PAGE_SIZE: u32 = 4096;
+/// The only key hash routing supports (`build_meta.sharding.hash_algorithm`).
 pub const HASH_ALGORITHM: &str = "xxh3_64";
 /// The most shard slots a manifest may have: what the builder accepts. A reader allocates per
 /// slot, so an unbounded `num_dbs` (10^8, 2^32-1) would exhaust memory instead of failing.
@@ -38,6 +42,7 @@ pub const BUILD_META_DDL: &str = "CREATE TABLE build_meta (
     key_encoding     TEXT    NOT NULL,
     custom           TEXT    NOT NULL DEFAULT '{}'
 )";
+/// The `shards` table DDL exactly as shardyfusion writes it (same text in `sqlite_master`).
 pub const SHARDS_DDL: &str = "CREATE TABLE shards (
     db_id         INTEGER NOT NULL PRIMARY KEY,
     db_url        TEXT,
@@ -58,19 +63,29 @@ const SHARDING_KEYS: [&str; 5] = [
     "cel_columns",
 ];
 
+/// How keys were routed to shard slots (`sharding.strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
+    /// xxh3-64 of the key modulo `num_dbs` ([`crate::routing`]); what `edgeshard build`
+    /// writes.
     Hash,
+    /// A CEL expression chose each record's slot (shardyfusion): `cel_expr` is required and
+    /// `routing_values`, when present (categorical), holds one value per slot.
     Cel,
 }
 
 /// `build_meta.sharding`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sharding {
+    /// How keys were routed.
     pub strategy: Strategy,
+    /// The key hash; always [`HASH_ALGORITHM`] in a valid manifest.
     pub hash_algorithm: String,
+    /// Categorical CEL routing: the value each slot holds, one per slot (`num_dbs` of them).
     pub routing_values: Option<Vec<Value>>,
+    /// The CEL expression of [`Strategy::Cel`].
     pub cel_expr: Option<String>,
+    /// Columns the CEL expression reads, as the writer recorded them (kept, not interpreted).
     pub cel_columns: Option<Map<String, Value>>,
 }
 
@@ -86,6 +101,7 @@ impl Sharding {
         }
     }
 
+    /// The JSON object stored in `build_meta.sharding` (all five keys, `null` when unset).
     pub fn to_json(&self) -> Value {
         json!({
             "strategy": match self.strategy { Strategy::Hash => "hash", Strategy::Cel => "cel" },
@@ -150,17 +166,25 @@ impl Sharding {
 /// The single row of `build_meta`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildMeta {
+    /// The build's run id: part of the manifest's and the shards' paths.
     pub run_id: String,
+    /// When the build started, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
     pub created_at: String,
     /// Shard slots including empty ones: the routing modulus.
     pub num_dbs: u32,
     /// The snapshot root the writer published to.
     pub s3_prefix: String,
+    /// Name of the key column: [`KEY_COL_KV`] or [`KEY_COL_VECTOR`].
     pub key_col: String,
+    /// How keys were routed to slots.
     pub sharding: Sharding,
+    /// Folder name of a shard slot, as a Python format string ([`crate::layout::DB_PATH_TEMPLATE`]).
     pub db_path_template: String,
+    /// Folder of the shards under the root ([`crate::layout::SHARDS_DIR`]).
     pub shard_prefix: String,
+    /// Always [`FORMAT_VERSION`] in a manifest this crate accepts.
     pub format_version: i64,
+    /// How keys are stored in the shards' `kv` tables.
     pub key_encoding: KeyEncoding,
     /// `custom` JSON object (vector config, sidecar config, anything else a writer adds).
     pub custom: Map<String, Value>,
@@ -169,26 +193,38 @@ pub struct BuildMeta {
 /// One row of `shards` (non-empty shards only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardEntry {
+    /// The shard's slot, `0..num_dbs`.
     pub db_id: u32,
     /// Full URL of the shard folder (`.../attempt=AA`).
     pub db_url: Option<String>,
+    /// The writer attempt that produced the published shard (its `attempt=AA` folder).
     pub attempt: u32,
+    /// Records in the shard.
     pub row_count: u64,
+    /// Size of `shard.db` in bytes; readers refuse a file of another size.
     pub db_bytes: u64,
+    /// The shard's smallest key in [`crate::Key::to_json`]'s form, when recorded.
     pub min_key: Option<Value>,
+    /// The shard's largest key, as `min_key`.
     pub max_key: Option<Value>,
     /// Opaque content identity, used as a cache key.
     pub checkpoint_id: Option<String>,
+    /// The writer's own JSON object; edgeshard keeps the page-checksum seed and the content hash
+    /// there ([`crate::integrity`]).
     pub writer_info: Map<String, Value>,
 }
 
+/// Which engine stores a snapshot's vectors (`custom.vector.backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VectorBackend {
+    /// `vec0` tables of sqlite-vec inside each shard's SQLite database.
     SqliteVec,
+    /// A LanceDB dataset per shard (the reader's `lancedb` feature).
     LanceDb,
 }
 
 impl VectorBackend {
+    /// The name recorded in `custom.vector.backend`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SqliteVec => "sqlite-vec",
@@ -200,7 +236,9 @@ impl VectorBackend {
 /// `custom.vector`, the part readers need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorSpec {
+    /// Dimension of every stored vector and of queries.
     pub dim: usize,
+    /// The metric scores are reported in ([`crate::vector`]).
     pub metric: Metric,
     /// `None` on shardyfusion's vector-only manifests, which name no backend.
     pub backend: Option<VectorBackend>,
@@ -219,6 +257,7 @@ pub struct VectorSpec {
 /// The vector routing keys of a vector-only `custom.vector` (format spec section 3 and 7).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorRouting {
+    /// How vectors were assigned to shards.
     pub strategy: VectorStrategy,
     /// Shards a query probes by default (cluster, lsh).
     pub num_probes: u32,
@@ -226,12 +265,16 @@ pub struct VectorRouting {
     pub centroids_ref: Option<String>,
     /// URL of `hyperplanes.npy` as recorded (lsh).
     pub hyperplanes_ref: Option<String>,
+    /// Bits of the LSH code (lsh), when recorded.
     pub num_hash_bits: Option<u32>,
+    /// Vectors in the snapshot, when the writer recorded it.
     pub total_vectors: Option<u64>,
 }
 
+/// A parsed manifest: `build_meta` and the `shards` rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
+    /// The single `build_meta` row.
     pub meta: BuildMeta,
     /// Sorted by `db_id`.
     pub shards: Vec<ShardEntry>,

@@ -3,7 +3,9 @@
 /// One shard's hit, already converted to the reported score (lower is better).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored<T> {
+    /// The reported score (lower is better).
     pub score: f64,
+    /// The hit itself.
     pub item: T,
 }
 

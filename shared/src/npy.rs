@@ -8,12 +8,16 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// A row-major matrix of f32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
+    /// Number of rows (centroids, hyperplanes).
     pub rows: usize,
+    /// Number of columns (the vectors' dimension).
     pub cols: usize,
+    /// `rows * cols` values, row after row.
     pub data: Vec<f32>,
 }
 
 impl Matrix {
+    /// Row `i`. Panics when `i >= rows`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
@@ -44,6 +48,8 @@ impl Matrix {
     }
 }
 
+/// Parses an NPY file (format version 1, 2 or 3) holding a 2-D, C-ordered, little-endian
+/// float32 or float64 array (float64 narrowed to f32); anything else is [`Error::InvalidNpy`].
 pub fn read(bytes: &[u8]) -> Result<Matrix> {
     let bad = |why: &str| Error::InvalidNpy(why.to_string());
     if bytes.len() < 10 || &bytes[..6] != MAGIC {

@@ -65,10 +65,13 @@ pub struct PageCache {
     call_start: u64,
     bytes: usize,
     budget: usize,
+    /// Pages served by [`PageCache::get`] since the cache was made.
     pub hits: u64,
 }
 
 impl PageCache {
+    /// An empty cache that evicts down to `budget_bytes` of page bytes (pages of the call in
+    /// progress excepted).
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             pages: PageMap::default(),
@@ -88,22 +91,27 @@ impl PageCache {
         self.evict();
     }
 
+    /// Bytes of the pages held now (may exceed the budget during a call).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
+    /// Number of pages held.
     pub fn len(&self) -> usize {
         self.pages.len()
     }
 
+    /// Whether no page is held.
     pub fn is_empty(&self) -> bool {
         self.pages.is_empty()
     }
 
+    /// The byte budget given to [`PageCache::new`].
     pub fn budget(&self) -> usize {
         self.budget
     }
 
+    /// Whether the page is held, without marking it used or counting a hit.
     pub fn contains(&self, key: PageKey) -> bool {
         self.pages.contains_key(&key)
     }
@@ -131,6 +139,8 @@ impl PageCache {
         self.pages.get(&key).map(|(page, _)| page)
     }
 
+    /// Stores a page (replacing any held under `key`), marks it used by the current call, then
+    /// evicts older calls' pages down to the budget.
     pub fn insert(&mut self, key: PageKey, page: Arc<[u8]>) {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
@@ -206,11 +216,17 @@ impl PageStats {
 /// A point-in-time copy of [`PageStats`]; subtract two for one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
+    /// A point-in-time [`PageStats::requests`].
     pub requests: u64,
+    /// A point-in-time [`PageStats::rounds`].
     pub rounds: u64,
+    /// A point-in-time [`PageStats::bytes`].
     pub bytes: u64,
+    /// A point-in-time [`PageStats::cache_hits`].
     pub cache_hits: u64,
+    /// A point-in-time [`PageStats::pinned_hits`].
     pub pinned_hits: u64,
+    /// A point-in-time [`PageStats::retries`].
     pub retries: u64,
 }
 
@@ -245,6 +261,7 @@ pub struct PageFetch {
 }
 
 impl PageFetch {
+    /// Whether this round reads nothing.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -303,6 +320,7 @@ pub struct ShardPages {
     pub slot: u32,
     /// Size of `shard.db` in bytes.
     pub len: u64,
+    /// Page size of the database (from its sidecar, else from its header).
     pub page_size: u32,
     /// Page size less the bytes each page reserves: what cell-size arithmetic needs.
     pub usable_size: u32,
@@ -440,6 +458,7 @@ impl ShardPages {
         self.len.div_ceil(self.page_size as u64) as u32
     }
 
+    /// Whether the page is pinned (sidecar, page 1, an interior page's chain).
     pub fn is_pinned(&self, page: u32) -> bool {
         lock(&self.pinned).contains_key(&page)
     }
@@ -457,6 +476,7 @@ impl ShardPages {
         lock(&self.cache).peek((self.slot, page)).cloned()
     }
 
+    /// Whether the page can be read without I/O (pinned or cached).
     pub fn has_page(&self, page: u32) -> bool {
         self.is_pinned(page) || lock(&self.cache).contains((self.slot, page))
     }
@@ -471,6 +491,7 @@ impl ShardPages {
         self.misses.load(Ordering::Relaxed)
     }
 
+    /// Whether reads recorded missing pages the driver has not taken yet.
     pub fn has_missing(&self) -> bool {
         !lock(&self.missing).is_empty()
     }

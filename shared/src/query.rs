@@ -19,7 +19,9 @@ pub const MAX_K: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum VectorId {
+    /// Written from an integer key (`"t": "int"`).
     Int(i64),
+    /// Written from a text key, or bytes that are UTF-8 (`"t": "str"`).
     Str(String),
 }
 
@@ -70,6 +72,7 @@ impl VectorId {
 /// One result of a search.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchHit {
+    /// The vector's id, typed as written.
     pub id: VectorId,
     /// Distance in the snapshot metric's convention: lower is better (see [`crate::vector`]).
     pub score: f64,

@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
+/// The first four bytes of every sidecar file.
 pub const MAGIC: &[u8; 4] = b"SQPC";
+/// The sidecar format version this crate writes and reads; a sidecar of another version is
+/// refused.
 pub const VERSION: u8 = 8;
 /// Fixed prefix length before the tag: magic, version, body size, page size, tag length.
 const PREFIX_LEN: usize = 4 + 1 + 8 + 4 + 1;
@@ -33,6 +36,7 @@ fn bad(why: impl Into<String>) -> Error {
 /// The decoded content of a sidecar: pinned pages (rebuilt to full size) and overflow chains.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SidecarContent {
+    /// The shard's page size (every rebuilt page is this long).
     pub page_size: u32,
     /// Page number -> full page bytes.
     pub pages: BTreeMap<u32, Vec<u8>>,
@@ -45,6 +49,7 @@ pub struct SidecarContent {
 pub struct Sidecar {
     /// The ETag of `shard.db` this sidecar describes, exactly as the store returned it.
     pub tag: String,
+    /// The pinned pages and overflow chains.
     pub content: SidecarContent,
 }
 

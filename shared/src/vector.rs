@@ -11,14 +11,19 @@
 
 use crate::error::{Error, Result};
 
+/// How vectors are compared; every score is a distance, lower is better (table above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
+    /// Cosine distance, `1 - cos(q, v)`.
     Cosine,
+    /// Euclidean distance.
     L2,
+    /// `1 - q·v` (inner product; not normalised).
     DotProduct,
 }
 
 impl Metric {
+    /// The name recorded in `custom.vector.metric` and taken by the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cosine => "cosine",
@@ -27,6 +32,7 @@ impl Metric {
         }
     }
 
+    /// The metric named `name` (`dot` is accepted for `dot_product`).
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "cosine" => Ok(Self::Cosine),
@@ -190,10 +196,12 @@ impl AnnParams {
 /// results.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DotReduction {
+    /// `M`: the largest norm over all stored vectors.
     pub max_norm: f64,
 }
 
 impl DotReduction {
+    /// The `method` recorded in `custom.vector.dot_reduction`.
     pub const METHOD: &'static str = "l2_augmented";
 
     /// The reduction for a set of vectors; refused when every vector is zero (no inner product

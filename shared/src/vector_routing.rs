@@ -15,15 +15,22 @@ use crate::error::{Error, Result};
 use crate::npy::Matrix;
 use crate::vector::Metric;
 
+/// How a vector-only snapshot assigned vectors to shards (`custom.vector.sharding_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VectorStrategy {
+    /// Nearest centroid (`centroids.npy`); queries probe the nearest `num_probes` centroids.
     Cluster,
+    /// LSH code from random hyperplanes (`hyperplanes.npy`); queries probe nearby codes.
     Lsh,
+    /// The writer was told each record's shard; queries must name the shards.
     Explicit,
+    /// A CEL expression chose the shard (shardyfusion); queries must name the shards too,
+    /// since readers take no routing context yet.
     Cel,
 }
 
 impl VectorStrategy {
+    /// The name recorded in `custom.vector.sharding_strategy`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cluster => "cluster",
@@ -33,6 +40,7 @@ impl VectorStrategy {
         }
     }
 
+    /// The strategy named `name` (as [`VectorStrategy::as_str`] writes it).
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "cluster" => Ok(Self::Cluster),
@@ -222,10 +230,12 @@ pub fn default_hash_bits(num_dbs: u32) -> u32 {
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
 
+    /// The next value of the sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

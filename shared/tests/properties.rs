@@ -50,7 +50,10 @@ proptest! {
             let stored = encoding.encode(&key).unwrap();
             let back = encoding.decode(&stored).unwrap();
             prop_assert_eq!(&back, &key);
-            prop_assert_eq!(shard_for_key(&back, num_dbs).unwrap(), shard_for_key(&key, num_dbs).unwrap());
+            prop_assert_eq!(
+                shard_for_key(&back, num_dbs).unwrap(),
+                shard_for_key(&key, num_dbs).unwrap()
+            );
         }
     }
 
@@ -123,7 +126,8 @@ proptest! {
         let qa = DotReduction::augment_query(&query);
         // The distance as an f32 index computes it: f32 differences, squares and sum.
         let l2_f32 = |v: &[f32]| -> f64 {
-            let sum: f32 = qa.iter().zip(reduction.augment(v)).map(|(a, b)| (a - b) * (a - b)).sum();
+            let augmented = reduction.augment(v);
+            let sum: f32 = qa.iter().zip(augmented).map(|(a, b)| (a - b) * (a - b)).sum();
             sum.sqrt() as f64
         };
         for v in &vectors {
