@@ -1,0 +1,89 @@
+//! Key lookups: `get`, `multi_get`, and the routing check before a shard's first "not found".
+
+use super::*;
+
+impl Snapshot {
+    /// The value stored under `key`, or `None` when absent.
+    pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        let encoded = self
+            .manifest
+            .meta
+            .key_encoding
+            .encode(key)
+            .map_err(Error::invalid_request)?;
+        let db_id = self.route(key)?;
+        let Some(shard) = &self.shards[db_id as usize] else {
+            return Ok(None);
+        };
+        let value = self.with_conn(shard, |conn| {
+            conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?
+                .query_row([&encoded], |r| r.get(0))
+                .optional()
+        })?;
+        if value.is_none() {
+            self.check_routing_on_miss(shard)?;
+        }
+        Ok(value)
+    }
+
+    /// Before a shard's first "not found" is answered, checks that the shard file really holds
+    /// this slot's keys: its first stored key must route to its `db_id`. A shard under the
+    /// wrong manifest row (swapped or renumbered rows, another `num_dbs`) would otherwise answer
+    /// "not found" for every key looked for in it. Found values need no check (a key is stored
+    /// only in its own shard). Costs one read of the shard's first leaf, once per shard.
+    pub(super) fn check_routing_on_miss(&self, shard: &ShardHandle) -> Result<()> {
+        if shard.routing_checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let first: Option<Vec<u8>> = self.with_conn(shard, |conn| {
+            conn.prepare_cached("SELECT k FROM kv ORDER BY k LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()
+        })?;
+        if let Some(key) = first {
+            self.manifest
+                .check_shard_holds_key(shard.entry.db_id, &key)
+                .map_err(|e| Error::CorruptShard {
+                    db_id: shard.entry.db_id,
+                    location: shard.location.clone(),
+                    detail: e.to_string(),
+                })?;
+        }
+        shard.routing_checked.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Values for `keys`, in input order; `None` for absent keys. Keys are grouped per shard so
+    /// each shard connection is taken once.
+    pub fn multi_get(&self, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>> {
+        let encoding = self.manifest.meta.key_encoding;
+        let mut by_shard: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); self.shards.len()];
+        for (i, key) in keys.iter().enumerate() {
+            let encoded = encoding.encode(key).map_err(Error::invalid_request)?;
+            by_shard[self.route(key)? as usize].push((i, encoded));
+        }
+        let mut out = vec![None; keys.len()];
+        for (db_id, wanted) in by_shard.into_iter().enumerate() {
+            let Some(shard) = &self.shards[db_id] else {
+                continue;
+            };
+            if wanted.is_empty() {
+                continue;
+            }
+            let found = self.with_conn(shard, |conn| {
+                let mut stmt = conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
+                wanted
+                    .iter()
+                    .map(|(i, k)| Ok((*i, stmt.query_row([k], |r| r.get(0)).optional()?)))
+                    .collect::<rusqlite::Result<Vec<(usize, Option<Vec<u8>>)>>>()
+            })?;
+            if found.iter().any(|(_, value)| value.is_none()) {
+                self.check_routing_on_miss(shard)?;
+            }
+            for (i, value) in found {
+                out[i] = value;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,547 @@
+//! Vector search: shards chosen by the shared search plan, searched on a bounded set of
+//! threads (sqlite-vec or LanceDB per shard), merged; filters, projection and exact dot_product.
+
+use super::*;
+
+impl Snapshot {
+    /// The `k` nearest vectors to `query` over the given shards (all non-empty shards when
+    /// `shard_ids` is `None`, or the probed shards of a vector-routed snapshot), queried in
+    /// parallel and merged. See [`Snapshot::search_with`] for filters, probes and projection.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        shard_ids: Option<&[u32]>,
+    ) -> Result<SearchResponse> {
+        self.search_with(
+            query,
+            &SearchOptions {
+                k,
+                shard_ids: shard_ids.map(<[u32]>::to_vec),
+                ..SearchOptions::default()
+            },
+        )
+    }
+
+    /// The `k` nearest vectors to `query` with options: shards (probes / ids), a payload
+    /// filter and a payload projection. Scores follow one convention per metric whatever the
+    /// backend (`shared::vector`): lower is better.
+    pub fn search_with(&self, query: &[f32], options: &SearchOptions) -> Result<SearchResponse> {
+        #[cfg(not(feature = "lancedb"))]
+        if self.backend == Some(VectorBackend::LanceDb) {
+            return Err(Error::Unsupported(
+                "this snapshot's vectors are LanceDB shards (vector_index.lance); this build of \
+                 edgeshard has no LanceDB support (build with --features lancedb)"
+                    .into(),
+            ));
+        }
+        let spec = options
+            .check(self.vector.as_ref(), query)
+            .map_err(|e| Error::InvalidRequest(e.detail().to_string()))?;
+        let k = options.k;
+        let dot = match (spec.metric, spec.dot_reduction) {
+            // LanceDB has an inner-product distance of its own.
+            (Metric::DotProduct, None) if self.backend == Some(VectorBackend::LanceDb) => None,
+            (Metric::DotProduct, None) => {
+                return Err(Error::Unsupported(
+                    "this dot_product snapshot on sqlite-vec records no dot_reduction: \
+                     sqlite-vec has no inner-product distance, so it cannot be ranked correctly"
+                        .into(),
+                ))
+            }
+            (_, reduction) => reduction,
+        };
+        let selected = self.select_shards(query, spec, options)?;
+        let targets: Vec<&ShardHandle> = selected
+            .iter()
+            .filter_map(|id| self.shards[*id as usize].as_ref())
+            .collect();
+        let shard_query = ShardQuery {
+            bytes: match dot {
+                Some(_) => vector::to_le_bytes(&DotReduction::augment_query(query)),
+                None => vector::to_le_bytes(query),
+            },
+            query,
+            metric: spec.metric,
+            dim: spec.dim,
+            k,
+            filter: options.filter.as_ref(),
+            ann: options.ann,
+            dot_reduction: dot,
+        };
+        let per_shard = for_each_bounded(&targets, SEARCH_THREADS, |shard| {
+            self.search_shard(shard, &shard_query)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        let results = merge_top_k_distinct(per_shard, k, |hit| hit.id.clone())
+            .into_iter()
+            .map(|s| {
+                let mut hit = s.item;
+                if let Some(fields) = &options.payload_fields {
+                    hit.payload = project(hit.payload.take(), fields);
+                }
+                hit
+            })
+            .collect();
+        Ok(SearchResponse {
+            results,
+            shards_queried: targets.len(),
+            shards: targets.iter().map(|s| s.entry.db_id).collect(),
+        })
+    }
+
+    /// The shard ids a search covers, before dropping empty slots.
+    pub(super) fn select_shards(
+        &self,
+        query: &[f32],
+        spec: &VectorSpec,
+        options: &SearchOptions,
+    ) -> Result<Vec<u32>> {
+        let router = self.router.as_ref().unwrap_or(&Router::ByKey);
+        router
+            .shards_to_search(
+                spec,
+                self.manifest.meta.num_dbs,
+                query,
+                options.probes,
+                options.shard_ids.as_deref(),
+            )
+            .map_err(|e| Error::InvalidRequest(e.detail().to_string()))
+    }
+
+    /// One shard's best hits, scores already in the reported convention. Dispatches on the
+    /// backend (a LanceDB backend slots in here beside sqlite-vec).
+    pub(super) fn search_shard(
+        &self,
+        shard: &ShardHandle,
+        q: &ShardQuery<'_>,
+    ) -> Result<Vec<Scored<SearchHit>>> {
+        match self.backend {
+            #[cfg(feature = "lancedb")]
+            Some(VectorBackend::LanceDb) => self.search_shard_lance(shard, q),
+            #[cfg(not(feature = "lancedb"))]
+            Some(VectorBackend::LanceDb) => Err(Error::Unsupported(
+                "LanceDB vector shards need a build with --features lancedb".into(),
+            )),
+            Some(VectorBackend::SqliteVec) | None => self.search_shard_sqlite_vec(shard, q),
+        }
+    }
+
+    /// LanceDB: the shard's table is opened in place (local directory or S3, never
+    /// downloaded) on first use and kept; the search runs on the I/O runtime.
+    #[cfg(feature = "lancedb")]
+    pub(super) fn search_shard_lance(
+        &self,
+        shard: &ShardHandle,
+        q: &ShardQuery<'_>,
+    ) -> Result<Vec<Scored<SearchHit>>> {
+        use crate::lance::{LanceQuery, LanceShard};
+        let db_id = shard.entry.db_id;
+        let table = {
+            let mut slot = shard
+                .lance
+                .lock()
+                .map_err(|_| Error::poisoned("LanceDB shard"))?;
+            match slot.as_ref() {
+                Some(table) => table.clone(),
+                None => {
+                    let (uri, options) = self.lance_location(shard)?;
+                    let opened = Arc::new(crate::remote::wait(async move {
+                        LanceShard::open(db_id, &uri, options).await
+                    })??);
+                    *slot = Some(opened.clone());
+                    opened
+                }
+            }
+        };
+        let defaults = self
+            .vector
+            .as_ref()
+            .map(|v| v.ann_defaults)
+            .unwrap_or_default();
+        // Per-query values win over the defaults the builder recorded.
+        let ann = AnnParams {
+            nprobes: q.ann.nprobes.or(defaults.nprobes),
+            refine_factor: q.ann.refine_factor.or(defaults.refine_factor),
+            ef: q.ann.ef.or(defaults.ef),
+        };
+        let vector = q.query.to_vec();
+        let filter = q.filter.cloned();
+        let (metric, k) = (q.metric, q.k);
+        let hits = crate::remote::wait(async move {
+            table
+                .search(&LanceQuery {
+                    vector: &vector,
+                    metric,
+                    k,
+                    filter: filter.as_ref(),
+                    ann,
+                })
+                .await
+        })??;
+        Ok(hits
+            .into_iter()
+            .map(|h| Scored {
+                score: h.score,
+                item: SearchHit {
+                    id: h.id,
+                    score: h.score,
+                    payload: h.payload,
+                    shard: db_id,
+                },
+            })
+            .collect())
+    }
+
+    /// Where a LanceDB shard's database is (the folder holding `vector_index.lance`) and the
+    /// storage options to open it with.
+    #[cfg(feature = "lancedb")]
+    pub(super) fn lance_location(
+        &self,
+        shard: &ShardHandle,
+    ) -> Result<(String, Vec<(String, String)>)> {
+        let composite = self.vector.as_ref().is_some_and(|v| v.unified);
+        let relative = layout::lance_db_dir(shard_dir_of(&shard.relative), composite);
+        match &self.root {
+            Root::Local(base) => Ok((base.join(&relative).display().to_string(), Vec::new())),
+            Root::Remote(remote) => remote.lance_location(&relative),
+        }
+    }
+
+    /// sqlite-vec: exact KNN through `vec0` (`MATCH ? AND k = ?`).
+    ///
+    /// - With a filter, candidates are over-fetched (`4 x` what is needed, doubling up to
+    ///   sqlite-vec's cap of 4096) and filtered after; when the cap is reached without enough
+    ///   matches, the shard is scanned exactly (`vec_distance_*` over every row, in order), so
+    ///   `k` results come back whenever `k` vectors match.
+    /// - dot_product (stored as its L2 reduction): the L2 pass yields `k + max(k, 16)`
+    ///   candidates, re-ranked by the exact `1 - q.v` computed from the stored vector.
+    pub(super) fn search_shard_sqlite_vec(
+        &self,
+        shard: &ShardHandle,
+        q: &ShardQuery<'_>,
+    ) -> Result<Vec<Scored<SearchHit>>> {
+        let db_id = shard.entry.db_id;
+        let corrupt = |detail: String| Error::CorruptShard {
+            db_id,
+            location: shard.location.clone(),
+            detail,
+        };
+        self.plan_vector_reads(shard)?;
+        if let Some(reduction) = q.dot_reduction {
+            let hits = self.with_conn_try(shard, |conn| {
+                exact_dot_hits(conn, q, &reduction, &corrupt, &|e| self.sql_error(shard, e))
+            })?;
+            return Ok(scored_hits(hits, db_id));
+        }
+        let dot = q.metric == Metric::DotProduct;
+        let want = q.k;
+        let mut hits = self.with_conn_try(shard, |conn| {
+            let sql = |e: rusqlite::Error| self.sql_error(shard, e);
+            let mut fetch = match q.filter {
+                None => want,
+                Some(_) => want.saturating_mul(4),
+            }
+            .min(MAX_K);
+            loop {
+                let rows = knn_rows(conn, q, fetch, dot).map_err(sql)?;
+                let exhausted = rows.len() < fetch;
+                let matched = keep_matching(rows, q.filter, want, &corrupt)?;
+                if matched.len() >= want || exhausted {
+                    break Ok(matched);
+                }
+                if fetch >= MAX_K {
+                    let rows = scan_rows(conn, q, dot).map_err(sql)?;
+                    break keep_matching(rows, q.filter, want, &corrupt);
+                }
+                fetch = (fetch * 2).min(MAX_K);
+            }
+        })?;
+        hits.truncate(q.k);
+        // sqlite-vec distances already follow the reported convention for cosine (1 - cos)
+        // and l2 (Euclidean).
+        Ok(scored_hits(hits, db_id))
+    }
+}
+
+/// Threads one search uses to query its shards (at most one per shard): enough to overlap the
+/// reads of range-read shards and to use the cores on local ones, without one OS thread per
+/// shard when a search covers thousands.
+pub(super) const SEARCH_THREADS: usize = 16;
+
+/// `work` over every item on at most `threads` scoped threads; results in item order. A panic
+/// in `work` is an error, not a crash of the caller.
+pub(super) fn for_each_bounded<I: Sync, T: Send>(
+    items: &[I],
+    threads: usize,
+    work: impl Fn(&I) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = threads.clamp(1, items.len().max(1));
+    let mut slots: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
+    let finished: Vec<Vec<(usize, Result<T>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break done;
+                        };
+                        done.push((i, work(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for (i, result) in finished.into_iter().flatten() {
+        slots[i] = Some(result);
+    }
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| {
+                Err(Error::Unsupported(
+                    "internal error: a shard search thread panicked".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// One search as every shard runs it.
+pub(super) struct ShardQuery<'a> {
+    /// The query as the index stores vectors (augmented `[q, 0]` for dot_product).
+    pub(super) bytes: Vec<u8>,
+    pub(super) query: &'a [f32],
+    pub(super) metric: Metric,
+    pub(super) dim: usize,
+    pub(super) k: usize,
+    pub(super) filter: Option<&'a Filter>,
+    #[cfg_attr(not(feature = "lancedb"), allow(dead_code))]
+    pub(super) ann: AnnParams,
+    /// dot_product on sqlite-vec: the L2 reduction the vectors are stored with.
+    pub(super) dot_reduction: Option<DotReduction>,
+}
+
+/// A candidate row of a shard.
+pub(super) struct RawRow {
+    pub(super) rowid: i64,
+    pub(super) distance: f64,
+    pub(super) original_id: Option<String>,
+    pub(super) payload: Option<String>,
+    pub(super) embedding: Option<Vec<u8>>,
+}
+
+/// A candidate that passed the filter, decoded.
+pub(super) struct ShardHit {
+    pub(super) rowid: i64,
+    pub(super) distance: f64,
+    pub(super) id: VectorId,
+    pub(super) payload: Option<Value>,
+    pub(super) embedding: Option<Vec<u8>>,
+}
+
+pub(super) fn read_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<RawRow>> {
+    let rows = stmt.query_map(params, |r| {
+        Ok(RawRow {
+            rowid: r.get(0)?,
+            distance: r.get(1)?,
+            original_id: r.get(2)?,
+            payload: r.get(3)?,
+            embedding: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The `fetch` nearest rows by the index's own distance, nearest first.
+pub(super) fn knn_rows(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    fetch: usize,
+    with_vectors: bool,
+) -> rusqlite::Result<Vec<RawRow>> {
+    let mut stmt = conn.prepare_cached(match with_vectors {
+        true => search_plan::sql::KNN_WITH_VECTORS,
+        false => search_plan::sql::KNN,
+    })?;
+    read_rows(&mut stmt, rusqlite::params![q.bytes, fetch as i64])
+}
+
+/// Every row of the shard, nearest first: the exact fallback of a filtered search, past the
+/// KNN cap (same distances as the index: `vec_distance_cosine` / `vec_distance_l2`).
+pub(super) fn scan_rows(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    with_vectors: bool,
+) -> rusqlite::Result<Vec<RawRow>> {
+    let sql = search_plan::sql::scan(q.metric, with_vectors);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    read_rows(&mut stmt, rusqlite::params![q.bytes])
+}
+
+/// dot_product on sqlite-vec, exact whatever the norms: the L2 pass over the augmented vectors
+/// only proposes candidates, each is rescored exactly (`1 - q.v` in f64 from its stored
+/// components), and more are fetched until no vector beyond the last one fetched can beat the
+/// k-th best ([`DotReduction::max_dot_beyond`] bounds the f32 rounding of the index), or every
+/// vector has been looked at.
+pub(super) fn exact_dot_hits(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    reduction: &DotReduction,
+    corrupt: &dyn Fn(String) -> Error,
+    sql: &dyn Fn(rusqlite::Error) -> Error,
+) -> Result<Vec<ShardHit>> {
+    let mut fetch = (q.k + q.k.max(16)).min(MAX_K);
+    if q.filter.is_some() {
+        fetch = fetch.saturating_mul(4).min(MAX_K);
+    }
+    loop {
+        let (rows, complete) = if fetch < MAX_K {
+            let rows = knn_rows(conn, q, fetch, true).map_err(sql)?;
+            let complete = rows.len() < fetch;
+            (rows, complete)
+        } else {
+            (scan_rows(conn, q, true).map_err(sql)?, true)
+        };
+        let last_distance = rows.last().map(|r| r.distance);
+        let mut hits = keep_matching(rows, q.filter, usize::MAX, corrupt)?;
+        for hit in &mut hits {
+            let stored = hit
+                .embedding
+                .as_deref()
+                .map(vector::from_le_bytes)
+                .transpose()
+                .map_err(|e| corrupt(format!("vector {}: {e}", hit.rowid)))?
+                .filter(|v| v.len() == q.dim + 1)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "vector {} is not {} floats (dim + 1 of the dot reduction)",
+                        hit.rowid,
+                        q.dim + 1
+                    ))
+                })?;
+            hit.distance = Metric::DotProduct.score(q.query, &stored[..q.dim]);
+        }
+        hits.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.rowid.cmp(&b.rowid))
+        });
+        // Done when nothing unfetched can score better (lower `1 - q.v`) than the k-th hit.
+        let settled = match (hits.get(q.k - 1), last_distance) {
+            (Some(kth), Some(last)) => 1.0 - reduction.max_dot_beyond(q.query, last) > kth.distance,
+            _ => false,
+        };
+        if complete || settled {
+            hits.truncate(q.k);
+            return Ok(hits);
+        }
+        fetch = fetch.saturating_mul(2).min(MAX_K);
+    }
+}
+
+pub(super) fn scored_hits(hits: Vec<ShardHit>, db_id: u32) -> Vec<Scored<SearchHit>> {
+    hits.into_iter()
+        .map(|h| Scored {
+            score: h.distance,
+            item: SearchHit {
+                id: h.id,
+                score: h.distance,
+                payload: h.payload,
+                shard: db_id,
+            },
+        })
+        .collect()
+}
+
+/// Decodes rows in order and keeps the first `want` that pass the filter.
+pub(super) fn keep_matching(
+    rows: Vec<RawRow>,
+    filter: Option<&Filter>,
+    want: usize,
+    corrupt: &dyn Fn(String) -> Error,
+) -> Result<Vec<ShardHit>> {
+    let mut out = Vec::with_capacity(want.min(rows.len()));
+    for row in rows {
+        if out.len() >= want {
+            break;
+        }
+        let payload: Option<Value> = row
+            .payload
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| corrupt(format!("vec_payloads row {}: {e}", row.rowid)))
+            })
+            .transpose()?;
+        if filter.is_some_and(|f| !f.matches(payload.as_ref())) {
+            continue;
+        }
+        let id = match &row.original_id {
+            Some(text) => VectorId::from_stored(text)
+                .ok_or_else(|| corrupt(format!("vec_id_map row {}: {text:?}", row.rowid)))?,
+            None => {
+                return Err(corrupt(format!(
+                    "vector {} has no vec_id_map row",
+                    row.rowid
+                )))
+            }
+        };
+        out.push(ShardHit {
+            rowid: row.rowid,
+            distance: row.distance,
+            id,
+            payload,
+            embedding: row.embedding,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn bounded_fan_out_keeps_order_caps_threads_and_reports_panics() {
+        let items: Vec<u32> = (0..100).collect();
+        let running = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let results = for_each_bounded(&items, 4, |&i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            running.fetch_sub(1, Ordering::SeqCst);
+            if i == 37 {
+                panic!("shard 37 broke");
+            }
+            Ok(i * 2)
+        });
+        assert_eq!(results.len(), 100);
+        assert!(
+            peak.load(Ordering::SeqCst) <= 4,
+            "more than 4 threads at once"
+        );
+        for (i, result) in results.iter().enumerate() {
+            match result {
+                Ok(v) => assert_eq!(*v, i as u32 * 2),
+                // The panicking item and what its thread had finished are errors, never
+                // missing or misplaced.
+                Err(e) => assert!(e.to_string().contains("panicked"), "{e}"),
+            }
+        }
+        assert!(results[37].is_err());
+        assert!(results.iter().filter(|r| r.is_ok()).count() >= 70);
+    }
+}

@@ -1,0 +1,363 @@
+//! Shard handles and their connections: opened on first use per the access mode (local file,
+//! download into the cache, or page reads by range), with their size and content checks.
+
+use super::*;
+
+pub(super) struct ShardHandle {
+    pub(super) entry: ShardEntry,
+    /// `shards/run_id=R/db=NNNNN/attempt=AA/shard.db`, relative to the root.
+    pub(super) relative: String,
+    /// Display form of where the shard lives, for errors.
+    pub(super) location: String,
+    /// Opened on first use; a shard that is never queried is never opened.
+    pub(super) conn: Mutex<Option<ShardConn>>,
+    /// Set once the shard's first stored key was seen to route to it (checked on its first
+    /// miss, see [`Snapshot::check_routing_on_miss`]).
+    pub(super) routing_checked: AtomicBool,
+    /// The shard's LanceDB table, opened on first search (LanceDB snapshots).
+    #[cfg(feature = "lancedb")]
+    pub(super) lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
+}
+
+/// An open shard database: a file SQLite reads itself, or pages read by range.
+pub(super) enum ShardConn {
+    Whole(Connection),
+    Range(RangeShard),
+}
+
+impl Snapshot {
+    /// Runs `f` on the shard's connection, opening it on first use; SQLite errors become
+    /// [`Error::CorruptShard`] naming the shard.
+    pub(super) fn with_conn<T>(
+        &self,
+        shard: &ShardHandle,
+        mut f: impl FnMut(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.with_conn_try(shard, |conn| f(conn).map_err(|e| self.sql_error(shard, e)))
+    }
+
+    /// A SQLite error on a shard. (A failed ranged read never surfaces as one: the range
+    /// driver reports it itself.)
+    pub(super) fn sql_error(&self, shard: &ShardHandle, e: rusqlite::Error) -> Error {
+        Error::CorruptShard {
+            db_id: shard.entry.db_id,
+            location: shard.location.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Runs `f` on the shard's connection, opening it on first use (a shard that cannot be
+    /// opened is an error naming it).
+    /// In range mode `f` may run several times (see [`RangeShard::run`]): it must have no
+    /// effect outside what it returns.
+    pub(super) fn with_conn_try<T>(
+        &self,
+        shard: &ShardHandle,
+        f: impl FnMut(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = shard
+            .conn
+            .lock()
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
+        if guard.is_none() {
+            sqlite_vec_ext::register();
+            *guard = Some(self.open_shard(shard)?);
+        }
+        match guard.as_mut() {
+            Some(ShardConn::Whole(conn)) => {
+                let mut f = f;
+                f(conn)
+            }
+            Some(ShardConn::Range(range)) => range.run(f),
+            None => Err(Error::Internal(format!(
+                "shard {}: connection missing after open",
+                shard.entry.db_id
+            ))),
+        }
+    }
+
+    /// Before a search on a range-read shard: fetches its vector tables in two rounds (see
+    /// [`RangeShard::plan_vector_reads`]); nothing for other shards.
+    pub(super) fn plan_vector_reads(&self, shard: &ShardHandle) -> Result<()> {
+        // Opens the shard when needed.
+        self.with_conn_try(shard, |_| Ok(()))?;
+        let mut guard = shard
+            .conn
+            .lock()
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
+        match guard.as_mut() {
+            Some(ShardConn::Range(range)) => range.plan_vector_reads(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens one shard's database per the access mode.
+    pub(super) fn open_shard(&self, shard: &ShardHandle) -> Result<ShardConn> {
+        let db_id = shard.entry.db_id;
+        let corrupt = |detail: String| Error::CorruptShard {
+            db_id,
+            location: shard.location.clone(),
+            detail,
+        };
+        let conn = match (&self.root, self.mode) {
+            (Root::Local(dir), AccessMode::Range) => {
+                let path = dir.join(&shard.relative);
+                self.check_local_size(&path, &shard.entry)
+                    .map_err(corrupt)?;
+                let source = FileSource::open(&path)?;
+                // Local files have no ETag: the sidecar written beside the file is trusted.
+                let sidecar = std::fs::read(sidecar_path(&path))
+                    .ok()
+                    .and_then(|bytes| Sidecar::parse(&bytes).ok())
+                    .map(|s| s.content);
+                self.open_range(shard, Box::new(source), sidecar)?
+            }
+            (Root::Local(dir), _) => {
+                let path = dir.join(&shard.relative);
+                self.check_local_size(&path, &shard.entry)
+                    .map_err(corrupt)?;
+                // SQLite reads the file directly here, page checks and all bypassed: the whole
+                // file is hashed once at open instead (xxh3, streamed), when a hash is recorded.
+                if path.is_file() && !cached_file_checks_out(&path, &shard.entry) {
+                    return Err(corrupt(
+                        "its content hash differs from the manifest's content_xxh3_128: the \
+                         file is damaged or not this build's"
+                            .into(),
+                    ));
+                }
+                ShardConn::Whole(open_local_file(&path, db_id)?)
+            }
+            (Root::Remote(remote), AccessMode::Range) => {
+                // The shard's ETag and its sidecar are independent: fetch both in one round.
+                let (head, sidecar) = std::thread::scope(|scope| {
+                    let sidecar = scope.spawn(|| self.remote_sidecar(shard));
+                    let head = remote.head(&shard.relative);
+                    (head, sidecar.join())
+                });
+                let (size, etag) = head?;
+                let sidecar = sidecar
+                    .map_err(|_| Error::Internal("a sidecar fetch thread panicked".into()))?;
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                // Another build's file (or a truncated one) under this path would otherwise be
+                // read page by page as if it were this shard.
+                self.check_file_size(&shard.entry, size)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let sidecar = sidecar
+                    .filter(|s| Some(s.tag.as_str()) == etag.as_deref())
+                    .map(|s| s.content);
+                let source = remote.range_source(&shard.relative, size, etag);
+                self.open_range(shard, Box::new(source), sidecar)?
+            }
+            (Root::Remote(_), _) => {
+                ShardConn::Whole(open_local_file(&self.download(shard)?, db_id)?)
+            }
+        };
+        // Reading the schema here turns "not a database" into an error at open, with the shard
+        // named, instead of at the first query.
+        let schema = |conn: &Connection| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| self.sql_error(shard, e))
+        };
+        match &conn {
+            ShardConn::Whole(c) => schema(c)?,
+            ShardConn::Range(range) => range.run(schema)?,
+        };
+        Ok(conn)
+    }
+
+    /// Opens a shard page by page; when its writer recorded page checksums, every page is
+    /// checked before SQLite sees it.
+    pub(super) fn open_range(
+        &self,
+        shard: &ShardHandle,
+        source: Box<dyn RangeSource>,
+        sidecar: Option<SidecarContent>,
+    ) -> Result<ShardConn> {
+        let verifier = shard
+            .entry
+            .page_verifier()
+            .map_err(|e| Error::CorruptShard {
+                db_id: shard.entry.db_id,
+                location: shard.location.clone(),
+                detail: e.to_string(),
+            })?;
+        let range = RangeShard::open(
+            shard.entry.db_id,
+            source,
+            sidecar,
+            self.options.cache_pages,
+            self.stats.clone(),
+            verifier,
+        )?;
+        Ok(ShardConn::Range(range))
+    }
+
+    /// The shard's sidecar when the manifest announces one and it parses (the caller checks its
+    /// tag against the live ETag); anything else means plain page reads. Counted as a request of
+    /// the same round as the shard's HEAD.
+    pub(super) fn remote_sidecar(&self, shard: &ShardHandle) -> Option<Sidecar> {
+        let config = self.manifest.meta.custom.get("sqlite_sidecar")?;
+        let filename = config
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or(layout::SIDECAR_FILE);
+        let relative = shard
+            .relative
+            .strip_suffix(layout::SHARD_DB_FILE)
+            .map(|dir| format!("{dir}{filename}"))?;
+        let bytes = self.root.read(&relative).ok()?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Sidecar::parse(&bytes).ok()
+    }
+
+    /// Fetches a remote shard whole into the local cache (temp file + rename, so concurrent
+    /// processes never see a partial file), or reuses a cached copy of the same checkpoint.
+    pub(super) fn download(&self, shard: &ShardHandle) -> Result<PathBuf> {
+        let entry = &shard.entry;
+        // checkpoint_id is opaque (another writer's may not be a content hash), so the run and
+        // slot are part of the cache identity too.
+        let slot = format!(
+            "{}-db{:05}-a{:02}",
+            self.manifest.meta.run_id, entry.db_id, entry.attempt
+        );
+        let identity = match &entry.checkpoint_id {
+            Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                format!("{slot}-{id}")
+            }
+            _ => slot,
+        };
+        let dir = self
+            .options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("edgeshard-cache"))
+            .join(identity);
+        let target = dir.join(layout::SHARD_DB_FILE);
+        // A cached copy is used only if it still checks out (size, and the content hash when
+        // the manifest records one): a copy damaged on disk is fetched again, not served.
+        if self.check_local_size(&target, entry).is_ok() && cached_file_checks_out(&target, entry) {
+            return Ok(target);
+        }
+        let io = |location: &PathBuf| {
+            let location = location.display().to_string();
+            move |source| Error::Io { location, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let bytes = read_counted(&self.root, &shard.relative, &self.stats)?;
+        // Checked before it enters the cache, so a body damaged in transit is an error now and
+        // not an answer later.
+        self.check_file_size(entry, bytes.len() as u64)
+            .and_then(|()| entry.check_hash(|| edgeshard_shared::integrity::content_hash(&bytes)))
+            .map_err(|e| Error::CorruptShard {
+                db_id: entry.db_id,
+                location: shard.location.clone(),
+                detail: e.to_string(),
+            })?;
+        let temp = dir.join(format!(
+            "{}.{}.{}.tmp",
+            layout::SHARD_DB_FILE,
+            std::process::id(),
+            NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
+        ));
+        {
+            let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
+            std::io::Write::write_all(&mut file, &bytes).map_err(io(&temp))?;
+            file.sync_all().map_err(io(&temp))?;
+        }
+        std::fs::rename(&temp, &target).map_err(io(&target))?;
+        Ok(target)
+    }
+
+    /// A shard file's size against its row's `db_bytes`. On LanceDB snapshots `db_bytes`
+    /// counts the vector table too (shardyfusion's composite shards), so it says nothing about
+    /// `shard.db` alone and is not checked.
+    pub(super) fn check_file_size(
+        &self,
+        entry: &ShardEntry,
+        size: u64,
+    ) -> edgeshard_shared::Result<()> {
+        match self.backend {
+            Some(VectorBackend::LanceDb) => Ok(()),
+            _ => entry.check_size(size),
+        }
+    }
+
+    /// [`Self::check_file_size`] of a local file (a missing file is left to the open, which
+    /// names it as not found).
+    pub(super) fn check_local_size(
+        &self,
+        path: &std::path::Path,
+        entry: &ShardEntry,
+    ) -> std::result::Result<(), String> {
+        match std::fs::metadata(path) {
+            Ok(meta) => self
+                .check_file_size(entry, meta.len())
+                .map_err(|e| e.to_string()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Whether a shard file exists and matches its row's content hash when one is recorded
+/// (streamed, so a large file is not held in memory; the size is checked by the caller).
+pub(super) fn cached_file_checks_out(path: &std::path::Path, entry: &ShardEntry) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    if entry.content_hash().is_none() {
+        return true;
+    }
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    entry.check_hash(|| hasher.finish_hex()).is_ok()
+}
+
+/// Opens shard `db_id`'s local file read-only, immutable and memory-mapped.
+pub(super) fn open_local_file(path: &std::path::Path, db_id: u32) -> Result<Connection> {
+    if !path.is_file() {
+        return Err(Error::NotFound {
+            what: "shard database".into(),
+            location: path.display().to_string(),
+        });
+    }
+    let corrupt = |e: rusqlite::Error| Error::CorruptShard {
+        db_id,
+        location: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(
+        sqlite_immutable_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(corrupt)?;
+    // Shards are immutable, so memory-mapping them is safe; it spares a read() and a copy per
+    // page, which dominates brute-force vector scans.
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)
+        .map_err(corrupt)?;
+    Ok(conn)
+}
+
+pub(super) fn sidecar_path(db_path: &std::path::Path) -> PathBuf {
+    db_path.with_file_name(layout::SIDECAR_FILE)
+}
+
+/// Upper bound of the memory map per shard connection (address space, not resident memory).
+pub(super) const MMAP_BYTES: i64 = 1 << 32;
