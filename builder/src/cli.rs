@@ -6,17 +6,16 @@ use crate::build::{
 };
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
-use crate::publish::write_current;
 use crate::vector_index::IndexKind;
+use crate::versions::RollbackTarget;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgeshard_native::{
     current_manifest_path, AccessMode, AnnParams, OpenOptions, Root, SearchOptions, SearchResponse,
     Snapshot,
 };
-use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::Filter;
-use edgeshard_shared::{layout, routing, Key, KeyEncoding, Metric};
+use edgeshard_shared::{routing, Key, KeyEncoding, Metric};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -657,82 +656,15 @@ fn run_rollback(
     manifest_ref: Option<String>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let root = read.root()?;
-    // On an object store, remember _CURRENT's version before deciding: the rollback replaces
-    // it only if nobody published in between.
-    let remote = match &root {
-        Root::Local(_) => None,
-        Root::Remote(_) => {
-            let remote = edgeshard_native::remote::RemoteRoot::parse_for_publish(
-                &read.root,
-                &read.storage_options(),
-            )?;
-            let seen = crate::remote_publish::read_current_version(&remote)?;
-            Some((remote, seen))
-        }
+    let target = match (offset, run_id, manifest_ref) {
+        (Some(n), _, _) => RollbackTarget::Offset(n),
+        (None, Some(id), _) => RollbackTarget::RunId(id),
+        (None, None, Some(reference)) => RollbackTarget::ManifestRef(reference),
+        (None, None, None) => return Err(Error::Usage("give --offset, --run-id or --ref".into())),
     };
-    let history = root.list_manifests()?;
-    let current = current_manifest_path(&root)?;
-    let current_index = history
-        .iter()
-        .position(|m| m.manifest_path == current)
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "the current manifest {current} is not listed under manifests/"
-            ))
-        })?;
-    let target = match (offset, run_id) {
-        (None, None) if manifest_ref.is_some() => {
-            let wanted = manifest_ref.as_deref().unwrap_or_default();
-            // A full URL or a root-relative path: compare from `manifests/` on, normalised as
-            // the listed paths are.
-            let relative = layout::manifest_ref_relative(wanted)?;
-            history
-                .iter()
-                .find(|m| m.manifest_path == relative)
-                .ok_or_else(|| Error::Usage(format!("no manifest {wanted:?} under this root")))?
-        }
-        (Some(n), _) => history.get(current_index + n).ok_or_else(|| {
-            Error::Usage(format!(
-                "no manifest {n} versions before the current one ({} older exist)",
-                history.len() - current_index - 1
-            ))
-        })?,
-        (None, Some(id)) => history
-            .iter()
-            .find(|m| m.run_id == id)
-            .ok_or_else(|| Error::Usage(format!("no manifest with run id {id:?}")))?,
-        (None, None) => return Err(Error::Usage("give --offset, --run-id or --ref".into())),
-    };
-    // Never point readers at something they cannot open: the manifest must parse and every
-    // shard file it names must be there, of its recorded size (and content hash, locally).
-    Snapshot::open_manifest(root.clone(), &target.manifest_path)?
-        .verify_shards()
-        .map_err(|e| {
-            Error::Usage(format!(
-                "refusing to roll back to {}: {e}",
-                target.manifest_path
-            ))
-        })?;
-    let pointer = CurrentPointer {
-        manifest_ref: layout::join(&root.url(), &target.manifest_path),
-        run_id: target.run_id.clone(),
-        updated_at: layout::format_timestamp(crate::build::unix_micros()),
-    };
-    match (&root, remote) {
-        (Root::Local(root_dir), _) => {
-            let temp = root_dir.join(format!(".{}.rollback.tmp", layout::CURRENT));
-            write_current(root_dir, &temp, &pointer)?;
-        }
-        (_, Some((remote, seen))) => {
-            crate::remote_publish::publish_current_if(&remote, &pointer, seen.as_deref())?;
-        }
-        (Root::Remote(_), None) => {
-            return Err(Error::Usage("remote root without a publisher".into()));
-        }
-    }
+    let done = crate::versions::rollback(&read.root, &read.storage_options(), &target)?;
     let row = json!({
-        "run_id": target.run_id, "manifest": target.manifest_path, "previous": current,
+        "run_id": done.run_id, "manifest": done.manifest, "previous": done.previous,
     });
     emit_records(&[row], read.format, out)
 }
@@ -743,41 +675,12 @@ fn run_sidecar_bind(
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let snap = Snapshot::open(root)?;
-    let Root::Local(dir) = snap.root() else {
-        return Err(Error::Usage(
-            "--root must be the local copy of the snapshot".into(),
-        ));
-    };
-    let remote = edgeshard_native::remote::RemoteRoot::parse(host)?;
-    let mut rows = Vec::new();
-    for (db_id, relative) in snap.shard_db_paths() {
-        let db_path = dir.join(&relative);
-        let local_size = std::fs::metadata(&db_path)
-            .map_err(Error::io(db_path.display()))?
-            .len();
-        let (size, etag) = remote.head(&relative)?;
-        if size != local_size {
-            return Err(Error::Usage(format!(
-                "{host}/{relative} is {size} bytes but the local shard is {local_size}: the host \
-                 serves another snapshot"
-            )));
-        }
-        let tag = etag.ok_or_else(|| {
-            Error::Usage(format!(
-                "{host}/{relative} has no ETag, so a sidecar cannot be bound"
-            ))
-        })?;
-        let sidecar_path = db_path.with_file_name(layout::SIDECAR_FILE);
-        let bytes = std::fs::read(&sidecar_path).map_err(Error::io(sidecar_path.display()))?;
-        let retagged = edgeshard_shared::sidecar::retag(&bytes, &tag)?;
-        let temp = sidecar_path.with_extension("sidecar.tmp");
-        std::fs::write(&temp, &retagged).map_err(Error::io(temp.display()))?;
-        std::fs::rename(&temp, &sidecar_path).map_err(Error::io(sidecar_path.display()))?;
-        rows.push(
-            json!({"db_id": db_id, "sidecar": sidecar_path.display().to_string(), "tag": tag}),
-        );
-    }
+    let rows: Vec<Value> = crate::sidecar_writer::bind_to_host(root, host)?
+        .into_iter()
+        .map(
+            |b| json!({"db_id": b.db_id, "sidecar": b.sidecar.display().to_string(), "tag": b.tag}),
+        )
+        .collect();
     emit_records(&rows, format, out)
 }
 

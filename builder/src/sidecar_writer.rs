@@ -115,6 +115,63 @@ fn compress(body: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
+/// A sidecar re-tagged by [`bind_to_host`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSidecar {
+    /// The shard it belongs to.
+    pub db_id: u32,
+    /// The sidecar file rewritten.
+    pub sidecar: PathBuf,
+    /// The ETag the host reports for the shard, now the sidecar's tag.
+    pub tag: String,
+}
+
+/// Binds each shard's sidecar under the local root `root` to the ETag the static host `host`
+/// (serving a copy of that root) reports for the shard, so range readers use the sidecars there
+/// (static hosts compute their own ETags). Refuses a host whose file differs in size from the
+/// local one (it serves another snapshot) or reports no ETag. Each sidecar is replaced
+/// atomically (temp file + rename).
+pub fn bind_to_host(root: &str, host: &str) -> Result<Vec<BoundSidecar>> {
+    let snap = edgeshard_native::Snapshot::open(root)?;
+    let edgeshard_native::Root::Local(dir) = snap.root() else {
+        return Err(Error::Usage(
+            "--root must be the local copy of the snapshot".into(),
+        ));
+    };
+    let remote = edgeshard_native::remote::RemoteRoot::parse(host)?;
+    let mut bound = Vec::new();
+    for (db_id, relative) in snap.shard_db_paths() {
+        let db_path = dir.join(&relative);
+        let local_size = std::fs::metadata(&db_path)
+            .map_err(Error::io(db_path.display()))?
+            .len();
+        let (size, etag) = remote.head(&relative)?;
+        if size != local_size {
+            return Err(Error::Usage(format!(
+                "{host}/{relative} is {size} bytes but the local shard is {local_size}: the host \
+                 serves another snapshot"
+            )));
+        }
+        let tag = etag.ok_or_else(|| {
+            Error::Usage(format!(
+                "{host}/{relative} has no ETag, so a sidecar cannot be bound"
+            ))
+        })?;
+        let sidecar = db_path.with_file_name(layout::SIDECAR_FILE);
+        let bytes = std::fs::read(&sidecar).map_err(Error::io(sidecar.display()))?;
+        let retagged = edgeshard_shared::sidecar::retag(&bytes, &tag)?;
+        let temp = sidecar.with_extension("sidecar.tmp");
+        std::fs::write(&temp, &retagged).map_err(Error::io(temp.display()))?;
+        std::fs::rename(&temp, &sidecar).map_err(Error::io(sidecar.display()))?;
+        bound.push(BoundSidecar {
+            db_id,
+            sidecar,
+            tag,
+        });
+    }
+    Ok(bound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
