@@ -152,40 +152,17 @@ pub struct BuildSummary {
 pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let started = Instant::now();
     check_options(opts)?;
-    if opts.out.trim().is_empty() {
-        return Err(Error::Usage(
-            "--out is empty: give the snapshot root (a directory, file:// URL or \
-             s3://bucket/prefix)"
-                .into(),
-        ));
-    }
-    let root = match opts.out.starts_with("s3://") {
-        true => Root::Remote(RemoteRoot::parse_for_publish(
-            &opts.out,
-            &opts.storage_options,
-        )?),
-        false => Root::parse(&opts.out)?,
-    };
-    if let Root::Remote(remote) = &root {
-        if !remote.url().starts_with("s3://") {
-            return Err(Error::Usage(format!(
-                "cannot publish to {}: give a local directory, file:// URL or s3://bucket/prefix",
-                remote.url()
-            )));
-        }
-    }
-    let run_id = match &opts.run_id {
-        Some(id) => {
-            layout::validate_run_id(id)?;
-            id.clone()
-        }
-        None => new_run_id(),
-    };
+    let root = publish_root(opts)?;
+    let run_id = run_id_for(opts)?;
     let log = |msg: String| {
         if opts.progress {
             eprintln!("{msg}");
         }
     };
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
 
     // 1. Read, validate, route.
     let Routed {
@@ -206,17 +183,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     ));
 
     // 2. Sort and resolve duplicates per shard.
-    let threads = opts
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let buckets = Mutex::new(buckets.into_iter().map(Some).collect::<Vec<_>>());
-    let sorted = parallel_map(opts.shards as usize, threads, |db_id| {
-        let bucket = take(&buckets, db_id)?;
-        sort_and_dedup(bucket, opts.on_duplicate)
-    })?;
-    let duplicates_dropped: u64 = sorted.iter().map(|(_, dropped)| *dropped).sum();
-    let shards: Vec<Vec<Record>> = sorted.into_iter().map(|(records, _)| records).collect();
+    let (shards, duplicates_dropped) = sort_shards(opts, buckets, threads)?;
     // Rows written (a spilled vector twice) and distinct rows (what the snapshot holds).
     let stored_rows: u64 = shards.iter().map(|s| s.len() as u64).sum();
     let rows = stored_rows - spilled;
@@ -227,7 +194,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     }
 
     // 3. Write shards into staging.
-    let mut publisher = match &root {
+    let publisher = match &root {
         Root::Local(root_dir) => {
             std::fs::create_dir_all(root_dir).map_err(Error::io(root_dir.display()))?;
             Publisher::Local(LocalPublisher::new(root_dir, &run_id)?)
@@ -239,59 +206,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         Publisher::Local(local) => Root::Local(local.root().to_path_buf()),
         Publisher::Remote(_) => root,
     };
-    let bar = progress_bar(opts.progress, stored_rows, "writing shards");
     let lance = opts.vector_backend == VectorBackendKind::Lancedb;
-    // On LanceDB the SQLite file holds KV only (composite shards) or is not written at all
-    // (vector-only shards).
-    let vectors = dim.filter(|_| !lance).map(|dim| VectorLayout {
-        dim,
-        metric: opts.metric,
-        dot,
-        kv: opts.vector_only.is_none(),
-    });
-    let lance_layout = lance_layout(opts, dim, &shards)?;
-    type Written = (ShardStats, Option<SidecarStats>, Option<IndexPlan>);
-    let stats: Vec<Option<Written>> = parallel_map(opts.shards as usize, threads, |db_id| {
-        let records = &shards[db_id];
-        if records.is_empty() {
-            return Ok(None);
-        }
-        let path = publisher.staged_shard_path(db_id as u32)?;
-        let (shard, plan) = match &lance_layout {
-            None => (
-                write_shard(
-                    &path,
-                    records,
-                    vectors.as_ref(),
-                    opts.page_size,
-                    (integrity::page_seed(&run_id, db_id as u32), db_id as u32),
-                    &|n| bar.inc(n),
-                )?,
-                None,
-            ),
-            Some(layout) => write_lance(
-                &path,
-                records,
-                layout,
-                opts.vector_only.is_none(),
-                opts.page_size,
-                (integrity::page_seed(&run_id, db_id as u32), db_id as u32),
-                &|n| bar.inc(n),
-            )?,
-        };
-        if opts.vector_only.is_some() && lance {
-            // Vector-only LanceDB shards have no SQLite file, so no sidecar either.
-            return Ok(Some((shard, None, plan)));
-        }
-        // The file is closed; bind the sidecar to the ETag a single-part upload of it gets.
-        // (A remote publisher binds it to the ETag its upload returns, after uploading.)
-        let sidecar = match (opts.sidecar, &publisher) {
-            (true, Publisher::Local(_)) => write_local_sidecar(&path)?,
-            _ => None,
-        };
-        Ok(Some((shard, sidecar, plan)))
-    })?;
-    bar.finish_and_clear();
+    let mut stats = write_shards(
+        opts,
+        &publisher,
+        &shards,
+        ShardVectors { dim, dot, lance },
+        &run_id,
+        threads,
+        stored_rows,
+    )?;
     drop(shards);
     log(format!(
         "wrote {} shards in {:.1}s",
@@ -317,31 +241,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
 
     // 3b. Remote: upload every shard (bounded parallelism), each then its sidecar bound to the
     // ETag the upload returned.
-    let mut stats = stats;
     if let Publisher::Remote(remote) = &publisher {
-        let uploaded = parallel_map(
-            opts.shards as usize,
-            UPLOAD_CONCURRENCY,
-            |db_id| match &stats[db_id] {
-                Some(_) => {
-                    if lance {
-                        let vector_only = opts.vector_only.is_some();
-                        remote.upload_lance(db_id as u32, vector_only)?;
-                        if vector_only {
-                            return Ok(None);
-                        }
-                    }
-                    remote.upload_shard(db_id as u32, opts.sidecar)
-                }
-                None => Ok(None),
-            },
-        )
-        .map_err(before_current)?;
-        for (slot, sidecar) in stats.iter_mut().zip(uploaded) {
-            if let Some((_, s, _)) = slot {
-                *s = sidecar;
-            }
-        }
+        upload_shards(opts, remote, &mut stats, lance).map_err(before_current)?;
         log(format!(
             "uploaded {} shards in {:.1}s",
             stats.iter().flatten().count(),
@@ -353,15 +254,234 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let artifact_ref = artifact
         .as_ref()
         .map(|(file, _)| layout::join(&root_url, &layout::vector_meta_path(&run_id, file)));
-    let mut custom = custom_json(
-        dim,
-        opts.metric,
-        dot,
-        opts.vector_only.as_ref(),
-        artifact.as_ref().map(|(_, m)| m),
-        artifact_ref.as_deref(),
-        rows,
+    let custom = snapshot_custom(
+        opts,
+        custom_json(
+            dim,
+            opts.metric,
+            dot,
+            opts.vector_only.as_ref(),
+            artifact.as_ref().map(|(_, m)| m),
+            artifact_ref.as_deref(),
+            rows,
+        ),
+        &stats,
+        lance,
     );
+    let now = layout::format_timestamp(unix_micros());
+    let manifest = manifest_for(opts, &run_id, &now, &root_url, encoding, custom, &stats);
+    let manifest_bytes = manifest.to_sqlite_bytes()?;
+    let artifact_bytes = artifact.as_ref().map(|(file, m)| (*file, npy::write(m)));
+    let manifest_path = publish(
+        publisher,
+        &PublishParts {
+            manifest: &manifest_bytes,
+            artifact: artifact_bytes.as_ref().map(|(f, b)| (*f, b.as_slice())),
+            now: &now,
+            root_url: &root_url,
+            run_id: &run_id,
+        },
+        &before_current,
+    )?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BuildSummary {
+        run_id,
+        root: root_url,
+        manifest: manifest_path,
+        rows,
+        duplicates_dropped,
+        shards: opts.shards,
+        non_empty_shards: manifest.shards.len(),
+        bytes: manifest.shards.iter().map(|s| s.db_bytes).sum(),
+        key_encoding: encoding.as_str(),
+        vector_dim: dim,
+        metric: dim.map(|_| opts.metric.as_str()),
+        vector_routing: opts
+            .vector_only
+            .as_ref()
+            .map(|v| v.routing.strategy().as_str()),
+        seconds,
+        rows_per_s: rows as f64 / seconds.max(1e-9),
+    })
+}
+
+/// Where a build publishes, parsed from `--out` (a local directory, `file://` URL or
+/// `s3://bucket/prefix`).
+fn publish_root(opts: &BuildOptions) -> Result<Root> {
+    if opts.out.trim().is_empty() {
+        return Err(Error::Usage(
+            "--out is empty: give the snapshot root (a directory, file:// URL or \
+             s3://bucket/prefix)"
+                .into(),
+        ));
+    }
+    let root = match opts.out.starts_with("s3://") {
+        true => Root::Remote(RemoteRoot::parse_for_publish(
+            &opts.out,
+            &opts.storage_options,
+        )?),
+        false => Root::parse(&opts.out)?,
+    };
+    if let Root::Remote(remote) = &root {
+        if !remote.url().starts_with("s3://") {
+            return Err(Error::Usage(format!(
+                "cannot publish to {}: give a local directory, file:// URL or s3://bucket/prefix",
+                remote.url()
+            )));
+        }
+    }
+    Ok(root)
+}
+
+/// The run id: `--run-id` checked against the format, or a fresh time-ordered one.
+fn run_id_for(opts: &BuildOptions) -> Result<String> {
+    Ok(match &opts.run_id {
+        Some(id) => {
+            layout::validate_run_id(id)?;
+            id.clone()
+        }
+        None => new_run_id(),
+    })
+}
+
+/// Every shard's records sorted by key, duplicates resolved per `--on-duplicate`; and how many
+/// were dropped.
+fn sort_shards(
+    opts: &BuildOptions,
+    buckets: Vec<Vec<Record>>,
+    threads: usize,
+) -> Result<(Vec<Vec<Record>>, u64)> {
+    let buckets = Mutex::new(buckets.into_iter().map(Some).collect::<Vec<_>>());
+    let sorted = parallel_map(opts.shards as usize, threads, |db_id| {
+        let bucket = take(&buckets, db_id)?;
+        sort_and_dedup(bucket, opts.on_duplicate)
+    })?;
+    let duplicates_dropped: u64 = sorted.iter().map(|(_, dropped)| *dropped).sum();
+    Ok((
+        sorted.into_iter().map(|(records, _)| records).collect(),
+        duplicates_dropped,
+    ))
+}
+
+/// What the records' vectors are, for writing shards.
+#[derive(Clone, Copy)]
+struct ShardVectors {
+    dim: Option<usize>,
+    dot: Option<DotReduction>,
+    /// The LanceDB backend holds the vectors (SQLite then holds KV only, or nothing).
+    lance: bool,
+}
+
+/// One written shard: its file's figures, its sidecar's, and (LanceDB) the index it got.
+type Written = (ShardStats, Option<SidecarStats>, Option<IndexPlan>);
+
+/// Writes every non-empty shard into staging (in parallel), each with its local sidecar.
+fn write_shards(
+    opts: &BuildOptions,
+    publisher: &Publisher,
+    shards: &[Vec<Record>],
+    vectors_in: ShardVectors,
+    run_id: &str,
+    threads: usize,
+    stored_rows: u64,
+) -> Result<Vec<Option<Written>>> {
+    let ShardVectors { dim, dot, lance } = vectors_in;
+    let bar = progress_bar(opts.progress, stored_rows, "writing shards");
+    // On LanceDB the SQLite file holds KV only (composite shards) or is not written at all
+    // (vector-only shards).
+    let vectors = dim.filter(|_| !lance).map(|dim| VectorLayout {
+        dim,
+        metric: opts.metric,
+        dot,
+        kv: opts.vector_only.is_none(),
+    });
+    let lance_layout = lance_layout(opts, dim, shards)?;
+    let stats = parallel_map(opts.shards as usize, threads, |db_id| {
+        let records = &shards[db_id];
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let path = publisher.staged_shard_path(db_id as u32)?;
+        let (shard, plan) = match &lance_layout {
+            None => (
+                write_shard(
+                    &path,
+                    records,
+                    vectors.as_ref(),
+                    opts.page_size,
+                    (integrity::page_seed(run_id, db_id as u32), db_id as u32),
+                    &|n| bar.inc(n),
+                )?,
+                None,
+            ),
+            Some(layout) => write_lance(
+                &path,
+                records,
+                layout,
+                opts.vector_only.is_none(),
+                opts.page_size,
+                (integrity::page_seed(run_id, db_id as u32), db_id as u32),
+                &|n| bar.inc(n),
+            )?,
+        };
+        if opts.vector_only.is_some() && lance {
+            // Vector-only LanceDB shards have no SQLite file, so no sidecar either.
+            return Ok(Some((shard, None, plan)));
+        }
+        // The file is closed; bind the sidecar to the ETag a single-part upload of it gets.
+        // (A remote publisher binds it to the ETag its upload returns, after uploading.)
+        let sidecar = match (opts.sidecar, &publisher) {
+            (true, Publisher::Local(_)) => write_local_sidecar(&path)?,
+            _ => None,
+        };
+        Ok(Some((shard, sidecar, plan)))
+    })?;
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+/// Uploads every written shard (bounded parallelism); each sidecar is then bound to the ETag its
+/// shard's upload returned.
+fn upload_shards(
+    opts: &BuildOptions,
+    remote: &RemotePublisher,
+    stats: &mut [Option<Written>],
+    lance: bool,
+) -> Result<()> {
+    let uploaded = parallel_map(
+        opts.shards as usize,
+        UPLOAD_CONCURRENCY,
+        |db_id| match &stats[db_id] {
+            Some(_) => {
+                if lance {
+                    let vector_only = opts.vector_only.is_some();
+                    remote.upload_lance(db_id as u32, vector_only)?;
+                    if vector_only {
+                        return Ok(None);
+                    }
+                }
+                remote.upload_shard(db_id as u32, opts.sidecar)
+            }
+            None => Ok(None),
+        },
+    )?;
+    for (slot, sidecar) in stats.iter_mut().zip(uploaded) {
+        if let Some((_, s, _)) = slot {
+            *s = sidecar;
+        }
+    }
+    Ok(())
+}
+
+/// `custom`, completed with what the written shards decided: the LanceDB index of the largest
+/// shard, and the sidecar settings when any shard has one.
+fn snapshot_custom(
+    opts: &BuildOptions,
+    mut custom: Map<String, Value>,
+    stats: &[Option<Written>],
+    lance: bool,
+) -> Map<String, Value> {
     if lance {
         // The snapshot-level index is that of the largest shard (the one queries wait on);
         // each shard's own choice is in its writer_info.
@@ -396,13 +516,25 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             }),
         );
     }
-    let now = layout::format_timestamp(unix_micros());
-    let manifest = Manifest {
+    custom
+}
+
+/// The manifest of this run.
+fn manifest_for(
+    opts: &BuildOptions,
+    run_id: &str,
+    now: &str,
+    root_url: &str,
+    encoding: KeyEncoding,
+    custom: Map<String, Value>,
+    stats: &[Option<Written>],
+) -> Manifest {
+    Manifest {
         meta: BuildMeta {
-            run_id: run_id.clone(),
-            created_at: now.clone(),
+            run_id: run_id.to_string(),
+            created_at: now.to_string(),
             num_dbs: opts.shards,
-            s3_prefix: root_url.clone(),
+            s3_prefix: root_url.to_string(),
             key_col: match opts.vector_only {
                 Some(_) => KEY_COL_VECTOR.into(),
                 None => KEY_COL_KV.into(),
@@ -426,10 +558,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             .filter_map(|(db_id, s)| s.as_ref().map(|(s, sc, plan)| (db_id as u32, s, sc, plan)))
             .map(|(db_id, s, sidecar, plan)| ShardEntry {
                 db_id,
-                db_url: Some(layout::join(
-                    &root_url,
-                    &layout::shard_dir(&run_id, db_id, 0),
-                )),
+                db_url: Some(layout::join(root_url, &layout::shard_dir(run_id, db_id, 0))),
                 attempt: 0,
                 row_count: s.rows,
                 db_bytes: s.bytes,
@@ -447,16 +576,40 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 ),
             })
             .collect(),
-    };
-    let manifest_bytes = manifest.to_sqlite_bytes()?;
-    let artifact_bytes = artifact.as_ref().map(|(file, m)| (*file, npy::write(m)));
+    }
+}
+
+/// What [`publish`] puts in place after the shards.
+struct PublishParts<'a> {
+    manifest: &'a [u8],
+    /// The vector routing artifact (file name, NPY bytes), when the routing has one.
+    artifact: Option<(&'static str, &'a [u8])>,
+    now: &'a str,
+    root_url: &'a str,
+    run_id: &'a str,
+}
+
+/// Publishes in order: shards (local), routing artifact, manifest, then `_CURRENT`; returns the
+/// manifest's path. Until `_CURRENT` is replaced, readers see the previous snapshot.
+fn publish(
+    mut publisher: Publisher,
+    parts: &PublishParts<'_>,
+    before_current: &dyn Fn(Error) -> Error,
+) -> Result<String> {
+    let PublishParts {
+        manifest: manifest_bytes,
+        artifact: artifact_bytes,
+        now,
+        root_url,
+        run_id,
+    } = *parts;
     let manifest_path = match &mut publisher {
         Publisher::Local(local) => {
             local.publish_shards()?;
             if let Some((file, bytes)) = &artifact_bytes {
                 local.publish_vector_meta(file, bytes)?;
             }
-            local.publish_manifest(&now, &manifest_bytes)?
+            local.publish_manifest(now, manifest_bytes)?
         }
         Publisher::Remote(remote) => {
             if let Some((file, bytes)) = &artifact_bytes {
@@ -465,14 +618,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                     .map_err(before_current)?;
             }
             remote
-                .publish_manifest(&now, &manifest_bytes)
+                .publish_manifest(now, manifest_bytes)
                 .map_err(before_current)?
         }
     };
     let pointer = CurrentPointer {
-        manifest_ref: layout::join(&root_url, &manifest_path),
-        run_id: run_id.clone(),
-        updated_at: now,
+        manifest_ref: layout::join(root_url, &manifest_path),
+        run_id: run_id.to_string(),
+        updated_at: now.to_string(),
     };
     match publisher {
         Publisher::Local(mut local) => {
@@ -496,26 +649,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         },
     }
 
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(BuildSummary {
-        run_id,
-        root: root_url,
-        manifest: manifest_path,
-        rows,
-        duplicates_dropped,
-        shards: opts.shards,
-        non_empty_shards: manifest.shards.len(),
-        bytes: manifest.shards.iter().map(|s| s.db_bytes).sum(),
-        key_encoding: encoding.as_str(),
-        vector_dim: dim,
-        metric: dim.map(|_| opts.metric.as_str()),
-        vector_routing: opts
-            .vector_only
-            .as_ref()
-            .map(|v| v.routing.strategy().as_str()),
-        seconds,
-        rows_per_s: rows as f64 / seconds.max(1e-9),
-    })
+    Ok(manifest_path)
 }
 
 /// Where a build publishes.
