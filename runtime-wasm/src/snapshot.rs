@@ -31,6 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use edgeshard_shared::query::{dot_score, CandidatePolicy, Fetch};
 pub use edgeshard_shared::query::{SearchHit, SearchOptions, SearchResponse, VectorId, MAX_K};
 
 /// SQLite's own page cache per shard connection, in KiB: kept small because the page cache
@@ -546,26 +547,14 @@ impl Snapshot {
             true => vector::to_le_bytes(&vector::DotReduction::augment_query(&query)),
             false => vector::to_le_bytes(&query),
         };
-        // dot_product: over-fetch, rescore exactly, and fetch more from a shard until nothing
-        // beyond its last candidate can beat its k-th hit (`DotReduction::max_dot_beyond`
-        // bounds the index's f32 rounding) or every vector was seen: exact for any norms, as
-        // runtime-native does.
-        // A filter over-fetches (4 x, doubling up to sqlite-vec's cap, then an exact scan of the
-        // shard) until k candidates match or the shard is exhausted, as runtime-native does;
-        // its statements join each candidate's payload so the filter sees it in the same round.
-        let first_fetch = match dot {
-            true => (k + k.max(16)).min(MAX_K),
-            false => k,
-        };
-        let first_fetch = match filter {
-            Some(_) => first_fetch.saturating_mul(4).min(MAX_K),
-            None => first_fetch,
-        };
-        /// A fetch size meaning "every row, by an exact scan".
-        const SCAN: usize = usize::MAX;
+        // How many candidates each shard gives is the shared policy (`CandidatePolicy`: filter
+        // over-fetch, exact dot_product rescoring), the same as runtime-native's; here every
+        // pending shard's statement of a step runs in the same round. A filtered statement
+        // joins each candidate's payload so the filter sees it in that round.
+        let policy = CandidatePolicy::new(k, filter.is_some(), spec.dot_reduction.filter(|_| dot));
         let scan_sql = search_plan::sql::scan(spec.metric, dot);
         type KnnRow = (i64, f64, Option<Vec<u8>>, Option<String>);
-        let mut fetch_of: Vec<usize> = vec![first_fetch; ordered.len()];
+        let mut fetch_of: Vec<Fetch> = vec![policy.first(); ordered.len()];
         let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
         loop {
             let pending: Vec<usize> = (0..ordered.len())
@@ -579,9 +568,11 @@ impl Snapshot {
                 .map(|&i| {
                     let query_bytes = &query_bytes;
                     let scan_sql = &scan_sql;
-                    let fetch = fetch_of[i];
                     // Past the KNN cap, every vector in distance order (the same f32 distance).
-                    let scan = fetch == SCAN || (dot && fetch >= MAX_K);
+                    let (scan, fetch) = match fetch_of[i] {
+                        Fetch::All => (true, 0),
+                        Fetch::Nearest(n) => (false, n),
+                    };
                     let filtered = filter.is_some();
                     let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
                         let sql = match (filtered, dot, scan) {
@@ -621,8 +612,7 @@ impl Snapshot {
             let raw = self.run_jobs(knn_jobs).await?;
             for (&i, rows) in pending.iter().zip(raw) {
                 let shard = &ordered[i];
-                let fetch = fetch_of[i];
-                let complete = fetch == SCAN || (dot && fetch >= MAX_K) || rows.len() < fetch;
+                let returned = rows.len();
                 let last_distance = rows.last().map(|r| r.1);
                 let mut hits = Vec::with_capacity(rows.len());
                 for (rowid, distance, embedding, payload) in rows {
@@ -638,46 +628,22 @@ impl Snapshot {
                             continue;
                         }
                     }
-                    let score = match (dot, embedding) {
-                        (false, _) => distance,
-                        (true, Some(bytes)) => {
-                            let stored = vector::from_le_bytes(&bytes)
-                                .ok()
-                                .filter(|v| v.len() == dim + 1)
-                                .ok_or_else(|| {
-                                    shard.corrupt(format!(
-                                        "vector {rowid} is not {} floats (dim + 1 of the dot \
-                                         reduction)",
-                                        dim + 1
-                                    ))
-                                })?;
-                            vector::Metric::DotProduct.score(&query, &stored[..dim])
-                        }
-                        (true, None) => {
-                            return Err(shard.corrupt(format!("vector {rowid} has no embedding")))
-                        }
+                    let score = match dot {
+                        false => distance,
+                        true => dot_score(&query, embedding.as_deref(), dim)
+                            .map_err(|e| shard.corrupt(format!("vector {rowid}: {e}")))?,
                     };
                     hits.push((rowid, score));
                 }
                 // The order runtime-native reports: score, then rowid.
                 hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                let bound_beaten = match (spec.dot_reduction, hits.get(k - 1), last_distance) {
-                    (Some(r), Some(kth), Some(last)) => {
-                        1.0 - r.max_dot_beyond(&query, last) > kth.1
+                let kth = hits.get(k - 1).map(|h| h.1);
+                match policy.next(fetch_of[i], returned, kth, last_distance, &query) {
+                    Some(next) => fetch_of[i] = next,
+                    None => {
+                        hits.truncate(k);
+                        settled[i] = Some(hits);
                     }
-                    _ => false,
-                };
-                let enough = match dot {
-                    true => bound_beaten,
-                    false => filter.is_none() || hits.len() >= k,
-                };
-                if complete || enough {
-                    hits.truncate(k);
-                    settled[i] = Some(hits);
-                } else if !dot && fetch >= MAX_K {
-                    fetch_of[i] = SCAN;
-                } else {
-                    fetch_of[i] = fetch.saturating_mul(2).min(MAX_K);
                 }
             }
         }

@@ -8,7 +8,7 @@ use crate::filter::Filter;
 use crate::json::{to_string_sorted, Style};
 use crate::key::Key;
 use crate::manifest::VectorSpec;
-use crate::vector::{self, AnnParams};
+use crate::vector::{self, AnnParams, DotReduction, Metric};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -148,6 +148,114 @@ impl SearchOptions {
     }
 }
 
+/// How many candidates one shard's statement asks sqlite-vec for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// The `n` nearest by the index's own distance (`MATCH ? AND k = n`).
+    Nearest(usize),
+    /// Every row in distance order: an exact scan, past sqlite-vec's KNN cap.
+    All,
+}
+
+/// When a shard has given enough candidates, one policy for every reader: a plain search takes
+/// the `k` nearest; a filtered one over-fetches `4x` and doubles until `k` match, up to
+/// [`MAX_K`], then scans the shard; dot_product (stored as its L2 reduction) over-fetches
+/// `k + max(k, 16)`, rescores each candidate exactly ([`dot_score`]) and fetches more until
+/// nothing beyond the last candidate can beat the k-th ([`DotReduction::max_dot_beyond`] bounds
+/// the index's f32 rounding) or every vector was seen. Exact for any norms.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidatePolicy {
+    k: usize,
+    filtered: bool,
+    dot: Option<DotReduction>,
+}
+
+impl CandidatePolicy {
+    /// The policy of a search for `k` results, with or without a payload filter; `dot` is the
+    /// snapshot's dot reduction when its metric is dot_product on sqlite-vec.
+    pub fn new(k: usize, filtered: bool, dot: Option<DotReduction>) -> Self {
+        Self { k, filtered, dot }
+    }
+
+    /// What a shard's first statement asks for.
+    pub fn first(&self) -> Fetch {
+        let n = match self.dot {
+            Some(_) => self.k + self.k.max(16),
+            None => self.k,
+        };
+        let n = match self.filtered {
+            true => n.saturating_mul(4),
+            false => n,
+        };
+        self.capped(n)
+    }
+
+    /// After a statement asked for `fetch` and returned `returned` rows: `None` when the shard
+    /// is done, else what to ask next. `kth_score` is the k-th best score among the candidates
+    /// kept so far (after the filter; rescored for dot_product), `None` while fewer than `k`
+    /// were kept; `last_distance` is the index distance of the last row returned.
+    pub fn next(
+        &self,
+        fetch: Fetch,
+        returned: usize,
+        kth_score: Option<f64>,
+        last_distance: Option<f64>,
+        query: &[f32],
+    ) -> Option<Fetch> {
+        let n = match fetch {
+            Fetch::All => return None,
+            Fetch::Nearest(n) if returned < n => return None,
+            Fetch::Nearest(n) => n,
+        };
+        let enough = match self.dot {
+            // Nothing unfetched can score better (lower `1 - q.v`) than the k-th hit.
+            Some(reduction) => match (kth_score, last_distance) {
+                (Some(kth), Some(last)) => 1.0 - reduction.max_dot_beyond(query, last) > kth,
+                _ => false,
+            },
+            None => !self.filtered || kth_score.is_some(),
+        };
+        if enough {
+            return None;
+        }
+        if n >= MAX_K {
+            return Some(Fetch::All);
+        }
+        Some(self.capped(n.saturating_mul(2)))
+    }
+
+    /// `n` nearest, or a scan where sqlite-vec's cap stops the KNN: dot_product needs every
+    /// candidate's vector and scans at the cap; a plain KNN may ask for exactly [`MAX_K`].
+    fn capped(&self, n: usize) -> Fetch {
+        match (self.dot, n >= MAX_K) {
+            (Some(_), true) => Fetch::All,
+            (None, true) => Fetch::Nearest(MAX_K),
+            (_, false) => Fetch::Nearest(n),
+        }
+    }
+}
+
+/// The exact dot_product score (`1 - q.v`, in f64) of a candidate from its stored vector: `dim`
+/// components plus the reduction's extra one, little-endian f32. An error says what is wrong
+/// with the stored bytes.
+pub fn dot_score(
+    query: &[f32],
+    stored: Option<&[u8]>,
+    dim: usize,
+) -> std::result::Result<f64, String> {
+    let bytes = stored.ok_or("it has no stored vector")?;
+    let vector = vector::from_le_bytes(bytes)
+        .ok()
+        .filter(|v| v.len() == dim + 1)
+        .ok_or_else(|| {
+            format!(
+                "it is not {} floats (dim + 1 of the dot reduction)",
+                dim + 1
+            )
+        })?;
+    Ok(Metric::DotProduct.score(query, &vector[..dim]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +284,65 @@ mod tests {
             VectorId::from_key(&Key::Bytes(b"ab".to_vec())),
             Some(VectorId::Str("ab".into()))
         );
+    }
+    #[test]
+    fn candidate_policy_follows_the_documented_steps() {
+        let q = [1.0f32, 0.0];
+        // Plain: k nearest, done whatever came back.
+        let plain = CandidatePolicy::new(10, false, None);
+        assert_eq!(plain.first(), Fetch::Nearest(10));
+        assert_eq!(
+            plain.next(Fetch::Nearest(10), 10, None, Some(0.5), &q),
+            None
+        );
+        // Filtered: 4k, doubling while fewer than k match, MAX_K, then a scan.
+        let filtered = CandidatePolicy::new(10, true, None);
+        assert_eq!(filtered.first(), Fetch::Nearest(40));
+        assert_eq!(
+            filtered.next(Fetch::Nearest(40), 40, None, Some(0.5), &q),
+            Some(Fetch::Nearest(80))
+        );
+        assert_eq!(
+            filtered.next(Fetch::Nearest(40), 40, Some(0.2), Some(0.5), &q),
+            None
+        );
+        assert_eq!(
+            filtered.next(Fetch::Nearest(40), 12, None, Some(0.5), &q),
+            None
+        );
+        assert_eq!(
+            filtered.next(Fetch::Nearest(3000), 3000, None, None, &q),
+            Some(Fetch::Nearest(MAX_K))
+        );
+        assert_eq!(
+            filtered.next(Fetch::Nearest(MAX_K), MAX_K, None, None, &q),
+            Some(Fetch::All)
+        );
+        assert_eq!(filtered.next(Fetch::All, 99_999, None, None, &q), None);
+        // Dot: k + max(k, 16), more until the bound settles, a scan at the cap.
+        let dot = CandidatePolicy::new(10, false, Some(DotReduction { max_norm: 2.0 }));
+        assert_eq!(dot.first(), Fetch::Nearest(26));
+        // The k-th hit scores 1 - 0.5; a last candidate at L2 distance 0 leaves room for better.
+        assert_eq!(
+            dot.next(Fetch::Nearest(26), 26, Some(0.5), Some(0.0), &q),
+            Some(Fetch::Nearest(52))
+        );
+        // Far enough away, nothing beyond can beat it.
+        assert_eq!(
+            dot.next(Fetch::Nearest(26), 26, Some(0.5), Some(100.0), &q),
+            None
+        );
+        assert_eq!(
+            CandidatePolicy::new(2000, true, Some(DotReduction { max_norm: 1.0 })).first(),
+            Fetch::All
+        );
+    }
+
+    #[test]
+    fn dot_scores_need_the_whole_stored_vector() {
+        let stored = vector::to_le_bytes(&[0.5, 0.25, 0.0]);
+        assert_eq!(dot_score(&[1.0, 2.0], Some(&stored), 2), Ok(0.0));
+        assert!(dot_score(&[1.0, 2.0], Some(&stored[..8]), 2).is_err());
+        assert!(dot_score(&[1.0, 2.0], None, 2).is_err());
     }
 }

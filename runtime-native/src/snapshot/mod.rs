@@ -21,7 +21,6 @@ use edgeshard_shared::filter::{project, Filter};
 use edgeshard_shared::integrity::ContentHasher;
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
-use edgeshard_shared::query::MAX_K;
 pub use edgeshard_shared::query::{SearchHit, SearchOptions, SearchResponse, VectorId};
 use edgeshard_shared::search_plan::{self, Router};
 use edgeshard_shared::sidecar::{Sidecar, SidecarContent};

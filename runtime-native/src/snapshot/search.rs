@@ -2,6 +2,7 @@
 //! threads (sqlite-vec or LanceDB per shard), merged; filters, projection and exact dot_product.
 
 use super::*;
+use edgeshard_shared::query::{dot_score, CandidatePolicy, Fetch};
 
 impl Snapshot {
     /// The `k` nearest vectors to `query` over the given shards (all non-empty shards when
@@ -229,35 +230,44 @@ impl Snapshot {
             detail,
         };
         self.plan_vector_reads(shard)?;
-        if let Some(reduction) = q.dot_reduction {
-            let hits = self.with_conn_try(shard, |conn| {
-                exact_dot_hits(conn, q, &reduction, &corrupt, &|e| self.sql_error(shard, e))
-            })?;
-            return Ok(scored_hits(hits, db_id));
-        }
-        let dot = q.metric == Metric::DotProduct;
-        let want = q.k;
-        let mut hits = self.with_conn_try(shard, |conn| {
+        let policy = CandidatePolicy::new(q.k, q.filter.is_some(), q.dot_reduction);
+        // dot_product is stored as its L2 reduction: each candidate is rescored exactly from
+        // its stored vector, so the statements return the vectors too.
+        let rescore = q.dot_reduction.is_some();
+        let hits = self.with_conn_try(shard, |conn| {
             let sql = |e: rusqlite::Error| self.sql_error(shard, e);
-            let mut fetch = match q.filter {
-                None => want,
-                Some(_) => want.saturating_mul(4),
-            }
-            .min(MAX_K);
+            let mut fetch = policy.first();
             loop {
-                let rows = knn_rows(conn, q, fetch, dot).map_err(sql)?;
-                let exhausted = rows.len() < fetch;
-                let matched = keep_matching(rows, q.filter, want, &corrupt)?;
-                if matched.len() >= want || exhausted {
-                    break Ok(matched);
+                let rows = match fetch {
+                    Fetch::Nearest(n) => knn_rows(conn, q, n, rescore),
+                    Fetch::All => scan_rows(conn, q, rescore),
                 }
-                if fetch >= MAX_K {
-                    let rows = scan_rows(conn, q, dot).map_err(sql)?;
-                    break keep_matching(rows, q.filter, want, &corrupt);
+                .map_err(sql)?;
+                let returned = rows.len();
+                let last_distance = rows.last().map(|r| r.distance);
+                // Rows come nearest first: without rescoring, the first k that match are the
+                // hits, and the rest need not be decoded.
+                let keep = if rescore { usize::MAX } else { q.k };
+                let mut hits = keep_matching(rows, q.filter, keep, &corrupt)?;
+                if rescore {
+                    for hit in &mut hits {
+                        hit.distance = dot_score(q.query, hit.embedding.as_deref(), q.dim)
+                            .map_err(|e| corrupt(format!("vector {}: {e}", hit.rowid)))?;
+                    }
+                    hits.sort_by(|a, b| {
+                        a.distance
+                            .total_cmp(&b.distance)
+                            .then(a.rowid.cmp(&b.rowid))
+                    });
                 }
-                fetch = (fetch * 2).min(MAX_K);
+                let kth = hits.get(q.k - 1).map(|h| h.distance);
+                match policy.next(fetch, returned, kth, last_distance, q.query) {
+                    Some(next) => fetch = next,
+                    None => break Ok::<_, Error>(hits),
+                }
             }
         })?;
+        let mut hits = hits;
         hits.truncate(q.k);
         // sqlite-vec distances already follow the reported convention for cosine (1 - cos)
         // and l2 (Euclidean).
@@ -388,67 +398,6 @@ pub(super) fn scan_rows(
     let sql = search_plan::sql::scan(q.metric, with_vectors);
     let mut stmt = conn.prepare_cached(&sql)?;
     read_rows(&mut stmt, rusqlite::params![q.bytes])
-}
-
-/// dot_product on sqlite-vec, exact whatever the norms: the L2 pass over the augmented vectors
-/// only proposes candidates, each is rescored exactly (`1 - q.v` in f64 from its stored
-/// components), and more are fetched until no vector beyond the last one fetched can beat the
-/// k-th best ([`DotReduction::max_dot_beyond`] bounds the f32 rounding of the index), or every
-/// vector has been looked at.
-pub(super) fn exact_dot_hits(
-    conn: &Connection,
-    q: &ShardQuery<'_>,
-    reduction: &DotReduction,
-    corrupt: &dyn Fn(String) -> Error,
-    sql: &dyn Fn(rusqlite::Error) -> Error,
-) -> Result<Vec<ShardHit>> {
-    let mut fetch = (q.k + q.k.max(16)).min(MAX_K);
-    if q.filter.is_some() {
-        fetch = fetch.saturating_mul(4).min(MAX_K);
-    }
-    loop {
-        let (rows, complete) = if fetch < MAX_K {
-            let rows = knn_rows(conn, q, fetch, true).map_err(sql)?;
-            let complete = rows.len() < fetch;
-            (rows, complete)
-        } else {
-            (scan_rows(conn, q, true).map_err(sql)?, true)
-        };
-        let last_distance = rows.last().map(|r| r.distance);
-        let mut hits = keep_matching(rows, q.filter, usize::MAX, corrupt)?;
-        for hit in &mut hits {
-            let stored = hit
-                .embedding
-                .as_deref()
-                .map(vector::from_le_bytes)
-                .transpose()
-                .map_err(|e| corrupt(format!("vector {}: {e}", hit.rowid)))?
-                .filter(|v| v.len() == q.dim + 1)
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "vector {} is not {} floats (dim + 1 of the dot reduction)",
-                        hit.rowid,
-                        q.dim + 1
-                    ))
-                })?;
-            hit.distance = Metric::DotProduct.score(q.query, &stored[..q.dim]);
-        }
-        hits.sort_by(|a, b| {
-            a.distance
-                .total_cmp(&b.distance)
-                .then(a.rowid.cmp(&b.rowid))
-        });
-        // Done when nothing unfetched can score better (lower `1 - q.v`) than the k-th hit.
-        let settled = match (hits.get(q.k - 1), last_distance) {
-            (Some(kth), Some(last)) => 1.0 - reduction.max_dot_beyond(q.query, last) > kth.distance,
-            _ => false,
-        };
-        if complete || settled {
-            hits.truncate(q.k);
-            return Ok(hits);
-        }
-        fetch = fetch.saturating_mul(2).min(MAX_K);
-    }
 }
 
 pub(super) fn scored_hits(hits: Vec<ShardHit>, db_id: u32) -> Vec<Scored<SearchHit>> {
