@@ -17,24 +17,7 @@ use rusqlite::{params, Connection, FileControl};
 use std::path::Path;
 use std::time::Instant;
 
-pub const KV_DDL: &str = "CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID";
-pub const VEC_PAYLOADS_DDL: &str =
-    "CREATE TABLE vec_payloads (rowid INTEGER PRIMARY KEY, payload TEXT NOT NULL)";
-pub const VEC_ID_MAP_DDL: &str =
-    "CREATE TABLE vec_id_map (internal_id INTEGER PRIMARY KEY, original_id TEXT NOT NULL)";
-
-/// `CREATE VIRTUAL TABLE vec_index ...` for a dimension and metric: cosine and l2 as they are,
-/// dot_product as its L2 reduction (`dim + 1`, l2).
-pub fn vec_index_ddl(dim: usize, metric: Metric) -> String {
-    let (dim, metric) = match metric {
-        Metric::DotProduct => (dim + 1, Metric::L2),
-        other => (dim, other),
-    };
-    format!(
-        "CREATE VIRTUAL TABLE vec_index USING vec0(embedding float[{dim}] distance_metric={})",
-        metric.as_str()
-    )
-}
+pub use edgeshard_shared::shard_schema::{vec_index_ddl, KV_DDL, VEC_ID_MAP_DDL, VEC_PAYLOADS_DDL};
 
 /// What the manifest records about a written shard.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use edgeshard_shared::pages::{
 };
 use edgeshard_shared::search_plan::{self, Router};
 use edgeshard_shared::sidecar::Sidecar;
-use edgeshard_shared::sqlite_vfs;
 use edgeshard_shared::{layout, routing, vector, Key, Manifest};
+use edgeshard_shared::{shard_schema, sqlite_vfs};
 use futures::future::join_all;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -364,7 +364,7 @@ impl Snapshot {
             jobs.push((
                 shard,
                 Box::new(move |conn: &Connection| {
-                    conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?
+                    conn.prepare_cached(shard_schema::KV_GET)?
                         .query_row([encoded], |r| r.get(0))
                         .optional()
                 }),
@@ -385,7 +385,7 @@ impl Snapshot {
             .iter()
             .map(|db_id| {
                 let job: Statement<'_, Option<Vec<u8>>> = Box::new(|conn: &Connection| {
-                    conn.prepare_cached("SELECT k FROM kv ORDER BY k LIMIT 1")?
+                    conn.prepare_cached(shard_schema::KV_FIRST_KEY)?
                         .query_row([], |r| r.get(0))
                         .optional()
                 });

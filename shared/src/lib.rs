@@ -21,6 +21,7 @@ pub mod pages;
 pub mod query;
 pub mod routing;
 pub mod search_plan;
+pub mod shard_schema;
 pub mod sidecar;
 pub mod sqlite_vfs;
 pub mod vector;

@@ -1,6 +1,7 @@
 //! Key lookups: `get`, `multi_get`, and the routing check before a shard's first "not found".
 
 use super::*;
+use edgeshard_shared::shard_schema;
 
 impl Snapshot {
     /// The value stored under `key`, or `None` when absent.
@@ -16,7 +17,7 @@ impl Snapshot {
             return Ok(None);
         };
         let value = self.with_conn(shard, |conn| {
-            conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?
+            conn.prepare_cached(shard_schema::KV_GET)?
                 .query_row([&encoded], |r| r.get(0))
                 .optional()
         })?;
@@ -36,7 +37,7 @@ impl Snapshot {
             return Ok(());
         }
         let first: Option<Vec<u8>> = self.with_conn(shard, |conn| {
-            conn.prepare_cached("SELECT k FROM kv ORDER BY k LIMIT 1")?
+            conn.prepare_cached(shard_schema::KV_FIRST_KEY)?
                 .query_row([], |r| r.get(0))
                 .optional()
         })?;
@@ -71,7 +72,7 @@ impl Snapshot {
                 continue;
             }
             let found = self.with_conn(shard, |conn| {
-                let mut stmt = conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
+                let mut stmt = conn.prepare_cached(shard_schema::KV_GET)?;
                 wanted
                     .iter()
                     .map(|(i, k)| Ok((*i, stmt.query_row([k], |r| r.get(0)).optional()?)))
