@@ -22,7 +22,8 @@ use edgeshard_native::remote::RemoteRoot;
 use edgeshard_native::Root;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{
-    BuildMeta, Manifest, ShardEntry, Sharding, FORMAT_VERSION, KEY_COL_KV, KEY_COL_VECTOR,
+    BuildMeta, Manifest, ShardEntry, Sharding, VectorBackend, VectorRouting, VectorSpec,
+    FORMAT_VERSION, KEY_COL_KV, KEY_COL_VECTOR,
 };
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::vector::DotReduction;
@@ -1134,44 +1135,40 @@ fn custom_json(
     let Some(dim) = dim else {
         return custom;
     };
-    let mut vector = json!({
-        "backend": "sqlite-vec",
-        "dim": dim,
-        "index_type": "flat",
-        "metric": metric.as_str(),
-        "quantization": null,
+    let routing = vector_only.map(|v| {
+        let strategy = v.routing.strategy();
+        VectorRouting {
+            strategy,
+            num_probes: v.num_probes,
+            centroids_ref: (strategy == VectorStrategy::Cluster)
+                .then(|| artifact_ref.map(str::to_string))
+                .flatten(),
+            hyperplanes_ref: (strategy == VectorStrategy::Lsh)
+                .then(|| artifact_ref.map(str::to_string))
+                .flatten(),
+            num_hash_bits: (strategy == VectorStrategy::Lsh)
+                .then(|| artifact.map(|m| m.rows as u32))
+                .flatten(),
+            total_vectors: Some(rows),
+            // edgeshard only: shardyfusion readers ignore it (and may then list a boundary
+            // vector twice).
+            spill_fraction: (v.spill > 0.0).then_some(v.spill),
+        }
     });
-    match vector_only {
-        None => {
-            vector["kv_backend"] = "sqlite-vec".into();
-            vector["unified"] = true.into();
-        }
-        Some(v) => {
-            vector["total_vectors"] = rows.into();
-            vector["sharding_strategy"] = v.routing.strategy().as_str().into();
-            vector["num_probes"] = v.num_probes.into();
-            if v.spill > 0.0 {
-                // edgeshard only: shardyfusion readers ignore it (and may then list a
-                // boundary vector twice).
-                vector["spill_fraction"] = v.spill.into();
-            }
-            match v.routing {
-                VectorRoutingKind::Cluster => vector["centroids_ref"] = artifact_ref.into(),
-                VectorRoutingKind::Lsh => {
-                    vector["hyperplanes_ref"] = artifact_ref.into();
-                    vector["num_hash_bits"] = artifact.map(|m| m.rows).into();
-                }
-                VectorRoutingKind::Explicit => {}
-            }
-        }
-    }
-    if let Some(dot) = dot {
-        vector["dot_reduction"] = json!({
-            "method": DotReduction::METHOD,
-            "max_norm": dot.max_norm,
-        });
-    }
-    custom.insert("vector".into(), vector);
+    let spec = VectorSpec {
+        dim,
+        metric,
+        backend: Some(VectorBackend::SqliteVec),
+        unified: vector_only.is_none(),
+        routing,
+        dot_reduction: dot,
+        ann_defaults: Default::default(),
+        index_type: Some("flat".into()),
+        quantization: None,
+        index_params: None,
+        kv_backend: vector_only.is_none().then(|| "sqlite-vec".into()),
+    };
+    custom.insert("vector".into(), spec.to_json());
     custom
 }
 

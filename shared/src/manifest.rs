@@ -252,6 +252,191 @@ pub struct VectorSpec {
     pub dot_reduction: Option<DotReduction>,
     /// Query defaults of indexed shards (`index_params`: nprobes, refine_factor, ef).
     pub ann_defaults: AnnParams,
+    /// `index_type` as recorded ("flat", or a LanceDB index such as "IVF_HNSW_SQ").
+    pub index_type: Option<String>,
+    /// `quantization` as recorded (`null` for full-precision vectors).
+    pub quantization: Option<String>,
+    /// `index_params` as recorded (build and query parameters of the index), whole.
+    pub index_params: Option<Value>,
+    /// `kv_backend` of unified snapshots ("sqlite-vec": one file; "sqlite": SQLite KV beside
+    /// LanceDB vectors).
+    pub kv_backend: Option<String>,
+}
+
+impl VectorSpec {
+    /// Reads `custom.vector` (the writer side is [`VectorSpec::to_json`]), with every check of
+    /// the format: an error names the key that is wrong.
+    pub fn from_json(vector: &Value) -> Result<VectorSpec> {
+        let bad = |why: &str| Error::InvalidManifest(format!("custom.vector: {why}"));
+        let obj = vector.as_object().ok_or_else(|| bad("not an object"))?;
+        let dim = obj
+            .get("dim")
+            .and_then(Value::as_u64)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| bad("dim is missing or not a positive integer"))?;
+        let metric = Metric::parse(
+            obj.get("metric")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("metric is missing"))?,
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let backend = match obj.get("backend").and_then(Value::as_str) {
+            None => None,
+            Some("sqlite-vec") => Some(VectorBackend::SqliteVec),
+            Some("lancedb") => Some(VectorBackend::LanceDb),
+            Some(other) => return Err(bad(&format!("unknown backend {other:?}"))),
+        };
+        let text = |key: &str| -> Result<Option<String>> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(bad(&format!("{key} is not a string"))),
+            }
+        };
+        let routing = match text("sharding_strategy")? {
+            None => None,
+            Some(name) => {
+                let strategy = VectorStrategy::parse(&name).map_err(|e| bad(&e.to_string()))?;
+                let num_probes = match obj.get("num_probes") {
+                    None | Some(Value::Null) => 1,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|p| (1..=u32::MAX as u64).contains(p))
+                        .ok_or_else(|| bad("num_probes is not a positive integer"))?
+                        as u32,
+                };
+                let num_hash_bits = match obj.get("num_hash_bits") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .filter(|b| (1..=MAX_HASH_BITS as u64).contains(b))
+                            .ok_or_else(|| {
+                                bad(&format!(
+                                    "num_hash_bits is not an integer in 1..={MAX_HASH_BITS}"
+                                ))
+                            })? as u32,
+                    ),
+                };
+                let routing = VectorRouting {
+                    strategy,
+                    num_probes,
+                    centroids_ref: text("centroids_ref")?,
+                    hyperplanes_ref: text("hyperplanes_ref")?,
+                    num_hash_bits,
+                    total_vectors: obj.get("total_vectors").and_then(Value::as_u64),
+                    spill_fraction: obj.get("spill_fraction").and_then(Value::as_f64),
+                };
+                match strategy {
+                    VectorStrategy::Cluster if routing.centroids_ref.is_none() => {
+                        return Err(bad("cluster sharding without centroids_ref"))
+                    }
+                    VectorStrategy::Lsh if routing.hyperplanes_ref.is_none() => {
+                        return Err(bad("lsh sharding without hyperplanes_ref"))
+                    }
+                    _ => {}
+                }
+                Some(routing)
+            }
+        };
+        let dot_reduction = match obj.get("dot_reduction") {
+            None | Some(Value::Null) => None,
+            Some(r) => {
+                let method = r.get("method").and_then(Value::as_str);
+                if method != Some(DotReduction::METHOD) {
+                    return Err(bad(&format!(
+                        "dot_reduction method {method:?} is not {:?}",
+                        DotReduction::METHOD
+                    )));
+                }
+                let max_norm = r
+                    .get("max_norm")
+                    .and_then(Value::as_f64)
+                    .filter(|m| m.is_finite() && *m > 0.0)
+                    .ok_or_else(|| bad("dot_reduction max_norm is not a positive number"))?;
+                if metric != Metric::DotProduct {
+                    return Err(bad("dot_reduction on a metric other than dot_product"));
+                }
+                Some(DotReduction { max_norm })
+            }
+        };
+        Ok(VectorSpec {
+            dim: dim as usize,
+            metric,
+            backend,
+            unified: obj.get("unified").and_then(Value::as_bool).unwrap_or(false),
+            routing,
+            dot_reduction,
+            ann_defaults: obj
+                .get("index_params")
+                .map(AnnParams::from_index_params)
+                .unwrap_or_default(),
+            index_type: text("index_type")?,
+            quantization: text("quantization")?,
+            index_params: obj.get("index_params").filter(|v| !v.is_null()).cloned(),
+            kv_backend: text("kv_backend")?,
+        })
+    }
+
+    /// `custom.vector` as the builder writes it (the reader side is [`Manifest::vector_spec`]:
+    /// `vector_spec` of this JSON gives back this spec). Keys absent from the spec are not
+    /// written, except `quantization`, which the format always carries (`null`).
+    pub fn to_json(&self) -> Value {
+        let mut vector = serde_json::Map::new();
+        let mut put = |key: &str, value: Value| {
+            vector.insert(key.to_string(), value);
+        };
+        if let Some(backend) = self.backend {
+            put(
+                "backend",
+                match backend {
+                    VectorBackend::SqliteVec => "sqlite-vec",
+                    VectorBackend::LanceDb => "lancedb",
+                }
+                .into(),
+            );
+        }
+        put("dim", self.dim.into());
+        put("metric", self.metric.as_str().into());
+        if let Some(index_type) = &self.index_type {
+            put("index_type", index_type.as_str().into());
+        }
+        put("quantization", self.quantization.clone().into());
+        if let Some(params) = &self.index_params {
+            put("index_params", params.clone());
+        }
+        if let Some(kv_backend) = &self.kv_backend {
+            put("kv_backend", kv_backend.as_str().into());
+        }
+        if self.unified {
+            put("unified", true.into());
+        }
+        if let Some(routing) = &self.routing {
+            put("sharding_strategy", routing.strategy.as_str().into());
+            put("num_probes", routing.num_probes.into());
+            if let Some(total) = routing.total_vectors {
+                put("total_vectors", total.into());
+            }
+            if let Some(spill) = routing.spill_fraction {
+                put("spill_fraction", spill.into());
+            }
+            if let Some(centroids) = &routing.centroids_ref {
+                put("centroids_ref", centroids.as_str().into());
+            }
+            if let Some(hyperplanes) = &routing.hyperplanes_ref {
+                put("hyperplanes_ref", hyperplanes.as_str().into());
+            }
+            if let Some(bits) = routing.num_hash_bits {
+                put("num_hash_bits", bits.into());
+            }
+        }
+        if let Some(dot) = &self.dot_reduction {
+            put(
+                "dot_reduction",
+                serde_json::json!({"method": DotReduction::METHOD, "max_norm": dot.max_norm}),
+            );
+        }
+        Value::Object(vector)
+    }
 }
 
 /// The vector routing keys of a vector-only `custom.vector` (format spec section 3 and 7).
@@ -269,6 +454,9 @@ pub struct VectorRouting {
     pub num_hash_bits: Option<u32>,
     /// Vectors in the snapshot, when the writer recorded it.
     pub total_vectors: Option<u64>,
+    /// Cluster routing: the fraction of vectors also stored in their second-nearest shard
+    /// (edgeshard only; shardyfusion readers ignore it).
+    pub spill_fraction: Option<f64>,
 }
 
 /// A parsed manifest: `build_meta` and the `shards` rows.
@@ -338,112 +526,11 @@ impl Manifest {
 
     /// `custom.vector`, if this snapshot holds vectors.
     pub fn vector_spec(&self) -> Result<Option<VectorSpec>> {
-        let Some(vector) = self.meta.custom.get("vector") else {
-            return Ok(None);
-        };
-        let bad = |why: &str| Error::InvalidManifest(format!("custom.vector: {why}"));
-        let obj = vector.as_object().ok_or_else(|| bad("not an object"))?;
-        let dim = obj
-            .get("dim")
-            .and_then(Value::as_u64)
-            .filter(|d| *d > 0)
-            .ok_or_else(|| bad("dim is missing or not a positive integer"))?;
-        let metric = Metric::parse(
-            obj.get("metric")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("metric is missing"))?,
-        )
-        .map_err(|e| bad(&e.to_string()))?;
-        let backend = match obj.get("backend").and_then(Value::as_str) {
-            None => None,
-            Some("sqlite-vec") => Some(VectorBackend::SqliteVec),
-            Some("lancedb") => Some(VectorBackend::LanceDb),
-            Some(other) => return Err(bad(&format!("unknown backend {other:?}"))),
-        };
-        let text = |key: &str| -> Result<Option<String>> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(bad(&format!("{key} is not a string"))),
-            }
-        };
-        let routing = match text("sharding_strategy")? {
-            None => None,
-            Some(name) => {
-                let strategy = VectorStrategy::parse(&name).map_err(|e| bad(&e.to_string()))?;
-                let num_probes = match obj.get("num_probes") {
-                    None | Some(Value::Null) => 1,
-                    Some(v) => v
-                        .as_u64()
-                        .filter(|p| (1..=u32::MAX as u64).contains(p))
-                        .ok_or_else(|| bad("num_probes is not a positive integer"))?
-                        as u32,
-                };
-                let num_hash_bits = match obj.get("num_hash_bits") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(
-                        v.as_u64()
-                            .filter(|b| (1..=MAX_HASH_BITS as u64).contains(b))
-                            .ok_or_else(|| {
-                                bad(&format!(
-                                    "num_hash_bits is not an integer in 1..={MAX_HASH_BITS}"
-                                ))
-                            })? as u32,
-                    ),
-                };
-                let routing = VectorRouting {
-                    strategy,
-                    num_probes,
-                    centroids_ref: text("centroids_ref")?,
-                    hyperplanes_ref: text("hyperplanes_ref")?,
-                    num_hash_bits,
-                    total_vectors: obj.get("total_vectors").and_then(Value::as_u64),
-                };
-                match strategy {
-                    VectorStrategy::Cluster if routing.centroids_ref.is_none() => {
-                        return Err(bad("cluster sharding without centroids_ref"))
-                    }
-                    VectorStrategy::Lsh if routing.hyperplanes_ref.is_none() => {
-                        return Err(bad("lsh sharding without hyperplanes_ref"))
-                    }
-                    _ => {}
-                }
-                Some(routing)
-            }
-        };
-        let dot_reduction = match obj.get("dot_reduction") {
-            None | Some(Value::Null) => None,
-            Some(r) => {
-                let method = r.get("method").and_then(Value::as_str);
-                if method != Some(DotReduction::METHOD) {
-                    return Err(bad(&format!(
-                        "dot_reduction method {method:?} is not {:?}",
-                        DotReduction::METHOD
-                    )));
-                }
-                let max_norm = r
-                    .get("max_norm")
-                    .and_then(Value::as_f64)
-                    .filter(|m| m.is_finite() && *m > 0.0)
-                    .ok_or_else(|| bad("dot_reduction max_norm is not a positive number"))?;
-                if metric != Metric::DotProduct {
-                    return Err(bad("dot_reduction on a metric other than dot_product"));
-                }
-                Some(DotReduction { max_norm })
-            }
-        };
-        Ok(Some(VectorSpec {
-            dim: dim as usize,
-            metric,
-            backend,
-            unified: obj.get("unified").and_then(Value::as_bool).unwrap_or(false),
-            routing,
-            dot_reduction,
-            ann_defaults: obj
-                .get("index_params")
-                .map(AnnParams::from_index_params)
-                .unwrap_or_default(),
-        }))
+        self.meta
+            .custom
+            .get("vector")
+            .map(VectorSpec::from_json)
+            .transpose()
     }
 
     /// Every rule of the format (spec section 3). Called by the parser and by writers before
@@ -773,6 +860,73 @@ fn parse_optional_json(text: Option<&str>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_vector_round_trips_through_its_writer_and_reader() {
+        let routing = |strategy, refs: (Option<&str>, Option<&str>), bits| VectorRouting {
+            strategy,
+            num_probes: 3,
+            centroids_ref: refs.0.map(str::to_string),
+            hyperplanes_ref: refs.1.map(str::to_string),
+            num_hash_bits: bits,
+            total_vectors: Some(1234),
+            spill_fraction: None,
+        };
+        let unified = VectorSpec {
+            dim: 384,
+            metric: Metric::Cosine,
+            backend: Some(VectorBackend::SqliteVec),
+            unified: true,
+            routing: None,
+            dot_reduction: None,
+            ann_defaults: AnnParams::default(),
+            index_type: Some("flat".into()),
+            quantization: None,
+            index_params: None,
+            kv_backend: Some("sqlite-vec".into()),
+        };
+        let mut cluster = VectorSpec {
+            unified: false,
+            kv_backend: None,
+            routing: Some(routing(
+                VectorStrategy::Cluster,
+                (Some("s3://b/c.npy"), None),
+                None,
+            )),
+            ..unified.clone()
+        };
+        if let Some(r) = cluster.routing.as_mut() {
+            r.spill_fraction = Some(0.25);
+        }
+        let lsh = VectorSpec {
+            routing: Some(routing(
+                VectorStrategy::Lsh,
+                (None, Some("h.npy")),
+                Some(12),
+            )),
+            ..cluster.clone()
+        };
+        let explicit = VectorSpec {
+            routing: Some(routing(VectorStrategy::Explicit, (None, None), None)),
+            metric: Metric::DotProduct,
+            dot_reduction: Some(DotReduction { max_norm: 3.5 }),
+            ..cluster.clone()
+        };
+        let params = serde_json::json!({"nprobes": 20, "refine_factor": 5, "num_partitions": 64});
+        let lance = VectorSpec {
+            backend: Some(VectorBackend::LanceDb),
+            kv_backend: Some("sqlite".into()),
+            index_type: Some("IVF_HNSW_SQ".into()),
+            quantization: Some("sq".into()),
+            ann_defaults: AnnParams::from_index_params(&params),
+            index_params: Some(params),
+            ..unified.clone()
+        };
+        for spec in [unified, cluster, lsh, explicit, lance] {
+            let json = spec.to_json();
+            assert_eq!(VectorSpec::from_json(&json).unwrap(), spec, "{json}");
+        }
+    }
 
     pub(crate) fn sample() -> Manifest {
         Manifest {

@@ -243,9 +243,14 @@ mod tests {
                 hyperplanes_ref: None,
                 num_hash_bits,
                 total_vectors: None,
+                spill_fraction: None,
             }),
             dot_reduction: None,
             ann_defaults: Default::default(),
+            index_type: None,
+            quantization: None,
+            index_params: None,
+            kv_backend: None,
         }
     }
 
