@@ -29,6 +29,10 @@ import json, subprocess, sys
 out, edgeshard = sys.argv[1], sys.argv[2]
 suite = json.load(open("tests/conformance/cases.json"))
 for name, spec in suite["snapshots"].items():
+    if "prebuilt" in spec:  # written by shardyfusion: a script assembles the root
+        subprocess.run([sys.executable, f"tests/conformance/{spec['prebuilt']}", f"{out}/{name}"],
+                       check=True)
+        continue
     args = [edgeshard, "build", "--quiet", "--input", f"tests/conformance/{spec['input']}",
             "--key-field", "id", "--value-field", "value", "--shards", str(spec["shards"]),
             "--out", f"{out}/{name}"]
