@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::input::{read_records, FieldMapping, FieldValue, InputFormat, RawRecord, Record};
 use crate::publish::LocalPublisher;
 use crate::remote_publish::{RemotePublisher, UPLOAD_CONCURRENCY};
-use crate::shard_writer::{write_shard, ShardStats, VectorLayout};
+use crate::shard_writer::{write_shard, IvfStats, ShardStats, VectorLayout};
 use crate::sidecar_writer::{write_local_sidecar, SidecarStats};
 use crate::vector_index::{IndexKind, IndexPlan};
 use edgeshard_native::remote::RemoteRoot;
@@ -28,7 +28,7 @@ use edgeshard_shared::manifest::{
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::vector::DotReduction;
 use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
-use edgeshard_shared::{integrity, layout, routing, vector, KeyEncoding, Metric};
+use edgeshard_shared::{integrity, ivf, layout, routing, vector, KeyEncoding, Metric};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -396,6 +396,7 @@ fn write_shards(
         metric: opts.metric,
         dot,
         kv: opts.vector_only.is_none(),
+        ivf: opts.vector_index == IndexKind::Ivf,
     });
     let lance_layout = lance_layout(opts, dim, shards)?;
     let stats = parallel_map(opts.shards as usize, threads, |db_id| {
@@ -502,6 +503,24 @@ fn snapshot_custom(
             vector.insert("index_params".into(), largest.params());
         }
     }
+    // sqlite-vec IVF: the default nprobes is that of the largest shard's cell count (the
+    // shard queries wait on); each shard's cells are in its writer_info.
+    let largest_ivf = stats
+        .iter()
+        .flatten()
+        .filter_map(|(s, _, _)| s.ivf)
+        .max_by_key(|ivf| ivf.cells);
+    if let (Some(largest), Some(Value::Object(vector))) = (largest_ivf, custom.get_mut("vector")) {
+        vector.insert("index_type".into(), ivf::INDEX_TYPE.into());
+        vector.insert(
+            "index_params".into(),
+            json!({
+                "nprobes": ivf::default_nprobes(largest.cells),
+                "max_cells": largest.cells,
+                "cells": "sqrt(rows) per shard",
+            }),
+        );
+    }
     if stats
         .iter()
         .flatten()
@@ -574,6 +593,7 @@ fn manifest_for(
                     *plan,
                     plan.is_none().then_some(s.checkpoint_id.as_str()),
                     s.page_seed,
+                    s.ivf,
                 ),
             })
             .collect(),
@@ -694,9 +714,25 @@ fn check_options(opts: &BuildOptions) -> Result<()> {
                 "--vector-backend lancedb needs --vector-field (the vectors to index)".into(),
             ));
         }
-    } else if opts.vector_index != IndexKind::Auto {
+    } else if !matches!(
+        opts.vector_index,
+        IndexKind::Auto | IndexKind::Flat | IndexKind::Ivf
+    ) {
         return Err(Error::Usage(
-            "--vector-index applies to --vector-backend lancedb (sqlite-vec is always exact)"
+            "--vector-index: sqlite-vec shards are flat (exact) or ivf; ivf-hnsw-sq and ivf-pq \
+             are LanceDB's (--vector-backend lancedb)"
+                .into(),
+        ));
+    }
+    if opts.vector_index == IndexKind::Ivf && opts.fields.vector_field.is_none() {
+        return Err(Error::Usage(
+            "--vector-index ivf needs --vector-field (the vectors to index)".into(),
+        ));
+    }
+    if opts.vector_index == IndexKind::Ivf && opts.vector_backend == VectorBackendKind::Lancedb {
+        return Err(Error::Usage(
+            "--vector-index ivf is the sqlite-vec backend's index; LanceDB shards take auto, \
+             flat, ivf-hnsw-sq or ivf-pq"
                 .into(),
         ));
     }
@@ -1104,6 +1140,7 @@ fn write_lance(
             max_key: records.last().map(|r| r.key.clone()),
             duration_ms: lance.duration_ms,
             page_seed: None,
+            ivf: None,
         },
     };
     Ok((stats, Some(lance.plan)))
@@ -1178,6 +1215,7 @@ fn writer_info(
     plan: Option<IndexPlan>,
     content_hash: Option<&str>,
     page_seed: Option<u64>,
+    ivf: Option<IvfStats>,
 ) -> Map<String, Value> {
     let Value::Object(mut map) = json!({
         "attempt": 0,
@@ -1203,6 +1241,13 @@ fn writer_info(
     if let Some(plan) = plan {
         map.insert("index_type".into(), plan.index_type().into());
         map.insert("index_params".into(), plan.params());
+    }
+    if let Some(ivf) = ivf {
+        map.insert("index_type".into(), ivf::INDEX_TYPE.into());
+        map.insert(
+            "index_params".into(),
+            json!({"cells": ivf.cells, "chunk_size": ivf.chunk_size}),
+        );
     }
     map
 }

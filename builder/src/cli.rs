@@ -164,10 +164,13 @@ pub enum Command {
         /// Payload fields to return (comma-separated; default: the whole payload).
         #[arg(long, value_delimiter = ',')]
         fields: Option<Vec<String>>,
-        /// Indexed LanceDB shards: IVF partitions to probe (default: the manifest's
-        /// index_params).
+        /// Indexed shards: IVF cells (sqlite-vec --vector-index ivf) or partitions (LanceDB) to
+        /// probe per shard (default: the manifest's index_params).
         #[arg(long, value_parser = parse_positive::<usize>)]
         nprobes: Option<usize>,
+        /// Search every shard exactly, ignoring any vector index (brute force).
+        #[arg(long, conflicts_with_all = ["nprobes", "refine", "ef"])]
+        exact: bool,
         /// Indexed LanceDB shards: re-rank REFINE x k candidates by exact distance.
         #[arg(long, value_parser = parse_positive::<u32>)]
         refine: Option<u32>,
@@ -353,8 +356,9 @@ pub struct BuildArgs {
     /// shard beside the SQLite KV file; needs a build with --features lancedb).
     #[arg(long, value_enum, default_value = "sqlite-vec")]
     pub vector_backend: VectorBackendKind,
-    /// LanceDB index per shard: auto (flat below 5,000 rows, IVF_HNSW_SQ above), flat,
-    /// ivf-hnsw-sq or ivf-pq.
+    /// Vector index per shard. sqlite-vec: flat (exact; the default) or ivf (k-means cells
+    /// inside each shard: a search reads only the cells it probes, --nprobes). LanceDB: auto
+    /// (flat below 5,000 rows, IVF_HNSW_SQ above), flat, ivf-hnsw-sq or ivf-pq.
     #[arg(long, value_enum, default_value = "auto")]
     pub vector_index: IndexKind,
     #[arg(long, value_enum, default_value = "json")]
@@ -404,6 +408,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             filters,
             fields,
             nprobes,
+            exact,
             refine,
             ef,
         } => {
@@ -436,6 +441,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                     nprobes,
                     refine_factor: refine,
                     ef,
+                    exact,
                 },
             };
             let snap = read.open()?;

@@ -4,8 +4,8 @@
 //!
 //! Columns: `id` (utf8, as shardyfusion writes it), `id_type` (`"int"` | `"str"`, so ids come
 //! back typed), `vector` (fixed_size_list<float32>[dim]), `payload` (JSON text or null) and one
-//! `payload_<field>` column per filterable payload field (see
-//! `edgeshard_native::lance`). The metric is given explicitly at index build, as at query.
+//! `payload_<field>` column per filterable payload field (the names are
+//! `edgeshard_shared::shard_schema::lance`'s, which the reader queries). The metric is given explicitly at index build, as at query.
 //!
 //! The index each shard gets is [`IndexPlan::for_rows`]'s choice.
 
@@ -17,12 +17,12 @@ use arrow_array::{
     ArrayRef, BooleanArray, FixedSizeListArray, Float64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema};
-use edgeshard_native::lance::{
-    distance_type, FILTER_COLUMN_PREFIX, ID_COLUMN, ID_TYPE_COLUMN, PAYLOAD_COLUMN, TABLE,
-    VECTOR_COLUMN,
-};
+use edgeshard_native::lance::distance_type;
 use edgeshard_shared::filter::{is_plain_field_name, ColumnKind};
 use edgeshard_shared::json::{to_string_sorted, Style};
+use edgeshard_shared::shard_schema::lance::{
+    FILTER_COLUMN_PREFIX, ID_COLUMN, ID_TYPE_COLUMN, PAYLOAD_COLUMN, TABLE, VECTOR_COLUMN,
+};
 use edgeshard_shared::{Key, Metric};
 use lancedb::index::vector::{IvfHnswSqIndexBuilder, IvfPqIndexBuilder};
 use lancedb::index::Index;

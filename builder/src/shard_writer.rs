@@ -17,7 +17,11 @@ use rusqlite::{params, Connection, FileControl};
 use std::path::Path;
 use std::time::Instant;
 
-pub use edgeshard_shared::shard_schema::{vec_index_ddl, KV_DDL, VEC_ID_MAP_DDL, VEC_PAYLOADS_DDL};
+use edgeshard_shared::ivf::{self, Cells};
+pub use edgeshard_shared::shard_schema::{
+    vec_index_ddl, vec_index_ivf_ddl, KV_DDL, VEC_ID_MAP_DDL, VEC_IVF_CENTROIDS_DDL,
+    VEC_IVF_CHUNKS_INDEX_DDL, VEC_PAYLOADS_DDL,
+};
 
 /// What the manifest records about a written shard.
 #[derive(Debug, Clone)]
@@ -31,6 +35,15 @@ pub struct ShardStats {
     /// The seed of the page checksums every page of the SQLite file carries
     /// ([`edgeshard_shared::integrity::seal_pages`]); `None` when there is no SQLite file.
     pub page_seed: Option<u64>,
+    /// IVF shards: how many cells and the `vec0` chunk size (recorded in `writer_info`).
+    pub ivf: Option<IvfStats>,
+}
+
+/// The IVF index a shard got.
+#[derive(Debug, Clone, Copy)]
+pub struct IvfStats {
+    pub cells: usize,
+    pub chunk_size: usize,
 }
 
 pub struct VectorLayout {
@@ -40,6 +53,8 @@ pub struct VectorLayout {
     pub dot: Option<DotReduction>,
     /// Write the `kv` rows (false for vector-only snapshots: the table stays empty).
     pub kv: bool,
+    /// Split the vectors into IVF cells ([`ivf`]).
+    pub ivf: bool,
 }
 
 /// Writes `records` (sorted by encoded key, no duplicates) to a new SQLite file at `path`, every
@@ -75,21 +90,51 @@ pub fn write_shard(
     let mut reserve = integrity::PAGE_CHECKSUM_BYTES as std::ffi::c_int;
     conn.file_control(Some("main"), FileControl::ReserveBytes(&mut reserve))
         .map_err(Error::sqlite(&location))?;
-    conn.execute_batch(KV_DDL)
-        .map_err(Error::sqlite(&location))?;
-    if let Some(v) = vectors {
-        conn.execute_batch(&format!(
-            "{}; {VEC_PAYLOADS_DDL}; {VEC_ID_MAP_DDL};",
-            vec_index_ddl(v.dim, v.metric)
-        ))
-        .map_err(Error::sqlite(&location))?;
-    }
     if let Some(v) = vectors {
         if (v.metric == Metric::DotProduct) != v.dot.is_some() {
             return Err(Error::Usage(
                 "internal: dot_product vectors need their L2 reduction (and only they)".into(),
             ));
         }
+    }
+    // Each vector as the index stores it (dot_product: its L2 reduction), by rowid.
+    let stored: Vec<(i64, Vec<f32>)> = match vectors {
+        Some(layout) => records
+            .iter()
+            .enumerate()
+            .filter_map(|(row, r)| r.vector.as_ref().map(|v| (row as i64, v)))
+            .map(|(rowid, v)| {
+                let stored = match &layout.dot {
+                    Some(dot) => dot.augment(v),
+                    None => v.clone(),
+                };
+                (rowid, stored)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let ivf_plan = match vectors {
+        Some(layout) if layout.ivf && !stored.is_empty() => {
+            Some(plan_cells(&stored, layout.metric, page_seed.1)?)
+        }
+        _ => None,
+    };
+    // The centroids first: their pages then sit at the start of the file, read with the header.
+    if ivf_plan.is_some() {
+        conn.execute_batch(VEC_IVF_CENTROIDS_DDL)
+            .map_err(Error::sqlite(&location))?;
+    }
+    conn.execute_batch(KV_DDL)
+        .map_err(Error::sqlite(&location))?;
+    if let Some(v) = vectors {
+        let index_ddl = match &ivf_plan {
+            Some(plan) => vec_index_ivf_ddl(v.dim, v.metric, plan.stats.chunk_size),
+            None => vec_index_ddl(v.dim, v.metric),
+        };
+        conn.execute_batch(&format!(
+            "{index_ddl}; {VEC_PAYLOADS_DDL}; {VEC_ID_MAP_DDL};"
+        ))
+        .map_err(Error::sqlite(&location))?;
     }
     let write_kv = vectors.is_none_or(|v| v.kv);
     let tx = conn.transaction().map_err(Error::sqlite(&location))?;
@@ -114,7 +159,7 @@ pub fn write_shard(
             on_rows(records.len() as u64);
         }
     }
-    if let Some(layout) = vectors {
+    if vectors.is_some() {
         // In a unified snapshot the vector id is the record key; rowids are 0.. per shard.
         let with_rowids = || {
             records
@@ -122,17 +167,39 @@ pub fn write_shard(
                 .enumerate()
                 .filter_map(|(row, r)| r.vector.as_ref().map(|v| (row as i64, r, v)))
         };
-        let mut index = tx
-            .prepare("INSERT INTO vec_index (rowid, embedding) VALUES (?1, ?2)")
-            .map_err(Error::sqlite(&location))?;
-        for (rowid, _, v) in with_rowids() {
-            let bytes = match &layout.dot {
-                Some(dot) => vector::to_le_bytes(&dot.augment(v)),
-                None => vector::to_le_bytes(v),
-            };
-            index
-                .execute(params![rowid, bytes])
-                .map_err(Error::sqlite(&location))?;
+        match &ivf_plan {
+            None => {
+                let mut index = tx
+                    .prepare("INSERT INTO vec_index (rowid, embedding) VALUES (?1, ?2)")
+                    .map_err(Error::sqlite(&location))?;
+                for (rowid, v) in &stored {
+                    index
+                        .execute(params![rowid, vector::to_le_bytes(v)])
+                        .map_err(Error::sqlite(&location))?;
+                }
+            }
+            Some(plan) => {
+                let mut centroids = tx
+                    .prepare("INSERT INTO vec_ivf_centroids (cell, centroid) VALUES (?1, ?2)")
+                    .map_err(Error::sqlite(&location))?;
+                for cell in 0..plan.cells.len() {
+                    centroids
+                        .execute(params![cell as i64, plan.cells.centroid_bytes(cell)])
+                        .map_err(Error::sqlite(&location))?;
+                }
+                // Cell by cell, so each cell's vectors fill chunks of their own in order.
+                let mut index = tx
+                    .prepare("INSERT INTO vec_index (rowid, embedding, cell) VALUES (?1, ?2, ?3)")
+                    .map_err(Error::sqlite(&location))?;
+                for &(cell, at) in &plan.order {
+                    let (rowid, v) = &stored[at];
+                    index
+                        .execute(params![rowid, vector::to_le_bytes(v), cell as i64])
+                        .map_err(Error::sqlite(&location))?;
+                }
+                tx.execute_batch(VEC_IVF_CHUNKS_INDEX_DDL)
+                    .map_err(Error::sqlite(&location))?;
+            }
         }
         let mut id_map = tx
             .prepare("INSERT INTO vec_id_map (internal_id, original_id) VALUES (?1, ?2)")
@@ -168,6 +235,42 @@ pub fn write_shard(
         max_key: records.last().map(|r| r.key.clone()),
         duration_ms: started.elapsed().as_millis() as u64,
         page_seed: Some(page_seed.0),
+        ivf: ivf_plan.map(|plan| plan.stats),
+    })
+}
+
+/// A shard's cells and the order its vectors are written in.
+struct CellPlan {
+    cells: Cells,
+    /// `(cell, index into the stored vectors)`, by cell then rowid.
+    order: Vec<(usize, usize)>,
+    stats: IvfStats,
+}
+
+/// Trains the shard's cells (seeded by its db_id: builds are reproducible) and assigns every
+/// vector to its nearest.
+fn plan_cells(stored: &[(i64, Vec<f32>)], metric: Metric, db_id: u32) -> Result<CellPlan> {
+    let refs: Vec<&[f32]> = stored.iter().map(|(_, v)| v.as_slice()).collect();
+    let seed = edgeshard_shared::vector_routing::DEFAULT_SEED ^ u64::from(db_id);
+    let cells = Cells::train(&refs, metric, seed).map_err(|e| {
+        Error::Usage(format!(
+            "internal: training the IVF cells of shard {db_id} failed: {e}"
+        ))
+    })?;
+    let mut order: Vec<(usize, usize)> = refs
+        .iter()
+        .enumerate()
+        .map(|(at, v)| (cells.assign(v), at))
+        .collect();
+    order.sort_unstable();
+    let stats = IvfStats {
+        cells: cells.len(),
+        chunk_size: ivf::chunk_size_for(stored.len(), cells.len()),
+    };
+    Ok(CellPlan {
+        cells,
+        order,
+        stats,
     })
 }
 

@@ -29,6 +29,9 @@ pub enum IndexKind {
     Flat,
     IvfHnswSq,
     IvfPq,
+    /// sqlite-vec only: k-means cells inside each shard (`shared::ivf`); a search reads the
+    /// probed cells only.
+    Ivf,
 }
 
 /// The index one shard gets, with the parameters recorded in the manifest.
@@ -57,7 +60,8 @@ impl IndexPlan {
             .find(|n| dim.is_multiple_of(*n))
             .unwrap_or(1) as u32;
         match kind {
-            IndexKind::Flat => Self::Flat,
+            // `ivf` is sqlite-vec's (the build refuses it with LanceDB).
+            IndexKind::Flat | IndexKind::Ivf => Self::Flat,
             IndexKind::Auto if rows < FLAT_MAX_ROWS => Self::Flat,
             IndexKind::Auto | IndexKind::IvfHnswSq => Self::IvfHnswSq { partitions },
             IndexKind::IvfPq => Self::IvfPq {

@@ -27,14 +27,10 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::DistanceType;
 use serde_json::Value;
 
-/// The table name shardyfusion and edgeshard use in every LanceDB shard.
-pub const TABLE: &str = "vector_index";
-pub const ID_COLUMN: &str = "id";
-pub const ID_TYPE_COLUMN: &str = "id_type";
-pub const VECTOR_COLUMN: &str = "vector";
-pub const PAYLOAD_COLUMN: &str = "payload";
-/// Prefix of the per-field filter columns.
-pub const FILTER_COLUMN_PREFIX: &str = "payload_";
+/// The table and column names, defined once beside the shard DDL (the builder writes them).
+pub use edgeshard_shared::shard_schema::lance::{
+    FILTER_COLUMN_PREFIX, ID_COLUMN, ID_TYPE_COLUMN, PAYLOAD_COLUMN, TABLE, VECTOR_COLUMN,
+};
 const DISTANCE_COLUMN: &str = "_distance";
 
 /// The LanceDB distance type of a snapshot metric.
@@ -214,7 +210,7 @@ impl LanceShard {
         if let Some(sql) = only_if {
             query = query.only_if(sql);
         }
-        if exact || !self.has_index {
+        if exact || q.ann.exact || !self.has_index {
             query = query.bypass_vector_index();
         } else {
             if let Some(nprobes) = q.ann.nprobes {

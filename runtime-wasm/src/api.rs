@@ -44,6 +44,11 @@ export interface SearchOptions {
   filter?: string | string[];
   /** Only these payload fields in each hit (`payload` is null when none is present). */
   fields?: string[];
+  /** IVF-indexed shards (`--vector-index ivf`): cells to probe per shard (default: the
+   *  manifest's index_params.nprobes). */
+  nprobes?: number;
+  /** Search every shard exactly, ignoring any index. */
+  exact?: boolean;
 }
 
 export interface SearchHit {
@@ -381,7 +386,9 @@ impl JsSnapshot {
             let query = vector_from_js(&vector)?;
             check_option_names(
                 &options,
-                &["k", "probes", "shards", "filter", "fields"],
+                &[
+                    "k", "probes", "shards", "filter", "fields", "nprobes", "exact",
+                ],
                 "search option",
             )?;
             let mut k = 10usize;
@@ -389,6 +396,7 @@ impl JsSnapshot {
             let mut shards = None;
             let mut filter = None;
             let mut fields = None;
+            let mut ann = edgeshard_shared::vector::AnnParams::default();
             if !options.is_undefined() && !options.is_null() {
                 if let Some(v) = integer_option(&options, "k")? {
                     k = v as usize;
@@ -418,6 +426,22 @@ impl JsSnapshot {
                     );
                 }
                 fields = strings_option(&options, "fields", false)?;
+                ann.nprobes = integer_option(&options, "nprobes")?.map(|p| p as usize);
+                if ann.nprobes == Some(0) {
+                    return Err(Error::InvalidArgument(
+                        "search option nprobes must be at least 1".into(),
+                    ));
+                }
+                let exact = Reflect::get(&options, &"exact".into()).unwrap_or(JsValue::UNDEFINED);
+                ann.exact = match exact.as_bool() {
+                    Some(flag) => flag,
+                    None if exact.is_undefined() || exact.is_null() => false,
+                    None => {
+                        return Err(Error::InvalidArgument(
+                            "search option exact must be a boolean".into(),
+                        ))
+                    }
+                };
             }
             let request = SearchOptions {
                 k,
@@ -425,7 +449,7 @@ impl JsSnapshot {
                 shard_ids: shards,
                 filter,
                 payload_fields: fields,
-                ..SearchOptions::default()
+                ann,
             };
             Ok((query, request))
         })();

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::http::{Fetcher, Ranged};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::project;
+use edgeshard_shared::ivf::{self, Cells};
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::pages::{
@@ -76,6 +77,8 @@ struct OpenShard {
     has_sidecar: bool,
     /// Whether a search already planned this shard's vector reads.
     vectors_planned: Cell<bool>,
+    /// IVF shards: the cells' centroids, read on the first search.
+    cells: std::cell::OnceCell<Rc<Cells>>,
     /// Set once the shard's first stored key was seen to route to it (checked before its
     /// first "not found" is answered, as runtime-native does), or from the start when page
     /// checksums and checked key bounds already tie the file to its slot.
@@ -427,7 +430,8 @@ impl Snapshot {
             let shards = self.open_shards_now(&[db_id]).await?;
             let shard = shards[&db_id].clone();
             // The id map and the vector chunks in two rounds (a search with the vector follows).
-            self.plan_vector_reads(std::slice::from_ref(&shard)).await?;
+            self.plan_vector_reads(std::slice::from_ref(&shard), false)
+                .await?;
             let Some(wanted) = VectorId::from_key(&key) else {
                 return Ok(None);
             };
@@ -509,7 +513,7 @@ impl Snapshot {
             shard_ids,
             filter,
             payload_fields: fields,
-            ann: _,
+            ann,
         } = request;
         let filter = filter.as_ref();
         if spec.backend == Some(VectorBackend::LanceDb) {
@@ -541,20 +545,48 @@ impl Snapshot {
             .collect();
         let shards = self.open_shards_now(&targets).await?;
         let ordered: Vec<Rc<OpenShard>> = targets.iter().map(|id| shards[id].clone()).collect();
-        self.plan_vector_reads(&ordered).await?;
+        let ivf = spec.index_type.as_deref() == Some(ivf::INDEX_TYPE) && !ann.exact;
+        self.plan_vector_reads(&ordered, ivf).await?;
 
-        let query_bytes = match dot {
-            true => vector::to_le_bytes(&vector::DotReduction::augment_query(&query)),
-            false => vector::to_le_bytes(&query),
+        let stored = match dot {
+            true => vector::DotReduction::augment_query(&query),
+            false => query.clone(),
+        };
+        let query_bytes = vector::to_le_bytes(&stored);
+        // IVF: each shard's cells to read (none: the whole shard, when every cell is probed).
+        let cells_of: Vec<Vec<usize>> = match ivf {
+            false => vec![Vec::new(); ordered.len()],
+            true => {
+                self.load_cells(&ordered, stored.len(), spec.metric).await?;
+                let nprobes = ann.nprobes.or(spec.ann_defaults.nprobes);
+                ordered
+                    .iter()
+                    .map(|shard| match shard.cells.get() {
+                        Some(cells) => {
+                            let n = nprobes.unwrap_or_else(|| ivf::default_nprobes(cells.len()));
+                            match n >= cells.len() {
+                                true => Vec::new(),
+                                false => cells.probe(&stored, n),
+                            }
+                        }
+                        None => Vec::new(),
+                    })
+                    .collect()
+            }
         };
         // How many candidates each shard gives is the shared policy (`CandidatePolicy`: filter
         // over-fetch, exact dot_product rescoring), the same as runtime-native's; here every
         // pending shard's statement of a step runs in the same round. A filtered statement
         // joins each candidate's payload so the filter sees it in that round.
+
         let policy = CandidatePolicy::new(k, filter.is_some(), spec.dot_reduction.filter(|_| dot));
+        let policies: Vec<CandidatePolicy> = cells_of
+            .iter()
+            .map(|cells| policy.in_cells(!cells.is_empty()))
+            .collect();
         let scan_sql = search_plan::sql::scan(spec.metric, dot);
         type KnnRow = (i64, f64, Option<Vec<u8>>, Option<String>);
-        let mut fetch_of: Vec<Fetch> = vec![policy.first(); ordered.len()];
+        let mut fetch_of: Vec<Fetch> = policies.iter().map(CandidatePolicy::first).collect();
         let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
         loop {
             let pending: Vec<usize> = (0..ordered.len())
@@ -574,37 +606,37 @@ impl Snapshot {
                         Fetch::Nearest(n) => (false, n),
                     };
                     let filtered = filter.is_some();
+                    let cells = &cells_of[i];
                     let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
-                        let sql = match (filtered, dot, scan) {
-                            (true, _, true) => scan_sql.as_str(),
-                            (true, true, false) => search_plan::sql::KNN_WITH_VECTORS,
-                            (true, false, false) => search_plan::sql::KNN,
-                            (false, true, true) => {
+                        // A filter needs each candidate's payload in the same statement; the
+                        // others look their hits up afterwards, in one round for all shards.
+                        let sql = match scan {
+                            true if filtered => scan_sql.clone(),
+                            true => format!(
                                 "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
                                  NULL, NULL, embedding FROM vec_index ORDER BY distance, rowid"
-                            }
-                            (false, true, false) => {
-                                "SELECT rowid, distance, NULL, NULL, embedding FROM vec_index \
-                                 WHERE embedding MATCH ?1 AND k = ?2"
-                            }
-                            (false, false, _) => {
-                                "SELECT rowid, distance, NULL, NULL, NULL FROM vec_index \
-                                 WHERE embedding MATCH ?1 AND k = ?2"
-                            }
+                            ),
+                            false => search_plan::sql::knn(cells.len(), filtered, dot),
                         };
-                        let mut stmt = conn.prepare_cached(sql)?;
+                        let mut stmt = conn.prepare_cached(&sql)?;
                         // Columns: rowid, distance, original_id, payload, embedding.
                         let row = |r: &rusqlite::Row<'_>| {
                             Ok((r.get(0)?, r.get(1)?, r.get(4)?, r.get(3)?))
                         };
-                        match scan {
-                            true => stmt
-                                .query_map(rusqlite::params![query_bytes], row)?
-                                .collect(),
-                            false => stmt
-                                .query_map(rusqlite::params![query_bytes, fetch as i64], row)?
-                                .collect(),
+                        let mut params: Vec<rusqlite::types::Value> =
+                            vec![query_bytes.clone().into()];
+                        if !scan {
+                            params.push((fetch as i64).into());
+                            params.extend(
+                                cells
+                                    .iter()
+                                    .map(|c| rusqlite::types::Value::Integer(*c as i64)),
+                            );
                         }
+                        let rows = stmt
+                            .query_map(rusqlite::params_from_iter(params), row)?
+                            .collect();
+                        rows
                     });
                     (ordered[i].clone(), job)
                 })
@@ -638,7 +670,7 @@ impl Snapshot {
                 // The order runtime-native reports: score, then rowid.
                 hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
                 let kth = hits.get(k - 1).map(|h| h.1);
-                match policy.next(fetch_of[i], returned, kth, last_distance, &query) {
+                match policies[i].next(fetch_of[i], returned, kth, last_distance, &query) {
                     Some(next) => fetch_of[i] = next,
                     None => {
                         hits.truncate(k);
@@ -845,6 +877,7 @@ impl Snapshot {
             conn,
             has_sidecar,
             vectors_planned: Cell::new(false),
+            cells: std::cell::OnceCell::new(),
             routing_checked: Cell::new(provenance_checked),
         })
     }
@@ -959,7 +992,7 @@ impl Snapshot {
     /// tables are known without I/O, so they are fetched in one round for all shards; their
     /// overflow chains (the vector chunks) in the next. The search itself then runs on cached
     /// pages. Shards without a sidecar are left to the driver (read-ahead).
-    async fn plan_vector_reads(&self, shards: &[Rc<OpenShard>]) -> Result<()> {
+    async fn plan_vector_reads(&self, shards: &[Rc<OpenShard>], ivf: bool) -> Result<()> {
         let todo: Vec<Rc<OpenShard>> = shards
             .iter()
             .filter(|s| s.has_sidecar && !s.vectors_planned.get())
@@ -971,8 +1004,14 @@ impl Snapshot {
         let roots_jobs: Vec<Job<'_, Vec<(String, u32)>>> = todo
             .iter()
             .map(|shard| {
-                let job: Statement<'_, Vec<(String, u32)>> = Box::new(|conn: &Connection| {
-                    let mut stmt = conn.prepare(search_plan::sql::VECTOR_TABLE_ROOTS)?;
+                // A flat shard's search reads every vector; an IVF shard's the small tables
+                // leading to its cells, then the probed cells only.
+                let roots = match ivf {
+                    true => search_plan::sql::IVF_TABLE_ROOTS,
+                    false => search_plan::sql::VECTOR_TABLE_ROOTS,
+                };
+                let job: Statement<'_, Vec<(String, u32)>> = Box::new(move |conn: &Connection| {
+                    let mut stmt = conn.prepare(roots)?;
                     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect()
                 });
@@ -990,6 +1029,40 @@ impl Snapshot {
         self.fetch_missing(&todo, false).await?;
         for shard in &todo {
             shard.vectors_planned.set(true);
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// Reads the centroids of the IVF shards among `shards` that have none yet (all in one
+    /// round), checked (`Cells::from_rows`).
+    async fn load_cells(
+        &self,
+        shards: &[Rc<OpenShard>],
+        stored_dim: usize,
+        metric: vector::Metric,
+    ) -> Result<()> {
+        let todo: Vec<Rc<OpenShard>> = shards
+            .iter()
+            .filter(|s| s.cells.get().is_none())
+            .cloned()
+            .collect();
+        let jobs: Vec<Job<'_, Vec<(i64, Vec<u8>)>>> = todo
+            .iter()
+            .map(|shard| {
+                let job: Statement<'_, Vec<(i64, Vec<u8>)>> = Box::new(|conn: &Connection| {
+                    let mut stmt = conn.prepare_cached(search_plan::sql::IVF_CENTROIDS)?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect()
+                });
+                (shard.clone(), job)
+            })
+            .collect();
+        for (shard, rows) in todo.iter().zip(self.run_jobs(jobs).await?) {
+            let cells = Cells::from_rows(rows, stored_dim, metric)
+                .map_err(|e| shard.corrupt(e.detail().to_string()))?;
+            let _ = shard.cells.set(Rc::new(cells));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod current;
 pub mod error;
 pub mod filter;
 pub mod integrity;
+pub mod ivf;
 pub mod json;
 pub mod key;
 pub mod layout;

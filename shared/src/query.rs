@@ -168,13 +168,28 @@ pub struct CandidatePolicy {
     k: usize,
     filtered: bool,
     dot: Option<DotReduction>,
+    /// The statements read some IVF cells of the shard, not all of it ([`Self::in_cells`]).
+    in_cells: bool,
 }
 
 impl CandidatePolicy {
     /// The policy of a search for `k` results, with or without a payload filter; `dot` is the
     /// snapshot's dot reduction when its metric is dot_product on sqlite-vec.
     pub fn new(k: usize, filtered: bool, dot: Option<DotReduction>) -> Self {
-        Self { k, filtered, dot }
+        Self {
+            k,
+            filtered,
+            dot,
+            in_cells: false,
+        }
+    }
+
+    /// The same policy when the KNN statements read only the probed IVF cells of the shard
+    /// (`crate::ivf`): running out of rows then means the cells are exhausted, not the shard,
+    /// so a filtered search with fewer than `k` matches goes on to the exact scan of the
+    /// whole shard (a filter still returns `k` results whenever `k` vectors match).
+    pub fn in_cells(self, in_cells: bool) -> Self {
+        Self { in_cells, ..self }
     }
 
     /// What a shard's first statement asks for.
@@ -204,7 +219,10 @@ impl CandidatePolicy {
     ) -> Option<Fetch> {
         let n = match fetch {
             Fetch::All => return None,
-            Fetch::Nearest(n) if returned < n => return None,
+            Fetch::Nearest(n) if returned < n => {
+                let short = self.filtered && kth_score.is_none();
+                return (self.in_cells && short).then_some(Fetch::All);
+            }
             Fetch::Nearest(n) => n,
         };
         let enough = match self.dot {
@@ -319,6 +337,22 @@ mod tests {
             Some(Fetch::All)
         );
         assert_eq!(filtered.next(Fetch::All, 99_999, None, None, &q), None);
+        // Over IVF cells, running out of rows is the cells' end, not the shard's: too few
+        // matches go on to the exact scan; enough, or no filter, stop.
+        let cells = CandidatePolicy::new(10, true, None).in_cells(true);
+        assert_eq!(
+            cells.next(Fetch::Nearest(40), 12, None, Some(0.5), &q),
+            Some(Fetch::All)
+        );
+        assert_eq!(
+            cells.next(Fetch::Nearest(40), 12, Some(0.2), Some(0.5), &q),
+            None
+        );
+        let plain_cells = CandidatePolicy::new(10, false, None).in_cells(true);
+        assert_eq!(
+            plain_cells.next(Fetch::Nearest(10), 4, None, Some(0.5), &q),
+            None
+        );
         // Dot: k + max(k, 16), more until the bound settles, a scan at the cap.
         let dot = CandidatePolicy::new(10, false, Some(DotReduction { max_norm: 2.0 }));
         assert_eq!(dot.first(), Fetch::Nearest(26));

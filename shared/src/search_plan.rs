@@ -27,25 +27,64 @@ pub mod sql {
          WHERE rootpage > 0 AND (tbl_name LIKE 'vec_index%' \
          OR tbl_name IN ('vec_id_map', 'vec_payloads'))";
 
-    /// The `?2` nearest rows to `?1` (little-endian f32 bytes) by the index's own distance.
-    pub const KNN: &str = "WITH knn AS MATERIALIZED (
-         SELECT rowid, distance FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
-     )
-     SELECT knn.rowid, knn.distance, m.original_id, p.payload, NULL
-     FROM knn
-     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
-     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
-     ORDER BY knn.distance, knn.rowid";
+    /// The `?2` nearest rows to `?1` (little-endian f32 bytes) by the index's own distance,
+    /// nearest first (ties by rowid), as `rowid, distance, original_id, payload, embedding`.
+    ///
+    /// - `cells`: 0 searches the whole shard; `n > 0` searches only the IVF cells bound to
+    ///   `?3 .. ?(n+2)` ([`crate::ivf`]): one `MATCH` per cell (sqlite-vec's partition
+    ///   constraint takes `=`, not `IN`), the best `?2` of their union kept.
+    /// - `joined`: `original_id` and `payload` joined in (a filter needs the payload in the
+    ///   same statement); else both `NULL`, for a reader that looks the hits up afterwards.
+    /// - `with_vectors`: the stored vectors too (dot_product rescoring), else `NULL`.
+    pub fn knn(cells: usize, joined: bool, with_vectors: bool) -> String {
+        let embedding = if with_vectors { ", embedding" } else { "" };
+        let arm = |constraint: String| {
+            format!(
+                "SELECT rowid, distance{embedding} FROM vec_index \
+                 WHERE embedding MATCH ?1 AND k = ?2{constraint}"
+            )
+        };
+        let arms = match cells {
+            0 => arm(String::new()),
+            n => (0..n)
+                .map(|i| arm(format!(" AND cell = ?{}", i + 3)))
+                .collect::<Vec<_>>()
+                .join("\n     UNION ALL "),
+        };
+        let vectors = if with_vectors {
+            "knn.embedding"
+        } else {
+            "NULL"
+        };
+        let (columns, joins) = match joined {
+            true => (
+                "m.original_id, p.payload",
+                "\n     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid\
+                 \n     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid",
+            ),
+            false => ("NULL, NULL", ""),
+        };
+        format!(
+            "WITH knn AS MATERIALIZED (\n     {arms}\n )\n \
+             SELECT knn.rowid, knn.distance, {columns}, {vectors}\n FROM knn{joins}\n \
+             ORDER BY knn.distance, knn.rowid LIMIT ?2"
+        )
+    }
 
-    /// As [`KNN`], with the stored vectors.
-    pub const KNN_WITH_VECTORS: &str = "WITH knn AS MATERIALIZED (
-         SELECT rowid, distance, embedding FROM vec_index WHERE embedding MATCH ?1 AND k = ?2
-     )
-     SELECT knn.rowid, knn.distance, m.original_id, p.payload, knn.embedding
-     FROM knn
-     LEFT JOIN vec_id_map m ON m.internal_id = knn.rowid
-     LEFT JOIN vec_payloads p ON p.rowid = knn.rowid
-     ORDER BY knn.distance, knn.rowid";
+    /// An IVF shard's centroids, in cell order: `cell, centroid`.
+    pub const IVF_CENTROIDS: &str = "SELECT cell, centroid FROM vec_ivf_centroids ORDER BY cell";
+
+    /// Whether a shard carries the IVF index (1 row) or not (none).
+    pub const HAS_IVF: &str =
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vec_ivf_centroids'";
+
+    /// The small tables an IVF search reads before the cells' vectors, with their root pages
+    /// `(table, rootpage)`: the centroids, sqlite-vec's chunk list and its cell index, its
+    /// info table. A range reader fetches their leaves in one round; the vectors of the probed
+    /// cells come after, and only those.
+    pub const IVF_TABLE_ROOTS: &str = "SELECT tbl_name, rootpage FROM sqlite_master \
+         WHERE rootpage > 0 AND name IN ('vec_ivf_centroids', 'vec_index_chunks', \
+         'vec_index_chunks_cell', 'vec_index_info')";
 
     /// Every row of the shard by distance to `?1`: the exact fallback past sqlite-vec's KNN cap
     /// (the index's own distances: `vec_distance_cosine`, or `vec_distance_l2` for l2 and for

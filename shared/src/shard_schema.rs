@@ -28,6 +28,48 @@ pub fn vec_index_ddl(dim: usize, metric: Metric) -> String {
     )
 }
 
+/// The LanceDB half of a shard (format spec section 5; shardyfusion's names): the table and its
+/// columns. The builder's `lance_writer` makes the Arrow schema from these names and the native
+/// reader's `lance` module queries them, so a rename here changes both sides at once.
+pub mod lance {
+    /// The table in every LanceDB shard.
+    pub const TABLE: &str = "vector_index";
+    /// The vector id as text (utf8, not null), as shardyfusion writes it.
+    pub const ID_COLUMN: &str = "id";
+    /// `"int"` or `"str"` (utf8, not null; edgeshard's), so ids come back typed.
+    pub const ID_TYPE_COLUMN: &str = "id_type";
+    /// The vector: `fixed_size_list<float32>[dim]`, not null.
+    pub const VECTOR_COLUMN: &str = "vector";
+    /// The payload as JSON text, or null.
+    pub const PAYLOAD_COLUMN: &str = "payload";
+    /// Prefix of the per-field filter columns: `payload_<field>` (utf8, float64 or boolean) for
+    /// each payload field whose values share one kind.
+    pub const FILTER_COLUMN_PREFIX: &str = "payload_";
+}
+
+/// `vec_index` of an IVF shard ([`crate::ivf`]): as [`vec_index_ddl`] plus each vector's cell
+/// as a `partition key` column (sqlite-vec keeps each cell's vectors in chunks of their own)
+/// and a `chunk_size` fitted to the cells ([`crate::ivf::chunk_size_for`]).
+pub fn vec_index_ivf_ddl(dim: usize, metric: Metric, chunk_size: usize) -> String {
+    let plain = vec_index_ddl(dim, metric);
+    let columns_end = plain.len() - 1;
+    format!(
+        "{}, cell integer partition key, chunk_size={chunk_size})",
+        &plain[..columns_end]
+    )
+}
+
+/// An IVF shard's centroids, one row per cell (numbered 0..), each `dim` little-endian f32 of
+/// the stored space (`dim + 1` for dot_product). Created before every other table, so its
+/// pages sit at the start of the file.
+pub const VEC_IVF_CENTROIDS_DDL: &str =
+    "CREATE TABLE vec_ivf_centroids (cell INTEGER PRIMARY KEY, centroid BLOB NOT NULL)";
+
+/// Finds a cell's chunks without reading the whole chunk list: sqlite-vec looks them up with
+/// `WHERE partition00 = ?` on its shadow table, which has no index of its own.
+pub const VEC_IVF_CHUNKS_INDEX_DDL: &str =
+    "CREATE INDEX vec_index_chunks_cell ON vec_index_chunks (partition00)";
+
 /// The value of key `?1` (encoded), if stored.
 pub const KV_GET: &str = "SELECT v FROM kv WHERE k = ?1";
 /// The shard's first key: a reader checks it routes to the shard before its first "not found".
@@ -51,6 +93,11 @@ mod tests {
         assert_eq!(
             vec_index_ddl(4, Metric::DotProduct),
             "CREATE VIRTUAL TABLE vec_index USING vec0(embedding float[5] distance_metric=l2)"
+        );
+        assert_eq!(
+            vec_index_ivf_ddl(4, Metric::Cosine, 16),
+            "CREATE VIRTUAL TABLE vec_index USING vec0(embedding float[4] distance_metric=cosine, \
+             cell integer partition key, chunk_size=16)"
         );
     }
 }

@@ -149,9 +149,10 @@ pub fn norm2(v: &[f32]) -> f64 {
     dot(v, v)
 }
 
-/// Query-time parameters of an approximate (indexed) vector shard, LanceDB's IVF / HNSW. The
-/// builder records its defaults in `custom.vector.index_params`; a query may override each.
-/// Exact backends (sqlite-vec, flat LanceDB shards) ignore them.
+/// Query-time parameters of an approximate (indexed) vector shard: LanceDB's IVF / HNSW, and
+/// the IVF cells of sqlite-vec shards (`nprobes`, `exact`; see [`crate::ivf`]). The builder
+/// records its defaults in `custom.vector.index_params`; a query may override each. Exact
+/// shards (flat sqlite-vec or LanceDB) ignore them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AnnParams {
     /// IVF partitions to probe.
@@ -160,6 +161,8 @@ pub struct AnnParams {
     pub refine_factor: Option<u32>,
     /// HNSW search breadth.
     pub ef: Option<usize>,
+    /// Ignore every index: search each shard exactly (brute force).
+    pub exact: bool,
 }
 
 impl AnnParams {
@@ -176,6 +179,7 @@ impl AnnParams {
             nprobes: positive("nprobes").map(|v| v as usize),
             refine_factor: positive("refine_factor").and_then(|v| u32::try_from(v).ok()),
             ef: positive("ef").map(|v| v as usize),
+            exact: false,
         }
     }
 }

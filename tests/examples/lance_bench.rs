@@ -169,16 +169,19 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
                 nprobes: Some(1),
                 ef: Some(50),
                 refine_factor: None,
+                ..AnnParams::default()
             },
             AnnParams {
                 nprobes: None,
                 ef: Some(50),
                 refine_factor: None,
+                ..AnnParams::default()
             },
             AnnParams {
                 nprobes: None,
                 ef: Some(200),
                 refine_factor: Some(2),
+                ..AnnParams::default()
             },
         ];
         for ann in sweeps {
@@ -503,6 +506,7 @@ fn bench_synthetic(rows: usize, shards: u32) -> BoxResult<()> {
                     nprobes: Some(2),
                     ef: Some(50),
                     refine_factor: None,
+                    ..AnnParams::default()
                 },
             ],
             _ => &[AnnParams::default()],

@@ -453,6 +453,7 @@ fn the_cli_builds_and_searches_a_lancedb_snapshot() {
                 nprobes: Some(1),
                 ef: Some(200),
                 refine_factor: Some(4),
+                ..Default::default()
             },
             ..SearchOptions::default()
         },

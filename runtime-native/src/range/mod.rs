@@ -15,7 +15,7 @@ use edgeshard_shared::integrity::PageVerifier;
 use edgeshard_shared::pages::{
     header_page_size, PageCache, PageStats, ShardOpening, ShardPages, HEADER_BLOCK, MAX_ROUNDS,
 };
-use edgeshard_shared::search_plan::sql::VECTOR_TABLE_ROOTS;
+use edgeshard_shared::search_plan::sql::{IVF_TABLE_ROOTS, VECTOR_TABLE_ROOTS};
 use edgeshard_shared::sidecar::SidecarContent;
 use edgeshard_shared::sqlite_vfs;
 use edgeshard_shared::ErrorKind;
@@ -234,14 +234,22 @@ impl RangeShard {
     /// Before a cold search: with the sidecar's interior pages pinned, the leaves of the vector
     /// tables are known without I/O, so they are fetched in one round, their overflow chains
     /// (the vector chunks) in the next; the search then runs on cached pages. Without a
-    /// sidecar the leaves are not known: [`RangeShard::run`] reads ahead instead.
-    pub fn plan_vector_reads(&mut self) -> Result<()> {
+    /// sidecar the leaves are not known: [`RangeShard::run`] reads ahead instead. On an IVF
+    /// shard (`ivf`) only the tables that lead to the cells are fetched this way; the probed
+    /// cells' vectors are read by the search itself.
+    pub fn plan_vector_reads(&mut self, ivf: bool) -> Result<()> {
         if self.vectors_planned || !self.has_sidecar {
             return Ok(());
         }
+        // A flat shard's search reads every vector: all leaves of its vector tables. An IVF
+        // shard's reads the small tables that lead to the probed cells, and then those cells.
+        let roots = match ivf {
+            true => IVF_TABLE_ROOTS,
+            false => VECTOR_TABLE_ROOTS,
+        };
         let tables: Vec<(String, u32)> = self.run(|conn| {
             let mut stmt = conn
-                .prepare(VECTOR_TABLE_ROOTS)
+                .prepare(roots)
                 .map_err(|e| self.corrupt(e.to_string()))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))

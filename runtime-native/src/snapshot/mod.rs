@@ -229,6 +229,7 @@ impl Snapshot {
                 relative,
                 conn: Mutex::new(None),
                 routing_checked: AtomicBool::new(false),
+                cells: std::sync::OnceLock::new(),
                 #[cfg(feature = "lancedb")]
                 lance: Mutex::new(None),
             });

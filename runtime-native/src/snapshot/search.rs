@@ -2,6 +2,7 @@
 //! threads (sqlite-vec or LanceDB per shard), merged; filters, projection and exact dot_product.
 
 use super::*;
+use edgeshard_shared::ivf::{self, Cells};
 use edgeshard_shared::query::{dot_score, CandidatePolicy, Fetch};
 
 impl Snapshot {
@@ -57,11 +58,17 @@ impl Snapshot {
             .iter()
             .filter_map(|id| self.shards[*id as usize].as_ref())
             .collect();
+        let stored = match dot {
+            Some(_) => DotReduction::augment_query(query),
+            None => query.to_vec(),
+        };
+        let ivf = spec.index_type.as_deref() == Some(ivf::INDEX_TYPE)
+            && self.backend != Some(VectorBackend::LanceDb)
+            && !options.ann.exact;
         let shard_query = ShardQuery {
-            bytes: match dot {
-                Some(_) => vector::to_le_bytes(&DotReduction::augment_query(query)),
-                None => vector::to_le_bytes(query),
-            },
+            bytes: vector::to_le_bytes(&stored),
+            stored: &stored,
+            ivf: ivf.then(|| options.ann.nprobes.or(spec.ann_defaults.nprobes)),
             query,
             metric: spec.metric,
             dim: spec.dim,
@@ -166,6 +173,7 @@ impl Snapshot {
             nprobes: q.ann.nprobes.or(defaults.nprobes),
             refine_factor: q.ann.refine_factor.or(defaults.refine_factor),
             ef: q.ann.ef.or(defaults.ef),
+            exact: q.ann.exact,
         };
         let vector = q.query.to_vec();
         let filter = q.filter.cloned();
@@ -229,8 +237,21 @@ impl Snapshot {
             location: shard.location.clone(),
             detail,
         };
-        self.plan_vector_reads(shard)?;
-        let policy = CandidatePolicy::new(q.k, q.filter.is_some(), q.dot_reduction);
+        self.plan_vector_reads(shard, q.ivf.is_some())?;
+        // IVF: the cells to read (none: the whole shard, when every cell is probed).
+        let cells: Vec<usize> = match q.ivf {
+            None => Vec::new(),
+            Some(nprobes) => {
+                let cells = self.shard_cells(shard, q)?;
+                let nprobes = nprobes.unwrap_or_else(|| ivf::default_nprobes(cells.len()));
+                match nprobes >= cells.len() {
+                    true => Vec::new(),
+                    false => cells.probe(q.stored, nprobes),
+                }
+            }
+        };
+        let policy = CandidatePolicy::new(q.k, q.filter.is_some(), q.dot_reduction)
+            .in_cells(!cells.is_empty());
         // dot_product is stored as its L2 reduction: each candidate is rescored exactly from
         // its stored vector, so the statements return the vectors too.
         let rescore = q.dot_reduction.is_some();
@@ -239,7 +260,7 @@ impl Snapshot {
             let mut fetch = policy.first();
             loop {
                 let rows = match fetch {
-                    Fetch::Nearest(n) => knn_rows(conn, q, n, rescore),
+                    Fetch::Nearest(n) => knn_rows(conn, q, n, rescore, &cells),
                     Fetch::All => scan_rows(conn, q, rescore),
                 }
                 .map_err(sql)?;
@@ -272,6 +293,25 @@ impl Snapshot {
         // sqlite-vec distances already follow the reported convention for cosine (1 - cos)
         // and l2 (Euclidean).
         Ok(scored_hits(hits, db_id))
+    }
+
+    /// An IVF shard's cells, read from its `vec_ivf_centroids` on first use and kept.
+    fn shard_cells(&self, shard: &ShardHandle, q: &ShardQuery<'_>) -> Result<Arc<Cells>> {
+        if let Some(cells) = shard.cells.get() {
+            return Ok(cells.clone());
+        }
+        let rows: Vec<(i64, Vec<u8>)> = self.with_conn(shard, |conn| {
+            let mut stmt = conn.prepare_cached(search_plan::sql::IVF_CENTROIDS)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        let cells =
+            Cells::from_rows(rows, q.stored.len(), q.metric).map_err(|e| Error::CorruptShard {
+                db_id: shard.entry.db_id,
+                location: shard.location.clone(),
+                detail: e.detail().to_string(),
+            })?;
+        Ok(shard.cells.get_or_init(|| Arc::new(cells)).clone())
     }
 }
 
@@ -329,6 +369,11 @@ pub(super) fn for_each_bounded<I: Sync, T: Send>(
 pub(super) struct ShardQuery<'a> {
     /// The query as the index stores vectors (augmented `[q, 0]` for dot_product).
     pub(super) bytes: Vec<u8>,
+    /// The same, as floats (IVF probing).
+    pub(super) stored: &'a [f32],
+    /// IVF shards (`index_type` "ivf"): `Some(nprobes)`, the cells to probe per shard (the
+    /// query's, else the snapshot's default, else [`ivf::default_nprobes`]).
+    pub(super) ivf: Option<Option<usize>>,
     pub(super) query: &'a [f32],
     pub(super) metric: Metric,
     pub(super) dim: usize,
@@ -374,18 +419,24 @@ pub(super) fn read_rows(
     rows.collect()
 }
 
-/// The `fetch` nearest rows by the index's own distance, nearest first.
+/// The `fetch` nearest rows by the index's own distance, nearest first: over the whole shard,
+/// or over the given IVF `cells`.
 pub(super) fn knn_rows(
     conn: &Connection,
     q: &ShardQuery<'_>,
     fetch: usize,
     with_vectors: bool,
+    cells: &[usize],
 ) -> rusqlite::Result<Vec<RawRow>> {
-    let mut stmt = conn.prepare_cached(match with_vectors {
-        true => search_plan::sql::KNN_WITH_VECTORS,
-        false => search_plan::sql::KNN,
-    })?;
-    read_rows(&mut stmt, rusqlite::params![q.bytes, fetch as i64])
+    let mut stmt = conn.prepare_cached(&search_plan::sql::knn(cells.len(), true, with_vectors))?;
+    let mut params: Vec<rusqlite::types::Value> =
+        vec![q.bytes.clone().into(), (fetch as i64).into()];
+    params.extend(
+        cells
+            .iter()
+            .map(|c| rusqlite::types::Value::Integer(*c as i64)),
+    );
+    read_rows(&mut stmt, rusqlite::params_from_iter(params))
 }
 
 /// Every row of the shard, nearest first: the exact fallback of a filtered search, past the

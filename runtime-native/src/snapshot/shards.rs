@@ -14,6 +14,8 @@ pub(super) struct ShardHandle {
     /// Set once the shard's first stored key was seen to route to it (checked on its first
     /// miss, see [`Snapshot::check_routing_on_miss`]).
     pub(super) routing_checked: AtomicBool,
+    /// IVF shards: the cells' centroids, read on the first search.
+    pub(super) cells: std::sync::OnceLock<Arc<edgeshard_shared::ivf::Cells>>,
     /// The shard's LanceDB table, opened on first search (LanceDB snapshots).
     #[cfg(feature = "lancedb")]
     pub(super) lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
@@ -78,7 +80,7 @@ impl Snapshot {
 
     /// Before a search on a range-read shard: fetches its vector tables in two rounds (see
     /// [`RangeShard::plan_vector_reads`]); nothing for other shards.
-    pub(super) fn plan_vector_reads(&self, shard: &ShardHandle) -> Result<()> {
+    pub(super) fn plan_vector_reads(&self, shard: &ShardHandle, ivf: bool) -> Result<()> {
         // Opens the shard when needed.
         self.with_conn_try(shard, |_| Ok(()))?;
         let mut guard = shard
@@ -86,7 +88,7 @@ impl Snapshot {
             .lock()
             .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
         match guard.as_mut() {
-            Some(ShardConn::Range(range)) => range.plan_vector_reads(),
+            Some(ShardConn::Range(range)) => range.plan_vector_reads(ivf),
             _ => Ok(()),
         }
     }

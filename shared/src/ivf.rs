@@ -1,0 +1,254 @@
+//! The IVF index inside a sqlite-vec shard (`--vector-index ivf`): each shard's vectors are
+//! split into k-means *cells*; `vec_index` carries each vector's cell in a `cell integer
+//! partition key` column, so sqlite-vec keeps the vectors of one cell together in their own
+//! chunks, and a search that names its cells (`AND cell = ?`) reads those chunks only. The
+//! centroids are a table of the shard (`vec_ivf_centroids`, see [`crate::shard_schema`]).
+//!
+//! A reader that knows nothing of the index (shardyfusion's, or a plain `MATCH ? AND k = ?`)
+//! still searches the shard exactly: without a cell constraint sqlite-vec reads every chunk.
+//!
+//! Cells live in the space the index stores: unit vectors for cosine, the vectors for l2, the
+//! L2 reduction (`dim + 1`) for dot_product, so training, assignment and probing all use the
+//! index's own distance ([`stored_metric`]).
+
+use crate::error::{Error, Result};
+use crate::npy::Matrix;
+use crate::vector::Metric;
+use crate::vector_routing::{self as vrouting};
+
+/// `index_type` of a sqlite-vec snapshot whose shards carry this index.
+pub const INDEX_TYPE: &str = "ivf";
+
+/// Cells per shard: about `sqrt(rows)` (the usual IVF rule: the centroid pass and the cell
+/// scan then cost about the same), at least 1, at most [`MAX_CELLS`].
+pub fn cells_for_rows(rows: usize) -> usize {
+    ((rows as f64).sqrt().round() as usize).clamp(1, MAX_CELLS)
+}
+
+/// The most cells a shard gets (and a reader accepts).
+pub const MAX_CELLS: usize = 65_536;
+
+/// `chunk_size` of the partitioned `vec0` table: sqlite-vec allocates whole chunks per cell,
+/// so a cell wastes half a chunk on average; a quarter of the mean cell, rounded to a multiple
+/// of 8 (sqlite-vec's validity bitmap), between 8 and 1,024 (its default), keeps that near 12%
+/// while a cell still spans only a few chunks (each one row of a table to read).
+pub fn chunk_size_for(rows: usize, cells: usize) -> usize {
+    let quarter = rows / cells.max(1) / 4;
+    (quarter.div_ceil(8) * 8).clamp(8, 1024)
+}
+
+/// Cells probed by default, recorded at build in `index_params.nprobes`: the smallest number
+/// that reached recall@10 >= 0.95 on the Debian set at about 90 cells per shard (docs/benchmarks.md),
+/// scaled with the cell count.
+pub fn default_nprobes(cells: usize) -> usize {
+    (cells as f64 * DEFAULT_PROBE_FRACTION).ceil().max(1.0) as usize
+}
+
+/// The share of a shard's cells [`default_nprobes`] probes.
+pub const DEFAULT_PROBE_FRACTION: f64 = 0.1;
+
+/// Training vectors per cell k-means looks at (a seeded sample of the shard): enough to place
+/// the centroids well, few enough that training costs about one pass over the shard.
+pub const TRAIN_PER_CELL: usize = 32;
+
+/// Lloyd iterations of the training.
+pub const TRAIN_ITERATIONS: usize = 10;
+
+/// The metric cells are formed and probed with: the index's own (cosine stays cosine; l2 and
+/// dot_product's L2 reduction are l2).
+pub fn stored_metric(metric: Metric) -> Metric {
+    match metric {
+        Metric::Cosine => Metric::Cosine,
+        Metric::L2 | Metric::DotProduct => Metric::L2,
+    }
+}
+
+/// A shard's centroids, ready to assign vectors (builder) and to choose cells (readers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cells {
+    centroids: Matrix,
+    metric: Metric,
+}
+
+impl Cells {
+    /// Trains [`cells_for_rows`] cells on a seeded sample of `vectors` (as stored: augmented
+    /// for dot_product) under the snapshot `metric`.
+    pub fn train(vectors: &[&[f32]], metric: Metric, seed: u64) -> Result<Self> {
+        let cells = cells_for_rows(vectors.len()).min(vectors.len().max(1));
+        if vectors.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an IVF index needs at least one vector".into(),
+            ));
+        }
+        let sample: Vec<&[f32]> = vrouting::sample_indices(
+            vectors.len(),
+            (cells * TRAIN_PER_CELL).min(vectors.len()),
+            seed,
+        )
+        .into_iter()
+        .map(|i| vectors[i])
+        .collect();
+        let metric = stored_metric(metric);
+        let centroids = vrouting::train_kmeans(&sample, cells, TRAIN_ITERATIONS, seed, metric)?;
+        Ok(Self { centroids, metric })
+    }
+
+    /// The cells of a shard from its `vec_ivf_centroids` rows `(cell, centroid bytes)` in
+    /// cell order, checked: cells numbered 0.., each centroid `stored_dim` finite
+    /// little-endian f32 (a wrong width or a NaN would send every query to the wrong cells
+    /// instead of failing). `metric` is the snapshot's.
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = (i64, Vec<u8>)>,
+        stored_dim: usize,
+        metric: Metric,
+    ) -> Result<Self> {
+        let mut data = Vec::new();
+        let mut count = 0usize;
+        for (cell, bytes) in rows {
+            if cell != count as i64 {
+                return Err(Error::InvalidArgument(format!(
+                    "vec_ivf_centroids: cell {cell} where cell {count} was due (cells are \
+                     numbered 0.. without gaps)"
+                )));
+            }
+            if count >= MAX_CELLS {
+                return Err(Error::InvalidArgument(format!(
+                    "vec_ivf_centroids: more than {MAX_CELLS} cells"
+                )));
+            }
+            let centroid = crate::vector::from_le_bytes(&bytes)
+                .ok()
+                .filter(|c| c.len() == stored_dim)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "vec_ivf_centroids: cell {cell} is {} bytes, not {stored_dim} \
+                         little-endian f32",
+                        bytes.len()
+                    ))
+                })?;
+            if let Some(bad) = centroid.iter().find(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "vec_ivf_centroids: cell {cell} has a non-finite value ({bad})"
+                )));
+            }
+            data.extend_from_slice(&centroid);
+            count += 1;
+        }
+        if count == 0 {
+            return Err(Error::InvalidArgument(
+                "vec_ivf_centroids is empty: an IVF shard has at least one cell".into(),
+            ));
+        }
+        Ok(Self {
+            centroids: Matrix {
+                rows: count,
+                cols: stored_dim,
+                data,
+            },
+            metric: stored_metric(metric),
+        })
+    }
+
+    /// How many cells.
+    pub fn len(&self) -> usize {
+        self.centroids.rows
+    }
+
+    /// Never true: a shard's index has at least one cell.
+    pub fn is_empty(&self) -> bool {
+        self.centroids.rows == 0
+    }
+
+    /// Centroid `cell` (little-endian f32 bytes, as the table stores it).
+    pub fn centroid_bytes(&self, cell: usize) -> Vec<u8> {
+        crate::vector::to_le_bytes(self.centroids.row(cell))
+    }
+
+    /// The cell a stored vector belongs to (its nearest centroid).
+    pub fn assign(&self, stored: &[f32]) -> usize {
+        vrouting::cluster_assign(stored, &self.centroids, self.metric) as usize
+    }
+
+    /// The `nprobes` cells nearest to a query (as stored: `[q, 0]` for dot_product), nearest
+    /// first; every cell when `nprobes` is at least their number.
+    pub fn probe(&self, stored_query: &[f32], nprobes: usize) -> Vec<usize> {
+        vrouting::cluster_probes(stored_query, &self.centroids, self.metric, nprobes)
+            .into_iter()
+            .map(|c| c as usize)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> Vec<Vec<f32>> {
+        // Four tight groups around the corners of a square.
+        let mut out = Vec::new();
+        for (cx, cy) in [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0), (10.0, 10.0)] {
+            for i in 0..25 {
+                out.push(vec![cx + (i % 5) as f32 * 0.01, cy + (i / 5) as f32 * 0.01]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sizes_follow_the_rules() {
+        assert_eq!(cells_for_rows(0), 1);
+        assert_eq!(cells_for_rows(7_833), 89);
+        assert_eq!(cells_for_rows(1_000_000), 1_000);
+        assert_eq!(chunk_size_for(7_833, 89), 24);
+        assert_eq!(chunk_size_for(10, 10), 8);
+        assert_eq!(chunk_size_for(10_000_000, 1), 1024);
+        assert_eq!(default_nprobes(89), 9);
+        assert_eq!(default_nprobes(1), 1);
+    }
+
+    #[test]
+    fn cells_group_near_vectors_and_probe_nearest_first() {
+        let vectors = grid();
+        let refs: Vec<&[f32]> = vectors.iter().map(Vec::as_slice).collect();
+        let cells = Cells::train(&refs, Metric::L2, 7).unwrap();
+        assert_eq!(cells.len(), 10); // sqrt(100)
+                                     // Every vector's cell is its nearest centroid, and vectors far apart never share one.
+        let of = |v: &[f32]| cells.assign(v);
+        assert_ne!(of(&[0.0, 0.0]), of(&[10.0, 10.0]));
+        assert_ne!(of(&[10.0, 0.0]), of(&[0.0, 10.0]));
+        let probes = cells.probe(&[0.02, 0.02], 3);
+        assert_eq!(probes.len(), 3);
+        assert_eq!(probes[0], of(&[0.02, 0.02]));
+        assert_eq!(cells.probe(&[1.0, 1.0], 1_000).len(), 10);
+    }
+
+    #[test]
+    fn stored_centroids_round_trip_and_bad_ones_are_refused() {
+        let vectors = grid();
+        let refs: Vec<&[f32]> = vectors.iter().map(Vec::as_slice).collect();
+        let cells = Cells::train(&refs, Metric::L2, 7).unwrap();
+        let rows = |c: &Cells| -> Vec<(i64, Vec<u8>)> {
+            (0..c.len())
+                .map(|i| (i as i64, c.centroid_bytes(i)))
+                .collect()
+        };
+        assert_eq!(
+            Cells::from_rows(rows(&cells), 2, Metric::L2).unwrap(),
+            cells
+        );
+        // dot_product probes by L2 over the reduction.
+        assert_eq!(
+            Cells::from_rows(rows(&cells), 2, Metric::DotProduct).unwrap(),
+            cells
+        );
+        let mut gap = rows(&cells);
+        gap.remove(3);
+        assert!(Cells::from_rows(gap, 2, Metric::L2).is_err());
+        assert!(Cells::from_rows(rows(&cells), 3, Metric::L2).is_err());
+        let mut nan = rows(&cells);
+        nan[2].1 = crate::vector::to_le_bytes(&[f32::NAN, 0.0]);
+        let err = Cells::from_rows(nan, 2, Metric::L2).unwrap_err();
+        assert!(err.to_string().contains("cell 2"), "{err}");
+        assert!(Cells::from_rows(Vec::new(), 2, Metric::L2).is_err());
+    }
+}
