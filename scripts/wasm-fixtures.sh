@@ -44,6 +44,8 @@ for name, spec in suite["snapshots"].items():
         args += ["--routing", spec["routing"]]
     if "shard_field" in spec:
         args += ["--shard-field", spec["shard_field"]]
+    if "vector_index" in spec:
+        args += ["--vector-index", spec["vector_index"]]
     if "payload_fields" in spec:
         args += ["--payload-fields", ",".join(spec["payload_fields"])]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)

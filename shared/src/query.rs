@@ -142,6 +142,11 @@ impl SearchOptions {
                 self.k
             )));
         }
+        if self.ann.nprobes == Some(0) {
+            return Err(Error::InvalidArgument(
+                "nprobes must be at least 1 (use exact for a search of every vector)".into(),
+            ));
+        }
         vector::check_vector(query, spec.dim, spec.metric)
             .map_err(|e| Error::InvalidArgument(format!("query vector: {}", e.detail())))?;
         Ok(spec)

@@ -200,6 +200,29 @@ def main():
                                                         shard_key=None)}})
         cases.append({"snapshot": name, "op": "search", "vector": queries[0], "k": 5,
                       "probes": 0, "expect": {"error": "invalid_input"}})
+    # IVF-indexed shards (--vector-index ivf): which cell holds a vector is the builder's
+    # (k-means), so the oracle asks what does not depend on it: an exact search (`exact`, or
+    # every cell probed) equals brute force, a filter still returns k matches, and a stored
+    # vector probing one cell finds itself first (its cell is the one nearest to it).
+    for metric in ["cosine", "l2", "dot_product"]:
+        name = f"ivf-{metric}"
+        snapshots[name] = dict(snapshots[f"vec-{metric}"], vector_index="ivf")
+        for qi, q in enumerate(queries[:3]):
+            cases.append({"snapshot": name, "op": "search", "vector": q, "k": 10, "exact": True,
+                          "expect": {"results": search_case(recs, metric, q, 10)}})
+            cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5, "nprobes": 1000,
+                          "expect": {"results": search_case(recs, metric, q, 5)}})
+        q = queries[3]
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 4, "exact": True,
+                      "filter": ["color=green"],
+                      "expect": {"results": search_case(recs, metric, q, 4, ("color", "green"))}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5, "nprobes": 0,
+                      "expect": {"error": "invalid_input"}})
+        if metric != "dot_product":
+            for r in recs[1::97]:
+                cases.append({"snapshot": name, "op": "search", "vector": r["emb"], "k": 1,
+                              "nprobes": 1,
+                              "expect": {"results": search_case(recs, metric, r["emb"], 1)}})
     # shardyfusion's own shard (tests/data/shardyfusion, its bytes untouched) in a one-shard
     # root assembled by shardyfusion_root.py. Its answers come from the file itself, read here
     # with plain sqlite3: KV rows, and the vectors decoded from sqlite-vec's chunk blobs.

@@ -46,12 +46,20 @@ fn main() -> BoxResult<()> {
             let queries = read_queries(&dir.join("queries.parquet"))?;
             bench_debian_routed(&dir, &queries, 16)
         }
+        Some("debian-ivf") => {
+            let dir = PathBuf::from(args.get(1).ok_or("debian-ivf needs the data set folder")?);
+            let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
+            bench_debian_ivf(&dir, shards)
+        }
         Some("debian") => {
             let dir = PathBuf::from(args.get(1).ok_or("debian needs the data set folder")?);
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
             bench_debian(&dir, shards)
         }
-        _ => Err("usage: bench kv [ROWS] [SHARDS] | bench debian DIR [SHARDS]".into()),
+        _ => Err(
+            "usage: bench kv [ROWS] [SHARDS] | bench debian DIR [SHARDS] | bench debian-ivf DIR [SHARDS]"
+                .into(),
+        ),
     }
 }
 
@@ -216,6 +224,101 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
         );
     }
     bench_debian_routed(dir, &queries, 16)
+}
+
+/// sqlite-vec flat vs `--vector-index ivf`, side by side on the Debian set, per metric: build
+/// time and size, then warm latency and recall@10 of the 500 queries exact (flat) and over a
+/// sweep of `nprobes` (IVF; "default" is the manifest's).
+fn bench_debian_ivf(dir: &Path, shards: u32) -> BoxResult<()> {
+    use edgeshard_builder::vector_index::IndexKind;
+    use edgeshard_shared::vector::AnnParams;
+    let mut queries = read_queries(&dir.join("queries.parquet"))?;
+    let dot_truth = brute_force_dot(&dir.join("packages.parquet"), &queries)?;
+    for (q, truth) in queries.iter_mut().zip(dot_truth) {
+        q.gt_dot = truth;
+    }
+    println!("| metric | index | build | size | nprobes | p50 | p99 | recall@10 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for metric in [Metric::Cosine, Metric::L2, Metric::DotProduct] {
+        for index in [IndexKind::Flat, IndexKind::Ivf] {
+            let work = tempfile::tempdir()?;
+            let fields = FieldMapping {
+                key_field: "id".into(),
+                value_field: Some("text".into()),
+                vector_field: Some("embedding".into()),
+                payload_fields: vec!["section".into()],
+            };
+            let mut opts = options(
+                dir.join("packages.parquet"),
+                work.path(),
+                fields,
+                shards,
+                metric,
+            );
+            opts.input_format = Some(InputFormat::Parquet);
+            opts.key_encoding = Some(KeyEncoding::Utf8);
+            opts.vector_index = index;
+            let summary = build(&opts)?;
+            let snap = Snapshot::open(&work.path().display().to_string())?;
+            let label = match index {
+                IndexKind::Ivf => "ivf",
+                _ => "flat",
+            };
+            let sweep: Vec<Option<usize>> = match index {
+                IndexKind::Ivf => vec![
+                    None,
+                    Some(1),
+                    Some(2),
+                    Some(4),
+                    Some(8),
+                    Some(12),
+                    Some(16),
+                    Some(24),
+                ],
+                _ => vec![None],
+            };
+            for nprobes in sweep {
+                let options = SearchOptions {
+                    k: 10,
+                    ann: AnnParams {
+                        nprobes,
+                        ..AnnParams::default()
+                    },
+                    ..SearchOptions::default()
+                };
+                for q in &queries {
+                    snap.search_with(&q.vector, &options)?; // warm-up
+                }
+                let mut timings = Vec::new();
+                let mut hits = 0usize;
+                for q in &queries {
+                    let t = Instant::now();
+                    let response = snap.search_with(&q.vector, &options)?;
+                    timings.push(t.elapsed().as_secs_f64() * 1e3);
+                    let truth = match metric {
+                        Metric::Cosine => &q.gt_cosine,
+                        Metric::L2 => &q.gt_l2,
+                        Metric::DotProduct => &q.gt_dot,
+                    };
+                    hits += response
+                        .results
+                        .iter()
+                        .filter(|h| matches!(&h.id, VectorId::Str(id) if truth[..10].contains(id)))
+                        .count();
+                }
+                let (p50, p99, _) = percentiles(&mut timings);
+                println!(
+                    "| {} | {label} | {:.2} s | {:.1} MB | {} | {p50:.2} ms | {p99:.2} ms | {:.4} |",
+                    metric.as_str(),
+                    summary.seconds,
+                    summary.bytes as f64 / 1e6,
+                    nprobes.map_or("default".to_string(), |n| n.to_string()),
+                    hits as f64 / (queries.len() * 10) as f64
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Vector-only snapshots with cluster / lsh routing: recall@10 and shards touched per probes.

@@ -60,6 +60,9 @@ fn build_args(spec: &Value, out: &Path) -> Vec<String> {
     if let Some(field) = spec["shard_field"].as_str() {
         args.extend(["--shard-field".into(), field.into()]);
     }
+    if let Some(index) = spec["vector_index"].as_str() {
+        args.extend(["--vector-index".into(), index.into()]);
+    }
     if let Some(fields) = spec["payload_fields"].as_array() {
         let names: Vec<&str> = fields.iter().filter_map(Value::as_str).collect();
         args.extend(["--payload-fields".into(), names.join(",")]);
@@ -121,6 +124,11 @@ fn answer(snapshot: &Snapshot, case: &Value) -> Value {
                     .map(|ids| ids.iter().map(|i| i.as_u64().expect("id") as u32).collect()),
                 filter: strings("filter").map(|c| Filter::parse(&c).expect("filter")),
                 payload_fields: strings("fields"),
+                ann: edgeshard_shared::vector::AnnParams {
+                    nprobes: case["nprobes"].as_u64().map(|p| p as usize),
+                    exact: case["exact"] == json!(true),
+                    ..Default::default()
+                },
                 ..SearchOptions::default()
             };
             snapshot.search_with(&vector, &options).map(|response| {
