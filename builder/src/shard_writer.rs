@@ -135,6 +135,12 @@ pub fn write_shard(
             "{index_ddl}; {VEC_PAYLOADS_DDL}; {VEC_ID_MAP_DDL};"
         ))
         .map_err(Error::sqlite(&location))?;
+        // Before the rows: sqlite-vec finds a cell's open chunk on every insert with the same
+        // `partition00 = ?` lookup a search makes (without the index, a scan of all chunks).
+        if ivf_plan.is_some() {
+            conn.execute_batch(VEC_IVF_CHUNKS_INDEX_DDL)
+                .map_err(Error::sqlite(&location))?;
+        }
     }
     let write_kv = vectors.is_none_or(|v| v.kv);
     let tx = conn.transaction().map_err(Error::sqlite(&location))?;
@@ -197,8 +203,6 @@ pub fn write_shard(
                         .execute(params![rowid, vector::to_le_bytes(v), cell as i64])
                         .map_err(Error::sqlite(&location))?;
                 }
-                tx.execute_batch(VEC_IVF_CHUNKS_INDEX_DDL)
-                    .map_err(Error::sqlite(&location))?;
             }
         }
         let mut id_map = tx

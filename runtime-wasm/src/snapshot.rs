@@ -579,6 +579,7 @@ impl Snapshot {
         // pending shard's statement of a step runs in the same round. A filtered statement
         // joins each candidate's payload so the filter sees it in that round.
 
+        self.plan_cell_reads(&ordered, &cells_of).await?;
         let policy = CandidatePolicy::new(k, filter.is_some(), spec.dot_reduction.filter(|_| dot));
         let policies: Vec<CandidatePolicy> = cells_of
             .iter()
@@ -1035,6 +1036,59 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// Before an IVF search: the vector chunks of each shard's probed `cells` (`cells_of`, in
+    /// the order of `shards`), all shards together: chunk ids from the chunk list (fetched by
+    /// `plan_vector_reads`), the leaves holding them in one round, their overflow chains in
+    /// the next (as runtime-native's `RangeShard::plan_cell_reads`).
+    async fn plan_cell_reads(
+        &self,
+        shards: &[Rc<OpenShard>],
+        cells_of: &[Vec<usize>],
+    ) -> Result<()> {
+        let todo: Vec<(Rc<OpenShard>, &Vec<usize>)> = shards
+            .iter()
+            .zip(cells_of)
+            .filter(|(s, cells)| s.has_sidecar && !cells.is_empty())
+            .map(|(s, cells)| (s.clone(), cells))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<Job<'_, (u32, Vec<i64>)>> = todo
+            .iter()
+            .map(|(shard, cells)| {
+                let cells: &Vec<usize> = cells;
+                let job: Statement<'_, (u32, Vec<i64>)> = Box::new(move |conn: &Connection| {
+                    let root: u32 =
+                        conn.query_row(search_plan::sql::VECTOR_CHUNKS_ROOT, [], |r| r.get(0))?;
+                    let mut stmt = conn.prepare_cached(search_plan::sql::CELL_CHUNKS)?;
+                    let mut chunks = Vec::new();
+                    for cell in cells {
+                        for id in stmt.query_map([*cell as i64], |r| r.get::<_, i64>(0))? {
+                            chunks.push(id?);
+                        }
+                    }
+                    Ok((root, chunks))
+                });
+                (shard.clone(), job)
+            })
+            .collect();
+        let found = self.run_jobs(jobs).await?;
+        let shards: Vec<Rc<OpenShard>> = todo.iter().map(|(s, _)| s.clone()).collect();
+        let leaves: Vec<Vec<u32>> = shards
+            .iter()
+            .zip(&found)
+            .map(|(shard, (root, chunks))| shard.pages.want_table_rows(*root, chunks))
+            .collect();
+        self.fetch_missing(&shards, false).await?;
+        for ((shard, leaves), (_, chunks)) in shards.iter().zip(&leaves).zip(found) {
+            let wanted: std::collections::BTreeSet<i64> = chunks.into_iter().collect();
+            shard.pages.want_row_overflow_chains(leaves, &wanted);
+        }
+        self.fetch_missing(&shards, false).await?;
+        Ok(())
+    }
+
     /// Reads the centroids of the IVF shards among `shards` that have none yet (all in one
     /// round), checked (`Cells::from_rows`).
     async fn load_cells(

@@ -100,6 +100,24 @@ pub(crate) fn local_payload(u: usize, payload: usize, table_leaf: bool) -> usize
 /// an interior index page; empty for other pages. `usable_size` is the page size less the bytes
 /// each page reserves (header byte 20). Malformed cells are skipped.
 pub fn overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<u32> {
+    cell_overflow_heads(number, page, usable_size)
+        .into_iter()
+        .map(|(_, head)| head)
+        .collect()
+}
+
+/// On a table leaf page: `(rowid, first overflow page)` of every overflowing cell, so a reader
+/// can fetch the chains of the rows it needs only (the vector chunks of the probed IVF cells).
+pub fn rowid_overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<(i64, u32)> {
+    cell_overflow_heads(number, page, usable_size)
+        .into_iter()
+        .filter_map(|(rowid, head)| Some((rowid?, head)))
+        .collect()
+}
+
+/// `(rowid on table leaves, first overflow page)` of every overflowing cell; see
+/// [`overflow_heads`].
+fn cell_overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<(Option<i64>, u32)> {
     let Some((kind, offsets)) = cells(number, page) else {
         return Vec::new();
     };
@@ -121,22 +139,42 @@ pub fn overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<u32> {
             continue;
         };
         let mut data_at = payload_at + used;
+        let mut rowid = None;
         if table_leaf {
-            let Some((_, rowid_len)) = varint(page, data_at) else {
+            let Some((value, rowid_len)) = varint(page, data_at) else {
                 continue;
             };
+            rowid = Some(value as i64);
             data_at += rowid_len;
         }
         let local = local_payload(u, payload as usize, table_leaf);
         if local < payload as usize {
             if let Some(head) = be32(page, data_at + local) {
                 if head > 0 {
-                    heads.push(head);
+                    heads.push((rowid, head));
                 }
             }
         }
     }
     heads
+}
+
+/// On an interior table page: the child whose subtree holds `rowid` (the left child of the
+/// first cell whose key is at least `rowid`, else the right-most child); `None` for any other
+/// page.
+pub fn table_child_for(number: u32, page: &[u8], rowid: i64) -> Option<u32> {
+    let (kind, offsets) = cells(number, page)?;
+    if kind != 5 {
+        return None;
+    }
+    for cell in offsets {
+        let child = be32(page, cell)?;
+        let (key, _) = varint(page, cell + 4)?;
+        if rowid <= key as i64 {
+            return Some(child);
+        }
+    }
+    be32(page, page_base(number) + 8)
 }
 
 #[cfg(test)]
@@ -163,6 +201,11 @@ mod tests {
         page[200..204].copy_from_slice(&4u32.to_be_bytes());
         page[204] = 2;
         assert_eq!(children(2, &page), vec![3, 4, 9]);
+        // Keys 1 and 2: rowids up to 1 left of the first, 2 left of the second, the rest right.
+        assert_eq!(table_child_for(2, &page, -5), Some(3));
+        assert_eq!(table_child_for(2, &page, 1), Some(3));
+        assert_eq!(table_child_for(2, &page, 2), Some(4));
+        assert_eq!(table_child_for(2, &page, 3), Some(9));
         assert!(is_interior(2, &page));
         assert!(
             children(1, &page).is_empty(),
@@ -184,5 +227,6 @@ mod tests {
         assert!(local < 10_000);
         page[1003 + local..1003 + local + 4].copy_from_slice(&77u32.to_be_bytes());
         assert_eq!(overflow_heads(5, &page, 4096), vec![77]);
+        assert_eq!(rowid_overflow_heads(5, &page, 4096), vec![(1, 77)]);
     }
 }

@@ -689,6 +689,59 @@ impl ShardPages {
         }
     }
 
+    /// Wants the table leaves holding `rowids` in the table B-tree rooted at `root`, found by
+    /// descending pinned interior pages (a page that is not pinned is taken for the leaf).
+    /// Returns those leaves (an IVF search's vector chunks: [`Self::want_row_overflow_chains`]
+    /// follows once they are fetched).
+    pub fn want_table_rows(&self, root: u32, rowids: &[i64]) -> Vec<u32> {
+        let mut leaves = BTreeSet::new();
+        for rowid in rowids {
+            let mut number = root;
+            // A B-tree is at most a few levels deep; the bound stops a cycle in bad bytes.
+            for _ in 0..32 {
+                if number == 0 || number > self.page_count() {
+                    break;
+                }
+                match self.pinned_page(number) {
+                    Some(page) if btree::is_interior(number, &page) => {
+                        match btree::table_child_for(number, &page, *rowid) {
+                            Some(child) => number = child,
+                            None => break,
+                        }
+                    }
+                    _ => {
+                        leaves.insert(number);
+                        break;
+                    }
+                }
+            }
+        }
+        let leaves: Vec<u32> = leaves.into_iter().collect();
+        self.want(leaves.iter().copied());
+        leaves
+    }
+
+    /// After the leaves of [`Self::want_table_rows`] are fetched: the overflow chains of the
+    /// rows `rowids` on them (whole when the sidecar lists the chain, else their first page),
+    /// not those of their neighbours. Returns whether anything is wanted.
+    pub fn want_row_overflow_chains(&self, leaves: &[u32], rowids: &BTreeSet<i64>) -> bool {
+        for number in leaves {
+            let Some(page) = self.peek_page(*number) else {
+                continue;
+            };
+            for (rowid, head) in btree::rowid_overflow_heads(*number, &page, self.usable_size) {
+                if !rowids.contains(&rowid) {
+                    continue;
+                }
+                match self.chain_of(head) {
+                    Some(chain) => self.want(chain.iter().copied()),
+                    None => self.want([head]),
+                }
+            }
+        }
+        self.has_missing()
+    }
+
     /// The leaf pages of the B-tree rooted at `root`, walking pinned interior pages only (a page
     /// that is not pinned is taken for a leaf: a sidecar pins every interior page).
     pub fn leaves_below(&self, root: u32) -> Vec<u32> {

@@ -64,12 +64,24 @@ pub mod sql {
             ),
             false => ("NULL, NULL", ""),
         };
+        // The best ?2 first, then the joins: only the rows returned are looked up (a range
+        // reader would otherwise fetch the id and payload pages of every cell's candidates).
+        let top_vectors = if with_vectors { ", embedding" } else { "" };
         format!(
-            "WITH knn AS MATERIALIZED (\n     {arms}\n )\n \
+            "WITH hits AS MATERIALIZED (\n     {arms}\n ),\n \
+             knn AS MATERIALIZED (SELECT rowid, distance{top_vectors} FROM hits \
+             ORDER BY distance, rowid LIMIT ?2)\n \
              SELECT knn.rowid, knn.distance, {columns}, {vectors}\n FROM knn{joins}\n \
-             ORDER BY knn.distance, knn.rowid LIMIT ?2"
+             ORDER BY knn.distance, knn.rowid"
         )
     }
+
+    /// The chunks of IVF cell `?1` (sqlite-vec's chunk list, through its cell index).
+    pub const CELL_CHUNKS: &str = "SELECT chunk_id FROM vec_index_chunks WHERE partition00 = ?1";
+
+    /// Root page of the table of sqlite-vec's vector chunks (rowid = chunk id).
+    pub const VECTOR_CHUNKS_ROOT: &str =
+        "SELECT rootpage FROM sqlite_master WHERE name = 'vec_index_vector_chunks00'";
 
     /// An IVF shard's centroids, in cell order: `cell, centroid`.
     pub const IVF_CENTROIDS: &str = "SELECT cell, centroid FROM vec_ivf_centroids ORDER BY cell";
@@ -78,13 +90,14 @@ pub mod sql {
     pub const HAS_IVF: &str =
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vec_ivf_centroids'";
 
-    /// The small tables an IVF search reads before the cells' vectors, with their root pages
+    /// The small tables an IVF search reads besides the cells' vectors, with their root pages
     /// `(table, rootpage)`: the centroids, sqlite-vec's chunk list and its cell index, its
-    /// info table. A range reader fetches their leaves in one round; the vectors of the probed
-    /// cells come after, and only those.
+    /// info table, and the id and payload tables (left to per-hit reads when large, see
+    /// `ShardPages::want_vector_table_leaves`). A range reader fetches their leaves in one
+    /// round; the vectors of the probed cells come after, and only those.
     pub const IVF_TABLE_ROOTS: &str = "SELECT tbl_name, rootpage FROM sqlite_master \
          WHERE rootpage > 0 AND name IN ('vec_ivf_centroids', 'vec_index_chunks', \
-         'vec_index_chunks_cell', 'vec_index_info')";
+         'vec_index_chunks_cell', 'vec_index_info', 'vec_id_map', 'vec_payloads')";
 
     /// Every row of the shard by distance to `?1`: the exact fallback past sqlite-vec's KNN cap
     /// (the index's own distances: `vec_distance_cosine`, or `vec_distance_l2` for l2 and for

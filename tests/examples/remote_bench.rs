@@ -2,9 +2,10 @@
 //! read in download and range mode, directly and through a proxy adding 20 ms to each request.
 //!
 //! ```text
-//! cargo run --release -p edgeshard-tests --example remote_bench -- [DATA_DIR] [SHARDS]
+//! cargo run --release -p edgeshard-tests --example remote_bench -- [DATA_DIR] [SHARDS] [flat|ivf]
 //! ```
-//! DATA_DIR defaults to the bundled sample (tests/data/debian-sample). Per mode: a cold lookup
+//! DATA_DIR defaults to the bundled sample (tests/data/debian-sample); the last argument is the
+//! snapshot's `--vector-index` (default flat). Per mode: a cold lookup
 //! (fresh snapshot handle each time, so it includes opening the shard), then warm lookups of
 //! other keys on the same handle, and a search k=10 (cold: the median of 5 fresh handles).
 
@@ -26,6 +27,10 @@ fn main() {
             .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/data/debian-sample").into()),
     );
     let shards: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let vector_index = match args.get(2).map(String::as_str) {
+        Some("ivf") => edgeshard_builder::vector_index::IndexKind::Ivf,
+        _ => edgeshard_builder::vector_index::IndexKind::Flat,
+    };
     let work = tempfile::tempdir().expect("temp dir");
     let root = work.path().join("snap");
     let summary = build(&BuildOptions {
@@ -50,13 +55,19 @@ fn main() {
         sidecar: true,
         vector_only: None,
         vector_backend: Default::default(),
-        vector_index: Default::default(),
+        vector_index,
     })
     .expect("build");
     let local = Snapshot::open(root.to_str().unwrap()).expect("open local");
     let keys: Vec<Key> = local_keys(&local);
+    // The bundled sample's query when the data set has none (the full Debian set).
+    let sample_query = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/debian-sample/query-lightweight-web-browser.json"
+    );
     let query: Vec<f32> = serde_json::from_str(
         &std::fs::read_to_string(data.join("query-lightweight-web-browser.json"))
+            .or_else(|_| std::fs::read_to_string(sample_query))
             .unwrap_or_else(|_| "[]".into()),
     )
     .unwrap_or_default();

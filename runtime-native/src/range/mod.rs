@@ -15,7 +15,9 @@ use edgeshard_shared::integrity::PageVerifier;
 use edgeshard_shared::pages::{
     header_page_size, PageCache, PageStats, ShardOpening, ShardPages, HEADER_BLOCK, MAX_ROUNDS,
 };
-use edgeshard_shared::search_plan::sql::{IVF_TABLE_ROOTS, VECTOR_TABLE_ROOTS};
+use edgeshard_shared::search_plan::sql::{
+    CELL_CHUNKS, IVF_TABLE_ROOTS, VECTOR_CHUNKS_ROOT, VECTOR_TABLE_ROOTS,
+};
 use edgeshard_shared::sidecar::SidecarContent;
 use edgeshard_shared::sqlite_vfs;
 use edgeshard_shared::ErrorKind;
@@ -263,6 +265,40 @@ impl RangeShard {
             self.fetch_round(false)?;
         }
         self.vectors_planned = true;
+        Ok(())
+    }
+
+    /// Before an IVF search reads `cells`: their chunk ids (from the chunk list fetched by
+    /// [`Self::plan_vector_reads`]), the leaves of the vector-chunk table holding them (found
+    /// through the pinned interior pages) in one round, those chunks' overflow chains in the
+    /// next; the search then runs on cached pages. Without a sidecar nothing is planned.
+    pub fn plan_cell_reads(&mut self, cells: &[usize]) -> Result<()> {
+        if !self.has_sidecar || cells.is_empty() {
+            return Ok(());
+        }
+        let (root, chunks): (u32, Vec<i64>) = self.run(|conn| {
+            let corrupt = |e: rusqlite::Error| self.corrupt(e.to_string());
+            let root: u32 = conn
+                .query_row(VECTOR_CHUNKS_ROOT, [], |r| r.get(0))
+                .map_err(corrupt)?;
+            let mut stmt = conn.prepare_cached(CELL_CHUNKS).map_err(corrupt)?;
+            let mut chunks = Vec::new();
+            for cell in cells {
+                let ids = stmt
+                    .query_map([*cell as i64], |r| r.get::<_, i64>(0))
+                    .map_err(corrupt)?;
+                for id in ids {
+                    chunks.push(id.map_err(corrupt)?);
+                }
+            }
+            Ok((root, chunks))
+        })?;
+        let leaves = self.pages.want_table_rows(root, &chunks);
+        self.fetch_round(false)?;
+        let wanted: std::collections::BTreeSet<i64> = chunks.into_iter().collect();
+        if self.pages.want_row_overflow_chains(&leaves, &wanted) {
+            self.fetch_round(false)?;
+        }
         Ok(())
     }
 

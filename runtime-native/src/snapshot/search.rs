@@ -250,6 +250,7 @@ impl Snapshot {
                 }
             }
         };
+        self.plan_cell_reads(shard, &cells)?;
         let policy = CandidatePolicy::new(q.k, q.filter.is_some(), q.dot_reduction)
             .in_cells(!cells.is_empty());
         // dot_product is stored as its L2 reduction: each candidate is rescored exactly from

@@ -93,6 +93,19 @@ impl Snapshot {
         }
     }
 
+    /// Range-read shards: fetches the vector chunks of the IVF `cells` a search is about to
+    /// read, in two rounds ([`RangeShard::plan_cell_reads`]); other shards read them as usual.
+    pub(super) fn plan_cell_reads(&self, shard: &ShardHandle, cells: &[usize]) -> Result<()> {
+        let mut guard = shard
+            .conn
+            .lock()
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
+        match guard.as_mut() {
+            Some(ShardConn::Range(range)) => range.plan_cell_reads(cells),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens one shard's database per the access mode.
     pub(super) fn open_shard(&self, shard: &ShardHandle) -> Result<ShardConn> {
         let db_id = shard.entry.db_id;
