@@ -679,10 +679,22 @@ impl Manifest {
                 "not a SQLite database (the 16-byte 'SQLite format 3' magic is missing)".into(),
             ));
         }
+        check_sqlite_size(bytes)?;
         let sql_err = |e: rusqlite::Error| Error::InvalidManifest(format!("unreadable: {e}"));
         let mut conn = Connection::open_in_memory().map_err(sql_err)?;
         conn.deserialize_read_exact("main", bytes, bytes.len(), true)
             .map_err(sql_err)?;
+        // SQLite reads a page past the end of a short file as zeros, and a table whose pages
+        // are zeros (or damaged) can read as empty: a manifest with no shard rows would then
+        // answer every key "not found". The manifest is small; check its structure whole.
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if check != "ok" {
+            return Err(Error::InvalidManifest(format!(
+                "its SQLite structure is damaged (quick_check: {check})"
+            )));
+        }
         let manifest = Self::read_tables(&conn).map_err(|e| match e {
             Error::InvalidManifest(_) => e,
             other => Error::InvalidManifest(other.to_string()),
@@ -855,6 +867,37 @@ fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>> {
 /// failing the whole manifest.
 fn parse_optional_json(text: Option<&str>) -> Option<Value> {
     text.map(|t| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())))
+}
+
+/// A SQLite file's length against its header: the page size (bytes 16-17) times the page count
+/// (bytes 28-31, valid when bytes 92-95 equal the change counter at 24-27, as every SQLite since
+/// 3.7.0 writes). A truncated or padded manifest is refused before SQLite reads it.
+fn check_sqlite_size(bytes: &[u8]) -> Result<()> {
+    let be32 = |at: usize| -> u32 {
+        u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+        1 => 65_536u64,
+        n => u64::from(n),
+    };
+    if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(Error::InvalidManifest(format!(
+            "its SQLite header gives a page size of {page_size}"
+        )));
+    }
+    let len = bytes.len() as u64;
+    let pages = u64::from(be32(28));
+    let expected = match be32(92) == be32(24) && pages > 0 {
+        true => pages * page_size,
+        // An old writer that kept no page count: whole pages at least.
+        false => len - len % page_size,
+    };
+    if len != expected {
+        return Err(Error::InvalidManifest(format!(
+            "{len} bytes, but its SQLite header says {expected} (truncated or padded)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1084,6 +1127,32 @@ mod tests {
     fn rejects_truncated_file() {
         let bytes = sample().to_sqlite_bytes().unwrap();
         assert!(Manifest::from_sqlite_bytes(&bytes[..bytes.len() / 2]).is_err());
+        // Cut at a page boundary, SQLite reads the missing pages as zeros: the shard table
+        // then read as empty and every key was answered "not found" (campaign finding).
+        for pages in 1..bytes.len() / 4096 {
+            let err = Manifest::from_sqlite_bytes(&bytes[..pages * 4096]).unwrap_err();
+            assert!(
+                err.to_string().contains("truncated"),
+                "{pages} pages: {err}"
+            );
+        }
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0u8; 4096]);
+        assert!(Manifest::from_sqlite_bytes(&padded).is_err());
+    }
+
+    #[test]
+    fn rejects_a_zeroed_page() {
+        let bytes = sample().to_sqlite_bytes().unwrap();
+        for page in 1..bytes.len() / 4096 {
+            let mut damaged = bytes.clone();
+            damaged[page * 4096..(page + 1) * 4096].fill(0);
+            assert!(
+                Manifest::from_sqlite_bytes(&damaged).is_err(),
+                "page {} zeroed was accepted",
+                page + 1
+            );
+        }
     }
 
     #[test]
