@@ -607,8 +607,13 @@ impl Snapshot {
                         Fetch::Nearest(n) => (false, n),
                     };
                     let filtered = filter.is_some();
+                    let metric = spec.metric;
                     let cells = &cells_of[i];
+                    let stored = &stored;
                     let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
+                        if !scan && !cells.is_empty() {
+                            return cell_rows(conn, stored, metric, fetch, cells, filtered);
+                        }
                         // A filter needs each candidate's payload in the same statement; the
                         // others look their hits up afterwards, in one round for all shards.
                         let sql = match scan {
@@ -617,26 +622,21 @@ impl Snapshot {
                                 "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
                                  NULL, NULL, embedding FROM vec_index ORDER BY distance, rowid"
                             ),
-                            false => search_plan::sql::knn(cells.len(), filtered, dot),
+                            false => search_plan::sql::knn(filtered, dot),
                         };
                         let mut stmt = conn.prepare_cached(&sql)?;
                         // Columns: rowid, distance, original_id, payload, embedding.
                         let row = |r: &rusqlite::Row<'_>| {
                             Ok((r.get(0)?, r.get(1)?, r.get(4)?, r.get(3)?))
                         };
-                        let mut params: Vec<rusqlite::types::Value> =
-                            vec![query_bytes.clone().into()];
-                        if !scan {
-                            params.push((fetch as i64).into());
-                            params.extend(
-                                cells
-                                    .iter()
-                                    .map(|c| rusqlite::types::Value::Integer(*c as i64)),
-                            );
-                        }
-                        let rows = stmt
-                            .query_map(rusqlite::params_from_iter(params), row)?
-                            .collect();
+                        let rows = match scan {
+                            true => stmt
+                                .query_map(rusqlite::params![query_bytes], row)?
+                                .collect(),
+                            false => stmt
+                                .query_map(rusqlite::params![query_bytes, fetch as i64], row)?
+                                .collect(),
+                        };
                         rows
                     });
                     (ordered[i].clone(), job)
@@ -1120,6 +1120,44 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// The `fetch` nearest vectors of the IVF `cells` of one shard, as `(rowid, distance, stored
+/// vector, payload)`: the cells' chunks read with plain SQL and scanned by
+/// [`ivf::scan_chunks`] (as runtime-native does); the payload looked up when a filter needs it.
+fn cell_rows(
+    conn: &Connection,
+    stored: &[f32],
+    metric: vector::Metric,
+    fetch: usize,
+    cells: &[usize],
+    with_payload: bool,
+) -> rusqlite::Result<Vec<(i64, f64, Option<Vec<u8>>, Option<String>)>> {
+    let damaged = |e: edgeshard_shared::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    let mut chunks = conn.prepare_cached(search_plan::sql::CELL_CHUNK_DATA)?;
+    let mut best: Vec<ivf::Candidate> = Vec::new();
+    for cell in cells {
+        let mut rows = chunks.query([*cell as i64])?;
+        while let Some(row) = rows.next()? {
+            let chunk = ivf::Chunk {
+                rowids: row.get_ref(0)?.as_blob()?,
+                validity: row.get_ref(1)?.as_blob()?,
+                vectors: row.get_ref(2)?.as_blob()?,
+            };
+            let found = ivf::scan_chunks(stored, metric, [chunk], fetch).map_err(damaged)?;
+            best = ivf::merge_candidates(best, found, fetch);
+        }
+    }
+    let mut lookup = conn.prepare_cached(search_plan::sql::HIT_LOOKUP)?;
+    best.into_iter()
+        .map(|(rowid, distance, vector)| {
+            let payload = match with_payload {
+                true => lookup.query_row([rowid], |r| r.get::<_, Option<String>>(1))?,
+                false => None,
+            };
+            Ok((rowid, distance, Some(vector), payload))
+        })
+        .collect()
 }
 
 /// The router of a snapshot's vectors, with its routing artifact fetched (one request) when

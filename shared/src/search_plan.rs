@@ -29,28 +29,13 @@ pub mod sql {
 
     /// The `?2` nearest rows to `?1` (little-endian f32 bytes) by the index's own distance,
     /// nearest first (ties by rowid), as `rowid, distance, original_id, payload, embedding`.
+    /// (IVF shards read their probed cells with [`CELL_CHUNK_DATA`] instead.)
     ///
-    /// - `cells`: 0 searches the whole shard; `n > 0` searches only the IVF cells bound to
-    ///   `?3 .. ?(n+2)` ([`crate::ivf`]): one `MATCH` per cell (sqlite-vec's partition
-    ///   constraint takes `=`, not `IN`), the best `?2` of their union kept.
     /// - `joined`: `original_id` and `payload` joined in (a filter needs the payload in the
     ///   same statement); else both `NULL`, for a reader that looks the hits up afterwards.
     /// - `with_vectors`: the stored vectors too (dot_product rescoring), else `NULL`.
-    pub fn knn(cells: usize, joined: bool, with_vectors: bool) -> String {
+    pub fn knn(joined: bool, with_vectors: bool) -> String {
         let embedding = if with_vectors { ", embedding" } else { "" };
-        let arm = |constraint: String| {
-            format!(
-                "SELECT rowid, distance{embedding} FROM vec_index \
-                 WHERE embedding MATCH ?1 AND k = ?2{constraint}"
-            )
-        };
-        let arms = match cells {
-            0 => arm(String::new()),
-            n => (0..n)
-                .map(|i| arm(format!(" AND cell = ?{}", i + 3)))
-                .collect::<Vec<_>>()
-                .join("\n     UNION ALL "),
-        };
         let vectors = if with_vectors {
             "knn.embedding"
         } else {
@@ -64,17 +49,25 @@ pub mod sql {
             ),
             false => ("NULL, NULL", ""),
         };
-        // The best ?2 first, then the joins: only the rows returned are looked up (a range
-        // reader would otherwise fetch the id and payload pages of every cell's candidates).
-        let top_vectors = if with_vectors { ", embedding" } else { "" };
         format!(
-            "WITH hits AS MATERIALIZED (\n     {arms}\n ),\n \
-             knn AS MATERIALIZED (SELECT rowid, distance{top_vectors} FROM hits \
-             ORDER BY distance, rowid LIMIT ?2)\n \
+            "WITH knn AS MATERIALIZED (\n     SELECT rowid, distance{embedding} FROM vec_index \
+             WHERE embedding MATCH ?1 AND k = ?2\n )\n \
              SELECT knn.rowid, knn.distance, {columns}, {vectors}\n FROM knn{joins}\n \
              ORDER BY knn.distance, knn.rowid"
         )
     }
+
+    /// The chunks of IVF cell `?1` with their contents, `rowids, validity, vectors`, for
+    /// [`crate::ivf::scan_chunks`] (the vector-chunk table is keyed by its real rowid, the chunk
+    /// id: sqlite-vec's own column named `rowid` hides it, `oid` does not).
+    pub const CELL_CHUNK_DATA: &str = "SELECT c.rowids, c.validity, v.vectors \
+         FROM vec_index_chunks c JOIN vec_index_vector_chunks00 v ON v.oid = c.chunk_id \
+         WHERE c.partition00 = ?1 ORDER BY c.chunk_id";
+
+    /// The id and payload of vector `?1`: `original_id, payload` (either may be `NULL`).
+    pub const HIT_LOOKUP: &str =
+        "SELECT (SELECT original_id FROM vec_id_map WHERE internal_id = ?1), \
+         (SELECT payload FROM vec_payloads WHERE rowid = ?1)";
 
     /// The chunks of IVF cell `?1` (sqlite-vec's chunk list, through its cell index).
     pub const CELL_CHUNKS: &str = "SELECT chunk_id FROM vec_index_chunks WHERE partition00 = ?1";
@@ -85,10 +78,6 @@ pub mod sql {
 
     /// An IVF shard's centroids, in cell order: `cell, centroid`.
     pub const IVF_CENTROIDS: &str = "SELECT cell, centroid FROM vec_ivf_centroids ORDER BY cell";
-
-    /// Whether a shard carries the IVF index (1 row) or not (none).
-    pub const HAS_IVF: &str =
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vec_ivf_centroids'";
 
     /// The small tables an IVF search reads besides the cells' vectors, with their root pages
     /// `(table, rootpage)`: the centroids, sqlite-vec's chunk list and its cell index, its

@@ -261,10 +261,12 @@ impl Snapshot {
             let mut fetch = policy.first();
             loop {
                 let rows = match fetch {
-                    Fetch::Nearest(n) => knn_rows(conn, q, n, rescore, &cells),
-                    Fetch::All => scan_rows(conn, q, rescore),
-                }
-                .map_err(sql)?;
+                    Fetch::Nearest(n) if !cells.is_empty() => {
+                        cell_rows(conn, q, n, &cells, &corrupt, &sql)?
+                    }
+                    Fetch::Nearest(n) => knn_rows(conn, q, n, rescore).map_err(sql)?,
+                    Fetch::All => scan_rows(conn, q, rescore).map_err(sql)?,
+                };
                 let returned = rows.len();
                 let last_distance = rows.last().map(|r| r.distance);
                 // Rows come nearest first: without rescoring, the first k that match are the
@@ -420,24 +422,63 @@ pub(super) fn read_rows(
     rows.collect()
 }
 
-/// The `fetch` nearest rows by the index's own distance, nearest first: over the whole shard,
-/// or over the given IVF `cells`.
+/// The `fetch` nearest rows of the whole shard by the index's own distance, nearest first.
 pub(super) fn knn_rows(
     conn: &Connection,
     q: &ShardQuery<'_>,
     fetch: usize,
     with_vectors: bool,
-    cells: &[usize],
 ) -> rusqlite::Result<Vec<RawRow>> {
-    let mut stmt = conn.prepare_cached(&search_plan::sql::knn(cells.len(), true, with_vectors))?;
-    let mut params: Vec<rusqlite::types::Value> =
-        vec![q.bytes.clone().into(), (fetch as i64).into()];
-    params.extend(
-        cells
-            .iter()
-            .map(|c| rusqlite::types::Value::Integer(*c as i64)),
-    );
-    read_rows(&mut stmt, rusqlite::params_from_iter(params))
+    let mut stmt = conn.prepare_cached(&search_plan::sql::knn(true, with_vectors))?;
+    read_rows(&mut stmt, rusqlite::params![q.bytes, fetch as i64])
+}
+
+/// The `fetch` nearest rows of the IVF `cells`, nearest first: their chunks read with plain
+/// SQL and scanned by [`ivf::scan_chunks`] (one pass over the cells' vectors, not one `vec0`
+/// statement per cell), then each hit's id and payload looked up. Rows carry their vectors.
+pub(super) fn cell_rows(
+    conn: &Connection,
+    q: &ShardQuery<'_>,
+    fetch: usize,
+    cells: &[usize],
+    corrupt: &dyn Fn(String) -> Error,
+    sql: &dyn Fn(rusqlite::Error) -> Error,
+) -> Result<Vec<RawRow>> {
+    let mut chunks = conn
+        .prepare_cached(search_plan::sql::CELL_CHUNK_DATA)
+        .map_err(sql)?;
+    let mut best: Vec<ivf::Candidate> = Vec::new();
+    for cell in cells {
+        let mut rows = chunks.query([*cell as i64]).map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let blob = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_blob()?));
+            let chunk = ivf::Chunk {
+                rowids: blob(0).map_err(sql)?,
+                validity: blob(1).map_err(sql)?,
+                vectors: blob(2).map_err(sql)?,
+            };
+            let found = ivf::scan_chunks(q.stored, q.metric, [chunk], fetch)
+                .map_err(|e| corrupt(format!("cell {cell}: {}", e.detail())))?;
+            best = ivf::merge_candidates(best, found, fetch);
+        }
+    }
+    let mut lookup = conn
+        .prepare_cached(search_plan::sql::HIT_LOOKUP)
+        .map_err(sql)?;
+    best.into_iter()
+        .map(|(rowid, distance, vector)| {
+            let (original_id, payload) = lookup
+                .query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql)?;
+            Ok(RawRow {
+                rowid,
+                distance,
+                original_id,
+                payload,
+                embedding: Some(vector),
+            })
+        })
+        .collect()
 }
 
 /// Every row of the shard, nearest first: the exact fallback of a filtered search, past the
