@@ -586,7 +586,6 @@ impl Snapshot {
             .map(|cells| policy.in_cells(!cells.is_empty()))
             .collect();
         let scan_sql = search_plan::sql::scan(spec.metric, dot);
-        type KnnRow = (i64, f64, Option<Vec<u8>>, Option<String>);
         let mut fetch_of: Vec<Fetch> = policies.iter().map(CandidatePolicy::first).collect();
         let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
         loop {
@@ -618,10 +617,9 @@ impl Snapshot {
                         // others look their hits up afterwards, in one round for all shards.
                         let sql = match scan {
                             true if filtered => scan_sql.clone(),
-                            true => format!(
-                                "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
+                            true => "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
                                  NULL, NULL, embedding FROM vec_index ORDER BY distance, rowid"
-                            ),
+                                .to_string(),
                             false => search_plan::sql::knn(filtered, dot),
                         };
                         let mut stmt = conn.prepare_cached(&sql)?;
@@ -1102,10 +1100,10 @@ impl Snapshot {
             .filter(|s| s.cells.get().is_none())
             .cloned()
             .collect();
-        let jobs: Vec<Job<'_, Vec<(i64, Vec<u8>)>>> = todo
+        let jobs: Vec<Job<'_, CentroidRows>> = todo
             .iter()
             .map(|shard| {
-                let job: Statement<'_, Vec<(i64, Vec<u8>)>> = Box::new(|conn: &Connection| {
+                let job: Statement<'_, CentroidRows> = Box::new(|conn: &Connection| {
                     let mut stmt = conn.prepare_cached(search_plan::sql::IVF_CENTROIDS)?;
                     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect()
@@ -1122,6 +1120,13 @@ impl Snapshot {
     }
 }
 
+/// A candidate of a shard's search statement: rowid, distance, stored vector (dot_product),
+/// payload (filtered searches).
+type KnnRow = (i64, f64, Option<Vec<u8>>, Option<String>);
+
+/// An IVF shard's `vec_ivf_centroids` rows: `(cell, centroid bytes)`.
+type CentroidRows = Vec<(i64, Vec<u8>)>;
+
 /// The `fetch` nearest vectors of the IVF `cells` of one shard, as `(rowid, distance, stored
 /// vector, payload)`: the cells' chunks read with plain SQL and scanned by
 /// [`ivf::scan_chunks`] (as runtime-native does); the payload looked up when a filter needs it.
@@ -1132,7 +1137,7 @@ fn cell_rows(
     fetch: usize,
     cells: &[usize],
     with_payload: bool,
-) -> rusqlite::Result<Vec<(i64, f64, Option<Vec<u8>>, Option<String>)>> {
+) -> rusqlite::Result<Vec<KnnRow>> {
     let damaged = |e: edgeshard_shared::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
     let mut chunks = conn.prepare_cached(search_plan::sql::CELL_CHUNK_DATA)?;
     let mut best: Vec<ivf::Candidate> = Vec::new();

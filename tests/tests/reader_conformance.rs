@@ -129,7 +129,6 @@ fn answer(snapshot: &Snapshot, case: &Value) -> Value {
                     exact: case["exact"] == json!(true),
                     ..Default::default()
                 },
-                ..SearchOptions::default()
             };
             snapshot.search_with(&vector, &options).map(|response| {
                 let results: Vec<Value> = response
