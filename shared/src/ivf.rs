@@ -355,19 +355,26 @@ pub fn merge_candidates(mut a: Vec<Candidate>, b: Vec<Candidate>, n: usize) -> V
     a
 }
 
-/// `|a - b|^2` in f32 over 8 independent lanes (see [`dot`]).
+/// `|a - b|^2` in f32 (see [`lane_sum`]).
 fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    lane_sum(a, b, |x, y| (x - y) * (x - y))
+}
+
+/// `sum term(a_i, b_i)` in f32 over 8 independent lanes, a loop the compiler turns into SIMD:
+/// the cost of training, probing and scanning is this function.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a_chunks
         .remainder()
         .iter()
         .zip(b_chunks.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
+        .map(|(x, y)| term(*x, *y))
         .sum();
     for (x, y) in a_chunks.zip(b_chunks) {
         for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *lane += (x - y) * (x - y);
+            *lane += term(*x, *y);
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -388,23 +395,9 @@ fn prepare(v: &[f32], metric: Metric) -> Vec<f32> {
     }
 }
 
-/// `a.b` in f32 over 8 independent lanes, a loop the compiler turns into SIMD: the cost of
-/// training and probing is this function.
+/// `a.b` in f32 (see [`lane_sum`]).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *lane += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    lane_sum(a, b, |x, y| x * y)
 }
 
 #[cfg(test)]

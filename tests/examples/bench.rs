@@ -91,6 +91,49 @@ fn options(
     }
 }
 
+/// Each query searched once (k = 10, `options`), timed: the latencies in ms and recall@10 against
+/// the ground truth of `metric`.
+fn timed_searches(
+    snap: &Snapshot,
+    queries: &[Query],
+    metric: Metric,
+    options: &SearchOptions,
+) -> BoxResult<(Vec<f64>, f64)> {
+    let mut timings = Vec::new();
+    let mut hits = 0usize;
+    for q in queries {
+        let t = Instant::now();
+        let response = snap.search_with(&q.vector, options)?;
+        timings.push(t.elapsed().as_secs_f64() * 1e3);
+        let truth = match metric {
+            Metric::Cosine => &q.gt_cosine,
+            Metric::L2 => &q.gt_l2,
+            Metric::DotProduct => &q.gt_dot,
+        };
+        hits += response
+            .results
+            .iter()
+            .filter(|h| matches!(&h.id, VectorId::Str(id) if truth[..10].contains(id)))
+            .count();
+    }
+    Ok((timings, hits as f64 / (queries.len() * 10) as f64))
+}
+
+/// The Debian set as a unified snapshot: key `id`, value `text`, vectors `embedding`, payload
+/// `section`.
+fn debian_unified(dir: &Path, out: &Path, shards: u32, metric: Metric) -> BuildOptions {
+    let fields = FieldMapping {
+        key_field: "id".into(),
+        value_field: Some("text".into()),
+        vector_field: Some("embedding".into()),
+        payload_fields: vec!["section".into()],
+    };
+    let mut opts = options(dir.join("packages.parquet"), out, fields, shards, metric);
+    opts.input_format = Some(InputFormat::Parquet);
+    opts.key_encoding = Some(KeyEncoding::Utf8);
+    opts
+}
+
 fn bench_kv(rows: u64, shards: u32) -> BoxResult<()> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("kv.jsonl");
@@ -170,21 +213,7 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
         (Metric::DotProduct, "brute-force dot"),
     ] {
         let work = tempfile::tempdir()?;
-        let fields = FieldMapping {
-            key_field: "id".into(),
-            value_field: Some("text".into()),
-            vector_field: Some("embedding".into()),
-            payload_fields: vec!["section".into()],
-        };
-        let mut opts = options(
-            dir.join("packages.parquet"),
-            work.path(),
-            fields,
-            shards,
-            metric,
-        );
-        opts.input_format = Some(InputFormat::Parquet);
-        opts.key_encoding = Some(KeyEncoding::Utf8);
+        let opts = debian_unified(dir, work.path(), shards, metric);
         let summary = build(&opts)?;
         println!(
             "| build unified sqlite-vec ({}) | {} x 384-d, {shards} shards | {:.2} s | {:.0} rows/s | {:.1} MB |",
@@ -198,29 +227,14 @@ fn bench_debian(dir: &Path, shards: u32) -> BoxResult<()> {
         for q in &queries {
             snap.search(&q.vector, 10, None)?; // warm-up
         }
-        let mut timings = Vec::new();
-        let mut hits = 0usize;
-        for q in &queries {
-            let t = Instant::now();
-            let response = snap.search(&q.vector, 10, None)?;
-            timings.push(t.elapsed().as_secs_f64() * 1e3);
-            let truth = match metric {
-                Metric::Cosine => &q.gt_cosine,
-                Metric::L2 => &q.gt_l2,
-                Metric::DotProduct => &q.gt_dot,
-            };
-            hits += response
-                .results
-                .iter()
-                .filter(|h| matches!(&h.id, VectorId::Str(id) if truth[..10].contains(id)))
-                .count();
-        }
+        let (mut timings, recall) =
+            timed_searches(&snap, &queries, metric, &SearchOptions::default())?;
         let (p50, p99, mean) = percentiles(&mut timings);
         println!(
             "| search k=10 (warm, {}) | {} queries, {gt_column} | p50 {p50:.2} ms | p99 {p99:.2} ms | mean {mean:.2} ms, recall@10 {:.4} |",
             metric.as_str(),
             queries.len(),
-            hits as f64 / (queries.len() * 10) as f64
+            recall
         );
     }
     bench_debian_routed(dir, &queries, 16)
@@ -242,21 +256,7 @@ fn bench_debian_ivf(dir: &Path, shards: u32) -> BoxResult<()> {
     for metric in [Metric::Cosine, Metric::L2, Metric::DotProduct] {
         for index in [IndexKind::Flat, IndexKind::Ivf] {
             let work = tempfile::tempdir()?;
-            let fields = FieldMapping {
-                key_field: "id".into(),
-                value_field: Some("text".into()),
-                vector_field: Some("embedding".into()),
-                payload_fields: vec!["section".into()],
-            };
-            let mut opts = options(
-                dir.join("packages.parquet"),
-                work.path(),
-                fields,
-                shards,
-                metric,
-            );
-            opts.input_format = Some(InputFormat::Parquet);
-            opts.key_encoding = Some(KeyEncoding::Utf8);
+            let mut opts = debian_unified(dir, work.path(), shards, metric);
             opts.vector_index = index;
             let summary = build(&opts)?;
             let snap = Snapshot::open(&work.path().display().to_string())?;
@@ -289,23 +289,7 @@ fn bench_debian_ivf(dir: &Path, shards: u32) -> BoxResult<()> {
                 for q in &queries {
                     snap.search_with(&q.vector, &options)?; // warm-up
                 }
-                let mut timings = Vec::new();
-                let mut hits = 0usize;
-                for q in &queries {
-                    let t = Instant::now();
-                    let response = snap.search_with(&q.vector, &options)?;
-                    timings.push(t.elapsed().as_secs_f64() * 1e3);
-                    let truth = match metric {
-                        Metric::Cosine => &q.gt_cosine,
-                        Metric::L2 => &q.gt_l2,
-                        Metric::DotProduct => &q.gt_dot,
-                    };
-                    hits += response
-                        .results
-                        .iter()
-                        .filter(|h| matches!(&h.id, VectorId::Str(id) if truth[..10].contains(id)))
-                        .count();
-                }
+                let (mut timings, recall) = timed_searches(&snap, &queries, metric, &options)?;
                 let (p50, p99, _) = percentiles(&mut timings);
                 println!(
                     "| {} | {label} | {:.2} s | {:.1} MB | {} | {p50:.2} ms | {p99:.2} ms | {:.4} |",
@@ -313,7 +297,7 @@ fn bench_debian_ivf(dir: &Path, shards: u32) -> BoxResult<()> {
                     summary.seconds,
                     summary.bytes as f64 / 1e6,
                     nprobes.map_or("default".to_string(), |n| n.to_string()),
-                    hits as f64 / (queries.len() * 10) as f64
+                    recall
                 );
             }
         }
