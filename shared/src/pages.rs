@@ -765,14 +765,24 @@ impl ShardPages {
     }
 }
 
-/// Contiguous runs of pages as `(offset, length)` byte ranges, clipped to the object size.
+/// Gaps up to this many bytes between wanted pages are fetched with them: one ranged GET that
+/// carries 64 KiB more costs less than a second request (a browser runs at most 6 at a time per
+/// host, and a Worker's requests are counted), e.g. 5 ms at 100 Mbit/s against a 40 ms round
+/// trip. The pages in a gap are checked and cached like the rest.
+pub const MAX_GAP_BYTES: u64 = 64 * 1024;
+
+/// Runs of pages as `(offset, length)` byte ranges, clipped to the object size: contiguous
+/// pages, and pages separated by at most [`MAX_GAP_BYTES`], share a range.
 pub fn coalesce(pages: &[u32], page_size: u32, len: u64) -> Vec<(u64, u64)> {
     let page_size = page_size as u64;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for page in pages {
         let start = (*page as u64 - 1) * page_size;
         match ranges.last_mut() {
-            Some((s, l)) if *s + *l == start => *l += page_size,
+            Some((s, l)) if start >= *s + *l && start - (*s + *l) <= MAX_GAP_BYTES => {
+                *l = start + page_size - *s
+            }
+            Some((s, l)) if start < *s + *l => *l = (*l).max(start + page_size - *s),
             _ => ranges.push((start, page_size)),
         }
     }
@@ -838,7 +848,8 @@ mod tests {
         assert_eq!(pages.miss_count(), 1);
         let fetch = pages.take_fetch();
         assert_eq!(fetch.pages, vec![7, 8, 20]);
-        assert_eq!(fetch.ranges, vec![(6 * 4096, 8192), (19 * 4096, 4096)]);
+        // Pages 9..19 (44 KiB) lie between: fetched with them, one request.
+        assert_eq!(fetch.ranges, vec![(6 * 4096, 14 * 4096)]);
         pages.store(6 * 4096, &[5u8; 4096], false).unwrap();
         assert_eq!(pages.read_at(6 * 4096 + 10, &mut buf), Some(100));
         assert_eq!(buf[0], 5);
@@ -869,10 +880,14 @@ mod tests {
         assert!(pages.is_pinned(2));
         let mut buf = [9u8; 200];
         assert_eq!(pages.read_at(4096, &mut buf), Some(100));
-        assert_eq!(coalesce(&[1, 2, 3, 7], 4096, 5 * 4096), vec![(0, 12288)]);
+        // Page 7 lies past the 5-page object: the range is clipped to the object.
+        assert_eq!(coalesce(&[1, 2, 3, 7], 4096, 5 * 4096), vec![(0, 5 * 4096)]);
+        // A gap of up to 64 KiB is fetched with its neighbours; a longer one is not.
+        assert_eq!(coalesce(&[1, 2, 4], 4096, 1 << 20), vec![(0, 16384)]);
+        assert_eq!(coalesce(&[1, 18], 4096, 1 << 20), vec![(0, 18 * 4096)]);
         assert_eq!(
-            coalesce(&[1, 2, 4], 4096, 1 << 20),
-            vec![(0, 8192), (12288, 4096)]
+            coalesce(&[1, 19], 4096, 1 << 20),
+            vec![(0, 4096), (18 * 4096, 4096)]
         );
     }
 
