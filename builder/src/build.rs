@@ -157,7 +157,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let run_id = run_id_for(opts)?;
     let log = |msg: String| {
         if opts.progress {
-            eprintln!("{msg}");
+            crate::error::warn(&msg);
         }
     };
     let threads = opts

@@ -1,14 +1,19 @@
 //! `edgeshard cleanup`: removes old runs from a snapshot root (a local directory or S3).
 //!
-//! What is never removed: the manifest `_CURRENT` points at (and its shards), the newest
-//! `keep_last` manifests, and anything a build may still be writing (orphan shard folders and
-//! staging folders younger than [`IN_PROGRESS_GRACE`]). A manifest is removed before its shards,
-//! so no listed manifest ever points at missing shards.
+//! What is never removed: the manifest `_CURRENT` points at, the newest `keep_last` manifests,
+//! every file those kept manifests reference (read from the manifests, not guessed from folder
+//! names: a manifest may use another run's shard), a manifest whose build may still be
+//! publishing (its staging folder exists, or it was written after `_CURRENT` last changed and
+//! is younger than [`IN_PROGRESS_GRACE`]), and orphan shard or staging folders younger than
+//! that. A manifest is removed before its shards, so no listed manifest ever points at missing
+//! shards. Symlinks are removed themselves, never followed.
 
 use crate::error::{Error, Result};
-use crate::publish::STAGING_DIR;
-use edgeshard_native::{current_manifest_path, Root};
+use crate::publish::{exists, STAGING_DIR};
+use edgeshard_native::Root;
+use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::layout;
+use edgeshard_shared::manifest::Manifest;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -40,20 +45,44 @@ pub struct Removal {
 }
 
 pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
-    let dir = match root {
-        Root::Local(dir) => dir,
-        Root::Remote(remote) => return cleanup_remote(root, remote, opts),
-    };
-    let history = root.list_manifests()?;
-    let now = SystemTime::now();
-    let (doomed, kept_runs) = doomed_versions(root, opts)?;
     let action = if opts.dry_run {
         "would remove"
     } else {
         "removed"
     };
+    match root {
+        Root::Local(dir) => cleanup_local(root, dir, opts, action),
+        Root::Remote(remote) => cleanup_remote(root, remote, opts, action),
+    }
+}
+
+fn cleanup_local(
+    root: &Root,
+    dir: &Path,
+    opts: &CleanupOptions,
+    action: &'static str,
+) -> Result<Vec<Removal>> {
+    let now = SystemTime::now();
+    // The staging folder is edgeshard's own: a symlink there is not ours to follow (it could
+    // lead anywhere), so leave it and everything behind it alone.
+    let staging = dir.join(STAGING_DIR);
+    let staging_is_ours = !is_symlink(&staging);
+    let history = root.list_manifests()?;
+    // Listed after the manifests: a build creates its staging folder before it writes its
+    // manifest and removes it only after `_CURRENT` names it, so any listed manifest whose
+    // build is still publishing has its staging folder seen here.
+    let staged_runs: BTreeSet<String> = match staging_is_ours {
+        true => read_dir_sorted(&staging)?
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
+        false => BTreeSet::new(),
+    };
+    let plan = plan(root, history, opts, |version| {
+        staged_runs.contains(&version.run_id)
+    })?;
     let mut removals = Vec::new();
-    for version in &doomed {
+    for version in &plan.doomed {
         let manifest_dir = dir.join(&version.manifest_path);
         let manifest_dir = manifest_dir.parent().unwrap_or(dir).to_path_buf();
         removals.push(remove(
@@ -63,48 +92,47 @@ pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
             action,
             opts.dry_run,
         )?);
-        // Two manifests never share a run id in edgeshard, but be safe: keep shards a kept
-        // manifest still uses.
-        if !kept_runs.contains(&version.run_id) {
-            for (parent, kind) in [
-                (layout::SHARDS_DIR, "shards"),
-                (layout::VECTOR_META_DIR, "vector_meta"),
-            ] {
-                let run_dir = dir.join(parent).join(format!("run_id={}", version.run_id));
-                if run_dir.exists() {
-                    removals.push(remove(
-                        &run_dir,
-                        kind,
-                        &version.run_id,
-                        action,
-                        opts.dry_run,
-                    )?);
-                }
+        for (parent, kind) in [
+            (layout::SHARDS_DIR, "shards"),
+            (layout::VECTOR_META_DIR, "vector_meta"),
+        ] {
+            let relative = format!("{parent}/run_id={}", version.run_id);
+            let run_dir = dir.join(&relative);
+            if !plan.protects(&relative) && exists(&run_dir)? {
+                removals.push(remove(
+                    &run_dir,
+                    kind,
+                    &version.run_id,
+                    action,
+                    opts.dry_run,
+                )?);
             }
         }
     }
-    // Orphans: shard folders of runs with no manifest (failed or killed builds) and stale
+    // Orphans: shard folders no manifest references (failed or killed builds) and stale
     // staging folders, once old enough not to be a build in progress.
-    let listed: BTreeSet<String> = history.iter().map(|v| v.run_id.clone()).collect();
     let grace_cutoff = before_now(
         now,
         IN_PROGRESS_GRACE.max(opts.older_than.unwrap_or_default()),
     );
-    for (parent, kind) in [
-        (dir.join(layout::SHARDS_DIR), "shards"),
-        (dir.join(layout::VECTOR_META_DIR), "vector_meta"),
-        (dir.join(STAGING_DIR), "staging"),
-    ] {
-        for entry in read_dir_sorted(&parent)? {
+    let mut parents = vec![
+        (layout::SHARDS_DIR, "shards"),
+        (layout::VECTOR_META_DIR, "vector_meta"),
+    ];
+    if staging_is_ours {
+        parents.push((STAGING_DIR, "staging"));
+    }
+    for (parent, kind) in parents {
+        for entry in read_dir_sorted(&dir.join(parent))? {
             let name = entry
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let run_id = name.strip_prefix("run_id=").unwrap_or(&name).to_string();
-            if listed.contains(&run_id) {
+            if plan.listed_runs.contains(&run_id) || plan.protects(&format!("{parent}/{name}")) {
                 continue;
             }
-            let modified = std::fs::metadata(&entry)
+            let modified = std::fs::symlink_metadata(&entry)
                 .and_then(|m| m.modified())
                 .unwrap_or(now);
             if modified < grace_cutoff {
@@ -115,39 +143,120 @@ pub fn cleanup(root: &Root, opts: &CleanupOptions) -> Result<Vec<Removal>> {
     Ok(removals)
 }
 
-/// Which manifests go, by the same rules as on disk: not the current one, not the newest
-/// `keep_last`, only those older than `older_than` when given.
-fn doomed_versions(
+/// What a cleanup removes and what it must keep.
+struct Plan {
+    /// Manifests to remove, each before its run's folders.
+    doomed: Vec<edgeshard_native::ManifestVersion>,
+    /// Run ids of every listed manifest, doomed or not (their folders are not orphans).
+    listed_runs: BTreeSet<String>,
+    /// Run ids of the kept manifests: their conventional folders stay.
+    kept_runs: BTreeSet<String>,
+    /// Every root-relative path a kept manifest references (shard folders, routing
+    /// artifacts): read from the manifests themselves, since a manifest may point at another
+    /// run's files or sit in a folder named after another run id than its shards.
+    referenced: Vec<String>,
+}
+
+impl Plan {
+    /// Whether removing the root-relative folder `relative` would remove something a kept
+    /// manifest uses.
+    fn protects(&self, relative: &str) -> bool {
+        let run_id = relative
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_prefix("run_id="));
+        run_id.is_some_and(|run| self.kept_runs.contains(run))
+            || self.referenced.iter().any(|path| {
+                path == relative
+                    || path
+                        .strip_prefix(relative)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
+}
+
+/// Which manifests go, by the same rules on disk and on S3: not the current one, not the newest
+/// `keep_last`, only those older than `older_than` when given, and never one whose build may
+/// still be publishing (`in_flight`, or written after `_CURRENT` last changed and younger than
+/// [`IN_PROGRESS_GRACE`]: a build writes its manifest before it swaps `_CURRENT`).
+///
+/// `history` is listed before `_CURRENT` is read here, so a build that finished in between is
+/// seen as current rather than as an old version.
+fn plan(
     root: &Root,
+    history: Vec<edgeshard_native::ManifestVersion>,
     opts: &CleanupOptions,
-) -> Result<(Vec<edgeshard_native::ManifestVersion>, BTreeSet<String>)> {
-    let current = current_manifest_path(root)?;
-    let history = root.list_manifests()?;
+    in_flight: impl Fn(&edgeshard_native::ManifestVersion) -> bool,
+) -> Result<Plan> {
+    let current_bytes = root.read(layout::CURRENT)?;
+    let pointer = CurrentPointer::parse(&current_bytes).map_err(|source| {
+        edgeshard_native::Error::Format {
+            location: root.location(layout::CURRENT),
+            source,
+        }
+    })?;
+    let current = layout::manifest_ref_relative(&pointer.manifest_ref).map_err(|source| {
+        edgeshard_native::Error::Format {
+            location: root.location(layout::CURRENT),
+            source,
+        }
+    })?;
     // Both paths are normalised (`manifests//x` and `manifests/./x` name the same manifest), so
     // equal text means the same manifest. If the current one is not listed, something is off:
     // removing by these rules could remove what readers use.
-    if !history.iter().any(|v| v.manifest_path == current) {
+    let Some(current_version) = history.iter().find(|v| v.manifest_path == current).cloned() else {
         return Err(Error::Usage(format!(
             "_CURRENT points at {current}, which is not listed under manifests/: refusing to \
              clean up (fix _CURRENT with rollback first)"
         )));
-    }
-    let cutoff = opts
-        .older_than
-        .map(|age| before_now(SystemTime::now(), age));
-    let mut kept_runs = BTreeSet::new();
-    let mut doomed = Vec::new();
+    };
+    // When `_CURRENT` last changed (as edgeshard records it; another writer's format falls back
+    // to the current manifest's time). A manifest written since then may belong to a build that
+    // is about to swap `_CURRENT`; one written before it lost to a later build or a rollback.
+    let current_since = match layout::is_timestamp(&pointer.updated_at) {
+        true => pointer.updated_at.as_str(),
+        false => current_version.timestamp.as_str(),
+    };
+    let now = SystemTime::now();
+    let cutoff = opts.older_than.map(|age| before_now(now, age));
+    let grace_cutoff = before_now(now, IN_PROGRESS_GRACE);
+    let mut plan = Plan {
+        doomed: Vec::new(),
+        listed_runs: history.iter().map(|v| v.run_id.clone()).collect(),
+        kept_runs: BTreeSet::new(),
+        referenced: Vec::new(),
+    };
     for (i, version) in history.into_iter().enumerate() {
+        let publishing = in_flight(&version)
+            || (version.timestamp.as_str() > current_since
+                && !timestamp_before(&version.timestamp, grace_cutoff));
         let keep = version.manifest_path == current
             || i < opts.keep_last
+            || publishing
             || cutoff.is_some_and(|cutoff| !timestamp_before(&version.timestamp, cutoff));
-        if keep {
-            kept_runs.insert(version.run_id.clone());
-        } else {
-            doomed.push(version);
+        if !keep {
+            plan.doomed.push(version);
+            continue;
         }
+        // A kept manifest that cannot be read might reference anything: stop rather than guess.
+        let bytes = root.read(&version.manifest_path)?;
+        let manifest = Manifest::from_sqlite_bytes(&bytes).map_err(|e| {
+            Error::Usage(format!(
+                "refusing to clean up: the kept manifest {} cannot be read ({e}), so what it \
+                 references is unknown",
+                root.location(&version.manifest_path)
+            ))
+        })?;
+        plan.referenced
+            .extend(manifest.referenced_paths().map_err(|e| {
+                Error::Usage(format!(
+                    "refusing to clean up: the kept manifest {}: {e}",
+                    root.location(&version.manifest_path)
+                ))
+            })?);
+        plan.kept_runs.insert(version.run_id);
     }
-    Ok((doomed, kept_runs))
+    Ok(plan)
 }
 
 /// Cleanup on an object store: each doomed run's manifest objects, then its shard objects.
@@ -157,26 +266,23 @@ fn cleanup_remote(
     root: &Root,
     remote: &edgeshard_native::remote::RemoteRoot,
     opts: &CleanupOptions,
+    action: &'static str,
 ) -> Result<Vec<Removal>> {
-    let (doomed, kept_runs) = doomed_versions(root, opts)?;
-    let action = if opts.dry_run {
-        "would remove"
-    } else {
-        "removed"
-    };
+    let plan = plan(root, root.list_manifests()?, opts, |_| false)?;
     let mut removals = Vec::new();
-    for version in doomed {
-        let manifest_dir = layout::manifest_dir(&version.timestamp, &version.run_id);
-        let mut groups = vec![("manifest", manifest_dir)];
-        if !kept_runs.contains(&version.run_id) {
-            groups.push((
-                "shards",
-                format!("{}/run_id={}", layout::SHARDS_DIR, version.run_id),
-            ));
-            groups.push((
-                "vector_meta",
-                format!("{}/run_id={}", layout::VECTOR_META_DIR, version.run_id),
-            ));
+    for version in &plan.doomed {
+        let mut groups = vec![(
+            "manifest",
+            layout::manifest_dir(&version.timestamp, &version.run_id),
+        )];
+        for (parent, kind) in [
+            (layout::SHARDS_DIR, "shards"),
+            (layout::VECTOR_META_DIR, "vector_meta"),
+        ] {
+            let relative = format!("{parent}/run_id={}", version.run_id);
+            if !plan.protects(&relative) {
+                groups.push((kind, relative));
+            }
         }
         for (kind, prefix) in groups {
             let objects = remote.list_objects(&prefix)?;
@@ -199,6 +305,10 @@ fn cleanup_remote(
     Ok(removals)
 }
 
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 fn remove(
     path: &Path,
     kind: &'static str,
@@ -208,7 +318,12 @@ fn remove(
 ) -> Result<Removal> {
     let bytes = tree_size(path);
     if !dry_run {
-        std::fs::remove_dir_all(path).map_err(Error::io(path.display()))?;
+        // A link is removed itself, never what it points at (which may be outside the root).
+        let removed = match is_symlink(path) {
+            true => std::fs::remove_file(path),
+            false => std::fs::remove_dir_all(path),
+        };
+        removed.map_err(Error::io(path.display()))?;
     }
     Ok(Removal {
         action,
@@ -227,7 +342,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() || is_symlink(p))
         .collect();
     paths.sort();
     Ok(paths)

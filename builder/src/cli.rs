@@ -108,7 +108,7 @@ impl ReadArgs {
     fn report(&self, snap: &Snapshot) {
         if self.stats {
             let stats = json!({"stats": snap.stats(), "access": snap.access_mode()});
-            eprintln!("{stats}");
+            crate::error::warn(&stats.to_string());
         }
     }
 }
@@ -621,7 +621,30 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
     };
     let summary = build(&opts)?;
     let value = serde_json::to_value(&summary).map_err(json_err)?;
-    emit_records(&[value], args.format, out)
+    report_after_change(&format!("run {} is published", summary.run_id), || {
+        emit_records(&[value], args.format, out)
+    })
+}
+
+/// Prints the report of a command that has already changed the root (a build that switched
+/// `_CURRENT`, a rollback): failing to print it must not fail the command, or a caller would
+/// retry or roll back a change that readers already see. The failure goes to stderr.
+fn report_after_change(done: &str, print: impl FnOnce() -> Result<()>) -> Result<()> {
+    if let Err(e) = print() {
+        crate::error::warn(&format!(
+            "warning: {done}, but its report could not be printed: {e}"
+        ));
+    }
+    Ok(())
+}
+
+impl Cli {
+    /// Whether the command changes the snapshot root in a way a caller must not take back on a
+    /// failed exit (see [`report_after_change`]); `main` then treats a failed flush of stdout
+    /// as a warning.
+    pub fn changes_current(&self) -> bool {
+        matches!(self.command, Command::Build(_) | Command::Rollback { .. })
+    }
 }
 
 fn run_get(read: &ReadArgs, keys: &[String], out: &mut dyn Write) -> Result<()> {
@@ -672,7 +695,9 @@ fn run_rollback(
     let row = json!({
         "run_id": done.run_id, "manifest": done.manifest, "previous": done.previous,
     });
-    emit_records(&[row], read.format, out)
+    report_after_change(&format!("_CURRENT names run {}", done.run_id), || {
+        emit_records(&[row], read.format, out)
+    })
 }
 
 fn run_sidecar_bind(

@@ -154,6 +154,13 @@ fn sqlite_kind(e: &rusqlite::Error) -> ErrorKind {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Writes one line on stderr, ignoring failure: a message about the outcome must never change
+/// it (`eprintln!` panics when stderr is full or closed, turning any exit into 101).
+pub fn warn(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

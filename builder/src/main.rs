@@ -1,21 +1,36 @@
 use clap::Parser;
 use edgeshard_builder::cli::{run, Cli};
+use edgeshard_builder::error::warn;
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let changes_current = cli.changes_current();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let result = run(cli, &mut out, &mut input);
     let flushed = out.flush();
-    match result {
-        Ok(()) if flushed.is_ok() => ExitCode::SUCCESS,
-        Ok(()) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("{}", e.report());
+    // Messages go through `warn`, which never panics: `eprintln!` does when stderr is full or
+    // closed, and would turn any outcome into exit code 101.
+    match (result, flushed) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        // The root already changed (a published build, a rollback): see `report_after_change`.
+        (Ok(()), Err(e)) if changes_current => {
+            warn(&format!(
+                "warning: the command succeeded, but its report could not be written to stdout: \
+                 {e}"
+            ));
+            ExitCode::SUCCESS
+        }
+        (Ok(()), Err(e)) => {
+            warn(&format!("error: writing stdout: {e}"));
+            ExitCode::FAILURE
+        }
+        (Err(e), _) => {
+            warn(&e.report());
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,7 @@ use edgeshard_shared::layout;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const STAGING_DIR: &str = ".edgeshard-staging";
 
@@ -22,6 +23,10 @@ pub struct LocalPublisher {
     root: PathBuf,
     staging: PathBuf,
     run_id: String,
+    /// Root-relative paths of the shard files handed out by [`Self::staged_shard_path`]:
+    /// each must be in place before the manifest that names it is written.
+    /// (Behind a lock: shards are written in parallel.)
+    staged_shards: Mutex<Vec<String>>,
     /// Set once shards have been moved out of staging, so a later failure removes them.
     published_shards: Option<PathBuf>,
     /// Set once a routing artifact is written under `vector_meta/run_id=<RUN>/` (removed on
@@ -30,6 +35,8 @@ pub struct LocalPublisher {
     /// Set once the manifest folder `manifests/<TS>_run_id=<RUN>/` is created (removed on
     /// failure, before the shards).
     published_manifest: Option<PathBuf>,
+    /// The manifest's root-relative path, once written.
+    manifest_relative: Option<String>,
     /// Set once `_CURRENT` names this run: nothing this build wrote may be removed any more.
     committed: bool,
 }
@@ -41,18 +48,26 @@ impl LocalPublisher {
         // The run id becomes a path segment: never let it name the root or a parent.
         layout::validate_run_id(run_id)?;
         let root = fs::canonicalize(root).map_err(Error::io(root.display()))?;
-        let staging = root.join(STAGING_DIR).join(run_id);
-        if staging.exists() {
+        let staging_parent = root.join(STAGING_DIR);
+        if fs::symlink_metadata(&staging_parent).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Usage(format!(
+                "{} is a symlink: edgeshard stages builds only in a folder of the root itself \
+                 (remove the link)",
+                staging_parent.display()
+            )));
+        }
+        let staging = staging_parent.join(run_id);
+        if exists(&staging)? {
             return Err(Error::Usage(format!(
                 "run id {run_id:?} is already being built (staging folder {} exists)",
                 staging.display()
             )));
         }
-        if root
-            .join(layout::SHARDS_DIR)
-            .join(format!("run_id={run_id}"))
-            .exists()
-        {
+        if exists(
+            &root
+                .join(layout::SHARDS_DIR)
+                .join(format!("run_id={run_id}")),
+        )? {
             return Err(Error::Usage(format!(
                 "run id {run_id:?} already exists under {}",
                 root.display()
@@ -63,9 +78,11 @@ impl LocalPublisher {
             root,
             staging,
             run_id: run_id.to_string(),
+            staged_shards: Mutex::default(),
             published_shards: None,
             published_vector_meta: None,
             published_manifest: None,
+            manifest_relative: None,
             committed: false,
         })
     }
@@ -77,8 +94,13 @@ impl LocalPublisher {
 
     /// Where a shard's `shard.db` is written while staged (its folder is created).
     pub fn staged_shard_path(&self, db_id: u32) -> Result<PathBuf> {
-        let dir = self.staging.join(layout::shard_dir(&self.run_id, db_id, 0));
+        let relative = layout::shard_dir(&self.run_id, db_id, 0);
+        let dir = self.staging.join(&relative);
         fs::create_dir_all(&dir).map_err(Error::io(dir.display()))?;
+        self.staged_shards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(format!("{relative}/{}", layout::SHARD_DB_FILE));
         Ok(dir.join(layout::SHARD_DB_FILE))
     }
 
@@ -89,11 +111,38 @@ impl LocalPublisher {
         let target = self.root.join(&relative);
         let shards_dir = self.root.join(layout::SHARDS_DIR);
         fs::create_dir_all(&shards_dir).map_err(Error::io(shards_dir.display()))?;
-        if staged.exists() {
+        // A failed check is an error, never "no shards": skipping the move while the manifest
+        // goes ahead published a snapshot without its shards.
+        let staged_shards = self.staged_shards();
+        if !staged_shards.is_empty() {
             sync_tree(&staged)?;
             fs::rename(&staged, &target).map_err(Error::io(target.display()))?;
-            sync_dir(&shards_dir)?;
             self.published_shards = Some(target);
+            sync_dir(&shards_dir)?;
+        }
+        self.check_in_place(&staged_shards)
+    }
+
+    fn staged_shards(&self) -> Vec<String> {
+        self.staged_shards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Every root-relative path in `relative` is in place (an error names the first that is
+    /// not, or that cannot be checked).
+    fn check_in_place<'a>(&self, relative: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        for path in relative {
+            let full = self.root.join(path);
+            if !exists(&full)? {
+                return Err(Error::Conflict(format!(
+                    "{} vanished while run {} was being published (another process removed \
+                     it: a cleanup, or a build of the same run id?); _CURRENT is unchanged",
+                    full.display(),
+                    self.run_id
+                )));
+            }
         }
         Ok(())
     }
@@ -123,16 +172,33 @@ impl LocalPublisher {
         fs::create_dir_all(&parent).map_err(Error::io(parent.display()))?;
         self.published_manifest = Some(parent);
         write_atomically(&self.staging.join("manifest"), &target, bytes)?;
+        self.manifest_relative = Some(relative.clone());
         Ok(relative)
     }
 
-    /// The commit point: replaces `_CURRENT`.
+    /// The commit point: replaces `_CURRENT`, once the manifest and every shard are checked to
+    /// be in place (a `_CURRENT` naming a removed manifest would break every reader).
     pub fn publish_current(&mut self, pointer: &CurrentPointer) -> Result<()> {
+        let mut published = self.staged_shards();
+        published.extend(self.manifest_relative.clone());
+        self.check_in_place(&published)?;
         let written = write_current(&self.root, &self.staging.join(layout::CURRENT), pointer);
         // The rename may have happened even if a step after it (the directory fsync) failed:
-        // what counts is what `_CURRENT` says now.
+        // what counts is what `_CURRENT` says now. Once it names this run, the build has
+        // published: reporting a failure would make a caller retry or roll back a build that
+        // readers already serve.
         self.committed = written.is_ok() || self.current_names_this_run();
-        written
+        match written {
+            Err(e) if self.committed => {
+                crate::error::warn(&format!(
+                    "warning: _CURRENT names run {}, but a step after the switch failed ({e}): \
+                     the switch may not survive a power loss",
+                    self.run_id
+                ));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// After the commit: removes the staging folder. Best effort, since the snapshot is
@@ -171,7 +237,7 @@ impl Drop for LocalPublisher {
                 }
             }
         }
-        if self.staging.exists() {
+        if exists(&self.staging).unwrap_or(true) {
             let _ = fs::remove_dir_all(&self.staging);
             remove_if_empty(&self.root.join(STAGING_DIR));
         }
@@ -219,4 +285,14 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 fn remove_if_empty(dir: &Path) {
     let _ = fs::remove_dir(dir);
+}
+
+/// Whether `path` exists (a link counts, whatever it points at); an error other than "not
+/// found" is an error, never "absent".
+pub(crate) fn exists(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path.display())(e)),
+    }
 }

@@ -340,3 +340,105 @@ fn killed_builds_leave_current_untouched() {
     );
     assert_old_snapshot_serves(&root);
 }
+
+#[test]
+fn an_unwritable_stderr_is_no_panic() {
+    // `eprintln!` panicked (exit 101) when stderr was full or a closed pipe.
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    for args in [
+        vec!["get", "--root", "/nonexistent-edgeshard-root", "1"],
+        vec![
+            "search",
+            "--root",
+            "/nonexistent-edgeshard-root",
+            "--vector",
+            "[1]",
+        ],
+    ] {
+        let status = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(full())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}");
+        // Stderr a pipe whose reader is gone.
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        assert_eq!(
+            child.wait().unwrap().code(),
+            Some(1),
+            "{args:?}, closed pipe"
+        );
+    }
+}
+
+#[test]
+fn a_published_build_exits_zero_even_when_its_summary_cannot_be_printed() {
+    // The build switched `_CURRENT`, then failed to print its summary and exited 1: a caller
+    // would retry or roll back a build that readers already serve.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snap");
+    build_small(dir.path(), &root);
+    let current = std::fs::read(root.join("_CURRENT")).unwrap();
+    let input = dir.path().join("new.jsonl");
+    std::fs::write(&input, "{\"id\": 1, \"value\": \"new\"}\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "build",
+            "--input",
+            input.to_str().unwrap(),
+            "--key-field",
+            "id",
+        ])
+        .args([
+            "--value-field",
+            "value",
+            "--quiet",
+            "--out",
+            root.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("stdout"),
+        "{stderr}"
+    );
+    assert_ne!(std::fs::read(root.join("_CURRENT")).unwrap(), current);
+    let snap = Snapshot::open(root.to_str().unwrap()).unwrap();
+    assert_eq!(snap.get(&Key::Int(1)).unwrap(), Some(b"new".to_vec()));
+
+    // Any other command's unwritable stdout still fails it.
+    let out = Command::new(BIN)
+        .args(["get", "--root", root.to_str().unwrap(), "1"])
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

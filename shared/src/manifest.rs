@@ -516,6 +516,23 @@ impl Manifest {
             .map_err(|e| Error::InvalidManifest(format!("{file} reference {recorded:?}: {e}")))
     }
 
+    /// Every file and folder this manifest makes readers use, relative to the root: each
+    /// shard's folder and the vector routing artifact. What `cleanup` must never remove while
+    /// the manifest is kept, whatever run ids the folder names carry.
+    pub fn referenced_paths(&self) -> Result<Vec<String>> {
+        let mut paths = self
+            .shards
+            .iter()
+            .map(|entry| self.shard_dir_relative(entry))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(spec) = self.vector_spec()? {
+            if let Some((artifact, _)) = crate::search_plan::artifact_to_fetch(self, &spec)? {
+                paths.push(artifact);
+            }
+        }
+        Ok(paths)
+    }
+
     /// The row of shard `db_id`, or `None` when that slot is empty.
     pub fn shard(&self, db_id: u32) -> Option<&ShardEntry> {
         self.shards

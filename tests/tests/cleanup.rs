@@ -241,3 +241,222 @@ fn cleanup_removes_old_vector_only_runs_routing_artifacts() {
         3
     );
 }
+
+/// Every folder and file under `root`, modified `by` ago (links themselves, not their targets).
+fn age_tree(root: &Path, by: Duration) {
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            age_tree(&path, by);
+        }
+        if !meta.file_type().is_symlink() {
+            age(&path, by);
+        }
+    }
+    age(root, by);
+}
+
+/// Every key of [`publish`]'s input answers with its tag's value.
+fn assert_serves(root: &Path, tag: &str) {
+    let snapshot = Snapshot::open(root.to_str().unwrap()).expect("open after cleanup");
+    for id in 0..20i64 {
+        let value = snapshot
+            .get(&Key::Int(id))
+            .unwrap_or_else(|e| panic!("get {id} after cleanup: {e}"))
+            .unwrap_or_else(|| panic!("key {id} lost by cleanup"));
+        assert_eq!(value, format!("{tag}-{id}").as_bytes());
+    }
+}
+
+#[test]
+fn cleanup_keeps_the_shards_the_current_manifest_names_whatever_its_folder_says() {
+    // The live manifest's folder names run "renamed" while its shards are run B's: cleanup
+    // deleted run B's shards as an orphan (data loss) before it read what manifests reference.
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    let run_b = publish(dir.path(), &root, "v1");
+    let manifests = root.join("manifests");
+    let folder = std::fs::read_dir(&manifests)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let old_name = folder.file_name().to_string_lossy().into_owned();
+    let new_name = old_name.replace(&format!("run_id={run_b}"), "run_id=renamed");
+    std::fs::rename(folder.path(), manifests.join(&new_name)).unwrap();
+    let current = std::fs::read_to_string(root.join("_CURRENT")).unwrap();
+    std::fs::write(root.join("_CURRENT"), current.replace(&old_name, &new_name)).unwrap();
+    assert_serves(&root, "v1");
+    age_tree(&root, Duration::from_secs(2 * 3600));
+
+    let removed = cli(&[
+        "cleanup",
+        "--root",
+        root.to_str().unwrap(),
+        "--keep-last",
+        "5",
+    ]);
+    assert!(removed.is_empty(), "{removed:?}");
+    assert_serves(&root, "v1");
+}
+
+#[test]
+fn cleanup_keeps_an_older_runs_shard_that_the_current_manifest_points_at() {
+    // Run B's manifest points slot 0 at run A's shard (as a manifest may: db_url names the
+    // file). `--keep-last 1` removed run A with its shards, and B lost slot 0.
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    let run_a = publish(dir.path(), &root, "v1");
+    let manifest_a = current_manifest_file(&root);
+    publish(dir.path(), &root, "v1");
+    let columns = "db_url, attempt, row_count, db_bytes, min_key, max_key, checkpoint_id, \
+                   writer_info";
+    let row_a: Vec<rusqlite::types::Value> = rusqlite::Connection::open(&manifest_a)
+        .unwrap()
+        .query_row(
+            &format!("SELECT {columns} FROM shards WHERE db_id = 0"),
+            [],
+            |r| (0..8).map(|i| r.get(i)).collect(),
+        )
+        .unwrap();
+    let changed = rusqlite::Connection::open(current_manifest_file(&root))
+        .unwrap()
+        .execute(
+            "UPDATE shards SET db_url = ?1, attempt = ?2, row_count = ?3, db_bytes = ?4, \
+             min_key = ?5, max_key = ?6, checkpoint_id = ?7, writer_info = ?8 WHERE db_id = 0",
+            rusqlite::params_from_iter(row_a),
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert_serves(&root, "v1");
+
+    let removed = cli(&[
+        "cleanup",
+        "--root",
+        root.to_str().unwrap(),
+        "--keep-last",
+        "1",
+    ]);
+    let kinds: Vec<(&str, &str)> = removed
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["run_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("manifest", run_a.as_str())]);
+    assert!(root.join(format!("shards/run_id={run_a}")).exists());
+    assert_serves(&root, "v1");
+}
+
+#[test]
+fn cleanup_never_follows_a_symlinked_staging_folder_out_of_the_root() {
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish(dir.path(), &root, "v1");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("precious")).unwrap();
+    std::fs::write(outside.join("precious/data.txt"), b"keep me").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join(".edgeshard-staging")).unwrap();
+    age_tree(&root, Duration::from_secs(2 * 3600));
+    age_tree(&outside, Duration::from_secs(2 * 3600));
+
+    let removed = cli(&["cleanup", "--root", root.to_str().unwrap()]);
+    assert!(removed.is_empty(), "{removed:?}");
+    assert_eq!(
+        std::fs::read(outside.join("precious/data.txt")).unwrap(),
+        b"keep me"
+    );
+    // A build refuses to stage through it too (it would write outside the root).
+    let input = dir.path().join("v2.jsonl");
+    write_jsonl(&input, [json!({"id": 1, "value": "x"})]);
+    let err = build(&build_options(&input, &root))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(".edgeshard-staging"), "{err}");
+    assert_eq!(
+        walk(&outside),
+        ["precious", "precious/data.txt"].map(String::from).into()
+    );
+}
+
+#[test]
+fn cleanup_keeps_a_manifest_whose_build_is_still_publishing() {
+    // The window between a build's manifest rename and its `_CURRENT` rename: `cleanup
+    // --keep-last 0` removed that manifest and the build then pointed `_CURRENT` at nothing.
+    use edgeshard_builder::publish::LocalPublisher;
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish(dir.path(), &root, "v1");
+    let live_manifest = std::fs::read(current_manifest_file(&root)).unwrap();
+    let current_before = std::fs::read(root.join("_CURRENT")).unwrap();
+    let mut publisher = LocalPublisher::new(&root, "in-flight").unwrap();
+    let staged = publisher.staged_shard_path(0).unwrap();
+    std::fs::write(&staged, b"shard bytes").unwrap();
+    publisher.publish_shards().unwrap();
+    // Older than the age guard of manifests written since `_CURRENT` changed: only the build's
+    // staging folder shows that it is still publishing.
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    let micros = two_hours_ago
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let timestamp = &edgeshard_shared::layout::format_timestamp(micros);
+    let manifest = publisher
+        .publish_manifest(timestamp, &live_manifest)
+        .unwrap();
+
+    let r = root.to_str().unwrap();
+    for args in [
+        vec!["cleanup", "--root", r, "--keep-last", "0"],
+        vec![
+            "cleanup",
+            "--root",
+            r,
+            "--keep-last",
+            "0",
+            "--older-than",
+            "0s",
+        ],
+    ] {
+        let removed = cli(&args);
+        assert!(
+            removed.iter().all(|x| x["run_id"] != "in-flight"),
+            "{args:?}: {removed:?}"
+        );
+    }
+    assert!(root.join(&manifest).is_file());
+    assert!(root.join("shards/run_id=in-flight").is_dir());
+
+    // And a build whose manifest vanished anyway does not point `_CURRENT` at it.
+    std::fs::remove_dir_all(root.join(&manifest).parent().unwrap()).unwrap();
+    let pointer = edgeshard_shared::current::CurrentPointer {
+        manifest_ref: manifest.clone(),
+        run_id: "in-flight".into(),
+        updated_at: timestamp.into(),
+    };
+    let err = publisher.publish_current(&pointer).unwrap_err().to_string();
+    assert!(err.contains("manifest"), "{err}");
+    assert_eq!(
+        std::fs::read(root.join("_CURRENT")).unwrap(),
+        current_before
+    );
+}
+
+#[test]
+fn a_build_whose_staged_shards_cannot_be_found_publishes_nothing() {
+    // A failed check of the staged shards (an I/O error read as "absent") made the build skip
+    // moving them, then publish the manifest and `_CURRENT` anyway: a snapshot without shards.
+    use edgeshard_builder::publish::LocalPublisher;
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish(dir.path(), &root, "v1");
+    let before = walk(&root);
+    let mut publisher = LocalPublisher::new(&root, "lost-shards").unwrap();
+    let staged = publisher.staged_shard_path(0).unwrap();
+    std::fs::write(&staged, b"shard bytes").unwrap();
+    std::fs::remove_dir_all(root.join(".edgeshard-staging/lost-shards/shards")).unwrap();
+    let err = publisher.publish_shards().unwrap_err().to_string();
+    assert!(err.contains("lost-shards"), "{err}");
+    drop(publisher);
+    assert_eq!(walk(&root), before);
+    assert_serves(&root, "v1");
+}
