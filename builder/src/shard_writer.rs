@@ -230,7 +230,7 @@ pub fn write_shard(
     tx.commit().map_err(Error::sqlite(&location))?;
     conn.close().map_err(|(_, e)| sql(e))?;
 
-    let (bytes, checkpoint_id) = seal_file(path, page_seed)?;
+    let (bytes, checkpoint_id, sealed_seed) = seal_file(path, page_seed)?;
     Ok(ShardStats {
         rows: records.len() as u64,
         bytes,
@@ -238,7 +238,7 @@ pub fn write_shard(
         min_key: records.first().map(|r| r.key.clone()),
         max_key: records.last().map(|r| r.key.clone()),
         duration_ms: started.elapsed().as_millis() as u64,
-        page_seed: Some(page_seed.0),
+        page_seed: Some(sealed_seed),
         ivf: ivf_plan.map(|plan| plan.stats),
     })
 }
@@ -289,18 +289,22 @@ fn original_id_json(key: &Key, record: u64) -> Result<String> {
 }
 
 /// Seals the finished file's pages (gaps zeroed, checksums written, see
-/// [`integrity::seal_pages`]) and returns its size and content hash (xxh3-128, hex): the
-/// shard's `checkpoint_id`, a cache identity that changes whenever the bytes do.
-fn seal_file(path: &Path, (seed, db_id): (u64, u32)) -> Result<(u64, String)> {
+/// [`integrity::seal_pages`]) and returns its size, content hash (xxh3-128, hex: the shard's
+/// `checkpoint_id`, a cache identity that changes whenever the bytes do) and page-checksum seed.
+fn seal_file(path: &Path, (seed, db_id): (u64, u32)) -> Result<(u64, String, u64)> {
     let location = path.display().to_string();
     let mut image = std::fs::read(path).map_err(Error::io(&location))?;
-    integrity::seal_pages(&mut image, seed, db_id).map_err(|e| {
+    let sealed_seed = integrity::seal_pages(&mut image, seed, db_id).map_err(|e| {
         Error::Usage(format!(
             "internal: sealing the pages of {location} failed: {e}"
         ))
     })?;
     std::fs::write(path, &image).map_err(Error::io(&location))?;
-    Ok((image.len() as u64, integrity::content_hash(&image)))
+    Ok((
+        image.len() as u64,
+        integrity::content_hash(&image),
+        sealed_seed,
+    ))
 }
 
 #[cfg(test)]

@@ -519,9 +519,22 @@ impl RangeSource for RemoteRangeSource {
                     range: Some(GetRange::Bounded(offset..offset + length)),
                     ..Default::default()
                 };
+                let expected = etag.clone();
                 async move {
                     let result = store.get_opts(&path, options).await?;
                     check_identity_encoding(&result.attributes)?;
+                    // `If-Match` asks the server to refuse another version, but not every
+                    // server honours it (static hosts, some CDNs): check the answer's tag too,
+                    // or a read could mix pages of two objects.
+                    if let (Some(expected), Some(got)) = (&expected, &result.meta.e_tag) {
+                        if expected != got {
+                            return Err(object_store::Error::Precondition {
+                                path: path.to_string(),
+                                source: format!("ETag {got}, the object opened had {expected}")
+                                    .into(),
+                            });
+                        }
+                    }
                     result.bytes().await
                 }
             });

@@ -46,9 +46,8 @@ pub fn page_checksum(seed: u64, db_id: u32, number: u32, page: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(content, page_seed)
 }
 
-/// The page-checksum seed edgeshard's builder gives shard `db_id` of run `run_id`:
-/// deterministic (a rebuild of the same run writes the same bytes) and different for every
-/// shard and run.
+/// The part of the page-checksum seed that names shard `db_id` of run `run_id`
+/// ([`seal_pages`] mixes in the shard's content).
 pub fn page_seed(run_id: &str, db_id: u32) -> u64 {
     xxhash_rust::xxh3::xxh3_64(format!("edgeshard-pages/{run_id}/{db_id}").as_bytes())
 }
@@ -56,8 +55,14 @@ pub fn page_seed(run_id: &str, db_id: u32) -> u64 {
 /// Prepares a finished SQLite image (shard `db_id`) whose pages reserve [`PAGE_CHECKSUM_BYTES`]
 /// for reading with page checks: zeroes the unused gap of every B-tree page (SQLite never reads it; a
 /// gap-stripped sidecar page then rebuilds byte for byte) and writes every page's checksum into
-/// its reserved bytes.
-pub fn seal_pages(db: &mut [u8], seed: u64, db_id: u32) -> Result<()> {
+/// its reserved bytes. Returns the seed of the checksums, which the writer records under
+/// [`PAGE_SEED_KEY`].
+///
+/// The seed is `shard_seed` (see [`page_seed`]) mixed with a hash of the image itself (reserved
+/// bytes zeroed): deterministic, so a rebuild of the same data writes the same bytes, yet
+/// different for two builds that share a run id but not their data, so the pages of one never
+/// pass as the other's.
+pub fn seal_pages(db: &mut [u8], shard_seed: u64, db_id: u32) -> Result<u64> {
     let page_size = image_page_size(db)?;
     if db[20] != PAGE_CHECKSUM_BYTES {
         return Err(Error::InvalidArgument(format!(
@@ -72,12 +77,16 @@ pub fn seal_pages(db: &mut [u8], seed: u64, db_id: u32) -> Result<()> {
             page[gap].fill(0);
         }
     }
+    let at = page_size - PAGE_CHECKSUM_BYTES as usize;
+    for page in db.chunks_mut(page_size) {
+        page[at..].fill(0);
+    }
+    let seed = xxhash_rust::xxh3::xxh3_64_with_seed(db, shard_seed);
     for (i, page) in db.chunks_mut(page_size).enumerate() {
         let sum = page_checksum(seed, db_id, i as u32 + 1, page);
-        let at = page_size - PAGE_CHECKSUM_BYTES as usize;
         page[at..].copy_from_slice(&sum.to_le_bytes());
     }
-    Ok(())
+    Ok(seed)
 }
 
 fn image_page_size(db: &[u8]) -> Result<usize> {
@@ -360,9 +369,24 @@ mod tests {
     #[test]
     fn sealed_pages_verify_and_any_damage_is_caught() {
         let mut image = reserved_image();
-        let seed = page_seed("run-a", 3);
-        seal_pages(&mut image, seed, 3).unwrap();
+        let unsealed = image.clone();
+        let seed = seal_pages(&mut image, page_seed("run-a", 3), 3).unwrap();
         let verifier = PageVerifier::new(3, seed);
+        // Deterministic: the same image and shard seal the same way.
+        let mut again = unsealed.clone();
+        assert_eq!(
+            seal_pages(&mut again, page_seed("run-a", 3), 3).unwrap(),
+            seed
+        );
+        assert_eq!(again, image);
+        // Another build with the same run id but other data: its pages fail this shard's
+        // checks (its seed differs), though run id and db_id are the same.
+        let mut other = unsealed;
+        let last_page = other.len() - 4096;
+        other[last_page + 2000] ^= 1;
+        let other_seed = seal_pages(&mut other, page_seed("run-a", 3), 3).unwrap();
+        assert_ne!(other_seed, seed);
+        assert!(verifier.check_page(2, &other[4096..8192]).is_err());
         verifier.check_block(1, &image, 4096).unwrap();
 
         // SQLite reads the sealed image as before: zeroed gaps and checksums are invisible.
@@ -390,7 +414,7 @@ mod tests {
         }
         // A page read in another's place, another shard's seed, a short page: all fail.
         assert!(verifier.check_page(4, &image[4096..8192]).is_err());
-        assert!(PageVerifier::new(3, page_seed("run-a", 4))
+        assert!(PageVerifier::new(3, seed ^ 1)
             .check_page(2, &image[4096..8192])
             .is_err());
         // The same seed under another db_id (a manifest row moved, seed and all): fails.
@@ -407,14 +431,16 @@ mod tests {
     #[test]
     fn sealed_images_have_exact_sidecar_pages() {
         let mut image = reserved_image();
-        seal_pages(&mut image, 7, 0).unwrap();
+        let seed = seal_pages(&mut image, 7, 0).unwrap();
         let content = crate::sidecar::analyze(&image).unwrap();
         assert!(content.pages.len() > 3);
         assert_eq!(content.usable_size(), 4096 - 8);
         for (number, page) in &content.pages {
             let start = (*number as usize - 1) * 4096;
             assert_eq!(&image[start..start + 4096], &page[..], "page {number}");
-            PageVerifier::new(0, 7).check_page(*number, page).unwrap();
+            PageVerifier::new(0, seed)
+                .check_page(*number, page)
+                .unwrap();
         }
     }
 

@@ -631,6 +631,11 @@ fn dot_product_is_exact_when_one_norm_dwarfs_the_rest() {
 /// KB: interior pages, a sidecar). Values "<tag>-<key>-xxx..." have the same length in every
 /// version, so two versions' shards have the same sizes.
 fn publish_big(dir: &Path, root: &Path, tag: &str) {
+    publish_big_as(dir, root, tag, None);
+}
+
+/// [`publish_big`] with the given `--run-id`.
+fn publish_big_as(dir: &Path, root: &Path, tag: &str, run_id: Option<&str>) {
     let input = dir.join(format!("{tag}-big.jsonl"));
     write_jsonl(
         &input,
@@ -638,6 +643,7 @@ fn publish_big(dir: &Path, root: &Path, tag: &str) {
     );
     let mut opts = build_options(&input, root);
     opts.shards = 4;
+    opts.run_id = run_id.map(str::to_string);
     build(&opts).expect("build");
 }
 
@@ -736,11 +742,24 @@ fn range_reads_check_every_page_and_read_a_damaged_one_again() {
 
 #[test]
 fn a_same_size_shard_of_another_build_is_refused_in_every_mode() {
+    assert_foreign_shard_refused(None);
+}
+
+#[test]
+fn a_shard_of_another_build_with_the_same_run_id_is_refused_in_every_mode() {
+    // Page checksums were seeded by run id and slot only, so range reads served the pages of
+    // another build that reused `--run-id` (same keys, other values) with exit 0.
+    assert_foreign_shard_refused(Some("nightly"));
+}
+
+/// Copies shard 1 of another build of the same keys (other values, same file size; the same
+/// run id when given) over shard 1 of `root`: no access mode may answer from it.
+fn assert_foreign_shard_refused(run_id: Option<&str>) {
     let dir = temp_dir();
     let root = dir.path().join("snap");
     let other = dir.path().join("other");
-    publish_big(dir.path(), &root, "v1");
-    publish_big(dir.path(), &other, "v2");
+    publish_big_as(dir.path(), &root, "v1", run_id);
+    publish_big_as(dir.path(), &other, "v2", run_id);
     let mine = shard_files(&root, &current_run_id(&root));
     let theirs = shard_files(&other, &current_run_id(&other));
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
@@ -760,6 +779,11 @@ fn a_same_size_shard_of_another_build_is_refused_in_every_mode() {
             "{access:?}: {err}"
         );
     }
+    let local = open_local_range(&root).and_then(|snap| check_big(&snap, "v1"));
+    let err = local
+        .expect_err("another build's shard, local range")
+        .to_string();
+    assert!(err.contains("fails its checksum"), "local range: {err}");
     // With its own sidecar copied along too (a whole foreign shard folder).
     let sidecar = |p: &Path| p.with_file_name("shard.sidecar");
     std::fs::copy(sidecar(&theirs[1]), sidecar(&mine[1])).unwrap();
@@ -845,4 +869,34 @@ print(total)
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3000");
+}
+
+#[test]
+fn range_reads_refuse_an_answer_from_another_version_of_the_object() {
+    // A server that ignores `If-Match` (this one does, like many static hosts) answered with
+    // another version of a shard in the middle of a read; the reader took it (only page
+    // checksums stood between it and a mixed answer).
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish_big(dir.path(), &root, "v1");
+    let server = FaultServer::start(&root, Fault::None, "shard.db");
+    let snap = Snapshot::open_with(
+        &server.base_url,
+        OpenOptions {
+            access: AccessMode::Range,
+            cache_dir: None,
+            // Too few to keep a shard's pages: later reads go to the server again.
+            cache_pages: 4,
+            storage_options: Vec::new(),
+        },
+    )
+    .unwrap();
+    // Each shard opened (its ETag seen) and a few of its pages read.
+    let first: Vec<Key> = (0..8i64).map(Key::Int).collect();
+    snap.multi_get(&first).expect("the objects as opened");
+    for file in shard_files(&root, &current_run_id(&root)) {
+        flip_byte(&file, 3000);
+    }
+    let err = check_big(&snap, "v1").expect_err("another version of the shards");
+    assert!(err.to_string().contains("ETag"), "{err}");
 }

@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = sidecar::analyze(page);
     let _ = sidecar::btree_pages(page);
     let mut image = page.to_vec();
-    if seal_pages(&mut image, 7, 0).is_ok() {
+    if let Ok(seed) = seal_pages(&mut image, 7, 0) {
+        let verifier = PageVerifier::new(0, seed);
         let page_size = match u16::from_be_bytes([image[16], image[17]]) {
             1 => 65536,
             v => v as usize,
