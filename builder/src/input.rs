@@ -146,9 +146,11 @@ fn csv_records(
     reader: Box<dyn BufRead>,
     location: String,
 ) -> Result<Box<dyn Iterator<Item = Result<RawRecord>>>> {
+    let tracker = QuoteTracker::new(reader);
+    let quoting = tracker.state.clone();
     let mut csv_reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_reader(reader);
+        .from_reader(tracker);
     let headers: Vec<String> = csv_reader
         .headers()
         .map_err(|e| Error::InvalidInput {
@@ -158,8 +160,18 @@ fn csv_records(
         .iter()
         .map(str::to_string)
         .collect();
+    // A repeated column name would make one of the two columns silently win.
+    for (i, name) in headers.iter().enumerate() {
+        if headers[..i].contains(name) {
+            return Err(Error::InvalidInput {
+                location,
+                reason: format!("the CSV header names column {name:?} twice"),
+            });
+        }
+    }
     let mut number = 0u64;
-    Ok(Box::new(csv_reader.into_records().map(move |row| {
+    let end_location = location.clone();
+    let records = csv_reader.into_records().map(move |row| {
         number += 1;
         let row = row.map_err(|e| Error::InvalidInput {
             location: location.clone(),
@@ -173,7 +185,87 @@ fn csv_records(
                 .map(|(h, cell)| (h.clone(), FieldValue::Json(Value::String(cell.to_string()))))
                 .collect(),
         })
-    })))
+    });
+    // Checked once every record is read: the csv crate ends an unclosed quoted field at the
+    // end of the input without an error, swallowing every line after the stray quote.
+    let unclosed = std::iter::once_with(move || {
+        let state = quoting.get();
+        (state.position == QuotePosition::Quoted).then(|| {
+            Err(Error::InvalidInput {
+                location: format!("{end_location}:{}", state.quote_line),
+                reason: "a quoted field opened on this line is never closed (a missing \")".into(),
+            })
+        })
+    })
+    .flatten();
+    Ok(Box::new(records.chain(unclosed)))
+}
+
+/// Where a CSV reader is relative to quoting, following RFC 4180 as the csv crate reads it
+/// (`"` opens a quoted field only at a field's start; `""` inside one is a quote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotePosition {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A `"` inside a quoted field: it closes the field unless another `"` follows.
+    QuoteInQuoted,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct QuoteState {
+    position: QuotePosition,
+    /// 1-based line where the current quoted field opened.
+    quote_line: u64,
+    line: u64,
+}
+
+/// Passes bytes to the csv reader while following [`QuotePosition`], so the end of the input
+/// can be checked for a quoted field left open.
+struct QuoteTracker<R> {
+    inner: R,
+    state: std::rc::Rc<std::cell::Cell<QuoteState>>,
+}
+
+impl<R> QuoteTracker<R> {
+    fn new(inner: R) -> Self {
+        let state = QuoteState {
+            position: QuotePosition::FieldStart,
+            quote_line: 0,
+            line: 1,
+        };
+        Self {
+            inner,
+            state: std::rc::Rc::new(std::cell::Cell::new(state)),
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for QuoteTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut state = self.state.get();
+        for &byte in &buf[..n] {
+            use QuotePosition::*;
+            let separator = matches!(byte, b',' | b'\n' | b'\r');
+            state.position = match (state.position, byte) {
+                (FieldStart, b'"') => {
+                    state.quote_line = state.line;
+                    Quoted
+                }
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b'"') => Quoted,
+                (_, _) if separator => FieldStart,
+                (_, _) => Unquoted,
+            };
+            if byte == b'\n' {
+                state.line += 1;
+            }
+        }
+        self.state.set(state);
+        Ok(n)
+    }
 }
 
 fn parquet_records(

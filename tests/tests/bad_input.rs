@@ -120,6 +120,44 @@ fn nan_in_a_csv_vector() {
 }
 
 #[test]
+fn an_unclosed_quote_in_a_csv_file() {
+    // The csv crate ends an unclosed quoted field at the end of the input without an error:
+    // record 1's value swallowed record 2, and the build published 1 row with exit 0.
+    let (dir, root) = root_with_good_snapshot();
+    let input = dir.path().join("unclosed.csv");
+    write_text(&input, "id,value\n1,\"abc\n2,d\n");
+    let opts = build_options(&input, &root);
+    assert_refused(&root, &opts, &["unclosed.csv:2", "never closed"]);
+    // Quotes that are closed, escaped (`""`) or inside an unquoted field are fine.
+    let good = dir.path().join("quotes.csv");
+    write_text(
+        &good,
+        "id,value\n1,\"a \"\"quoted\"\" word\"\n2,5\" tall\n3,\"two\nlines\"\n4,\"\"\n",
+    );
+    let summary = build(&build_options(&good, &root)).expect("well-quoted CSV");
+    assert_eq!(summary.rows, 4);
+    let snapshot = Snapshot::open(root.to_str().unwrap()).unwrap();
+    let values: Vec<Option<Vec<u8>>> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|k| snapshot.get(&Key::Str(k.to_string())).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [&b"a \"quoted\" word"[..], b"5\" tall", b"two\nlines", b""].map(|v| Some(v.to_vec()))
+    );
+}
+
+#[test]
+fn a_csv_header_that_names_a_column_twice() {
+    // The last `id` column silently won.
+    let (dir, root) = root_with_good_snapshot();
+    let input = dir.path().join("twice.csv");
+    write_text(&input, "id,id,value\n1,2,a\n");
+    let opts = build_options(&input, &root);
+    assert_refused(&root, &opts, &["twice.csv", "\"id\" twice"]);
+}
+
+#[test]
 fn infinity_in_a_csv_vector() {
     let (dir, root) = root_with_good_snapshot();
     let input = dir.path().join("inf.csv");
