@@ -23,7 +23,7 @@ use edgeshard_native::Root;
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::manifest::{
     BuildMeta, Manifest, ShardEntry, Sharding, VectorBackend, VectorRouting, VectorSpec,
-    FORMAT_VERSION, KEY_COL_KV, KEY_COL_VECTOR,
+    FORMAT_VERSION, KEY_COL_KV, KEY_COL_VECTOR, SHARD_TOTALS_KEY,
 };
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::vector::DotReduction;
@@ -549,7 +549,7 @@ fn manifest_for(
     custom: Map<String, Value>,
     stats: &[Option<Written>],
 ) -> Manifest {
-    Manifest {
+    let mut manifest = Manifest {
         meta: BuildMeta {
             run_id: run_id.to_string(),
             created_at: now.to_string(),
@@ -596,8 +596,14 @@ fn manifest_for(
                     s.ivf,
                 ),
             })
-            .collect(),
-    }
+            .collect::<Vec<_>>(),
+    };
+    let rows: u64 = manifest.shards.iter().map(|s| s.row_count).sum();
+    manifest.meta.custom.insert(
+        SHARD_TOTALS_KEY.into(),
+        json!({"shard_rows": manifest.shards.len(), "rows": rows}),
+    );
+    manifest
 }
 
 /// What [`publish`] puts in place after the shards.

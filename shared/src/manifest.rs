@@ -459,6 +459,11 @@ pub struct VectorRouting {
     pub spill_fraction: Option<f64>,
 }
 
+/// `custom` key of edgeshard's record of its shard rows: `{"shard_rows": N, "rows": N}` (how
+/// many rows the `shards` table has and the sum of their `row_count`), so a deleted or altered
+/// row is detected. Other readers ignore it.
+pub const SHARD_TOTALS_KEY: &str = "edgeshard_shard_totals";
+
 /// A parsed manifest: `build_meta` and the `shards` rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -600,6 +605,7 @@ impl Manifest {
                     .into(),
             );
         }
+        self.check_recorded_totals()?;
         self.check_key_ranges_route_to_their_shards()?;
         let sharding = &meta.sharding;
         if sharding.hash_algorithm != HASH_ALGORITHM {
@@ -626,6 +632,45 @@ impl Manifest {
             return bad(format!("run_id {:?} is empty or contains '/'", meta.run_id));
         }
         self.vector_spec()?;
+        Ok(())
+    }
+
+    /// A slot without a shard row is legal (an empty shard), so a deleted row would read as
+    /// "key not found". edgeshard therefore records how many rows it wrote and what they hold
+    /// ([`SHARD_TOTALS_KEY`] in `custom`, which other readers ignore): a manifest whose rows were
+    /// deleted or altered no longer adds up. For vector-only snapshots of any writer,
+    /// `total_vectors` bounds the rows' sum from below (spilled copies only add to it).
+    fn check_recorded_totals(&self) -> Result<()> {
+        let rows: u64 = self.shards.iter().map(|s| s.row_count).sum();
+        if let Some(recorded) = self.meta.custom.get(SHARD_TOTALS_KEY) {
+            let field = |name: &str| recorded.get(name).and_then(Value::as_u64);
+            let (Some(shard_rows), Some(recorded_rows)) = (field("shard_rows"), field("rows"))
+            else {
+                return Err(Error::InvalidManifest(format!(
+                    "custom.{SHARD_TOTALS_KEY} is {recorded}, not {{\"shard_rows\": N, \"rows\": N}}"
+                )));
+            };
+            if shard_rows != self.shards.len() as u64 || recorded_rows != rows {
+                return Err(Error::InvalidManifest(format!(
+                    "the shards table has {} rows holding {rows} records, but its writer \
+                     recorded {shard_rows} holding {recorded_rows} (custom.{SHARD_TOTALS_KEY}): \
+                     shard rows were deleted or altered",
+                    self.shards.len()
+                )));
+            }
+        }
+        let total_vectors = self
+            .vector_spec()?
+            .and_then(|spec| spec.routing)
+            .and_then(|routing| routing.total_vectors);
+        if let Some(total) = total_vectors {
+            if rows < total {
+                return Err(Error::InvalidManifest(format!(
+                    "custom.vector.total_vectors is {total} but the shard rows hold only {rows}: \
+                     shard rows were deleted or altered"
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -368,17 +368,15 @@ fn shard_rows_that_contradict_the_routing_are_refused() {
     }
 }
 
-#[test]
-fn non_finite_routing_artifacts_are_refused() {
-    let dir = temp_dir();
-    let root = dir.path().join("snap");
+/// A vector-only snapshot (200 random 8-d vectors, cluster routing over 4 shards) at `root`.
+fn publish_vector_only(dir: &Path, root: &Path) {
     let mut rng = rng(9);
-    let input = dir.path().join("v.jsonl");
+    let input = dir.join("v.jsonl");
     write_jsonl(
         &input,
         (0..200i64).map(|id| json!({"id": id, "emb": vector_json(&random_vector(&mut rng, 8))})),
     );
-    let mut opts = build_options(&input, &root);
+    let mut opts = build_options(&input, root);
     opts.shards = 4;
     opts.fields.value_field = None;
     opts.fields.vector_field = Some("emb".into());
@@ -390,6 +388,56 @@ fn non_finite_routing_artifacts_are_refused() {
         spill: 0.0,
     });
     build(&opts).expect("vector-only build");
+}
+
+#[test]
+fn deleted_or_altered_shard_rows_are_refused() {
+    // A deleted row read as an empty slot: present keys answered "found": false, and searches
+    // left the shard out, with exit 0.
+    let kv_cases = [
+        "DELETE FROM shards WHERE db_id = 0",
+        "DELETE FROM shards",
+        "UPDATE shards SET row_count = row_count - 1 WHERE db_id = 2",
+    ];
+    for sql in kv_cases {
+        let dir = temp_dir();
+        let root = dir.path().join("snap");
+        publish(dir.path(), &root, "v1");
+        edit_manifest(&root, sql);
+        let err = open_error(root_str(&root));
+        assert!(err.contains("deleted or altered"), "{sql}: {err}");
+    }
+    // Vector-only: by edgeshard's record, and by `total_vectors` (any writer's) without it.
+    for sql in [
+        "DELETE FROM shards WHERE db_id = 0",
+        "DELETE FROM shards WHERE db_id = 0;
+         UPDATE build_meta SET custom = json_remove(custom, '$.edgeshard_shard_totals');",
+    ] {
+        let dir = temp_dir();
+        let root = dir.path().join("snap");
+        publish_vector_only(dir.path(), &root);
+        edit_manifest(&root, sql);
+        let err = open_error(root_str(&root));
+        assert!(err.contains("deleted or altered"), "{sql}: {err}");
+    }
+    // Without the record, a KV manifest missing a row cannot be told from an empty slot: the
+    // record is what makes the difference (and other writers' manifests still open).
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish(dir.path(), &root, "v1");
+    edit_manifest(
+        &root,
+        "UPDATE build_meta SET custom = json_remove(custom, '$.edgeshard_shard_totals')",
+    );
+    let snap = Snapshot::open(root_str(&root)).expect("a manifest without the record");
+    assert_eq!(value(&snap, 7).as_deref(), Some("v1-7"));
+}
+
+#[test]
+fn non_finite_routing_artifacts_are_refused() {
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    publish_vector_only(dir.path(), &root);
     let run = current_run_id(&root);
     let centroids = root.join(format!("vector_meta/run_id={run}/centroids.npy"));
     let good = npy::read(&std::fs::read(&centroids).unwrap()).unwrap();
