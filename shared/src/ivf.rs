@@ -296,9 +296,8 @@ pub fn scan_chunks<'a>(
     let dim = stored_query.len();
     let width = dim * 4;
     let cosine = stored_metric(metric) == Metric::Cosine;
-    let query_norm = dot(stored_query, stored_query).sqrt();
     let mut scored: Vec<(f64, i64, &'a [u8])> = Vec::new();
-    let mut vector = vec![0f32; dim];
+    let mut distances = Vec::new();
     for (at, chunk) in chunks.into_iter().enumerate() {
         let slots = chunk.rowids.len() / 8;
         if chunk.rowids.len() % 8 != 0
@@ -313,25 +312,17 @@ pub fn scan_chunks<'a>(
                 chunk.vectors.len()
             )));
         }
-        for slot in 0..slots {
+        distances.clear();
+        crate::kernels::distances(stored_query, cosine, chunk.vectors, &mut distances);
+        for (slot, distance) in distances.iter().enumerate() {
             if chunk.validity[slot / 8] >> (slot % 8) & 1 == 0 {
                 continue;
             }
             let bytes = &chunk.vectors[slot * width..(slot + 1) * width];
-            for (v, b) in vector.iter_mut().zip(bytes.chunks_exact(4)) {
-                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-            let distance = match cosine {
-                true => {
-                    let norms = query_norm * dot(&vector, &vector).sqrt();
-                    1.0 - dot(stored_query, &vector) / norms
-                }
-                false => l2_squared(stored_query, &vector).sqrt(),
-            };
             let rowid_bytes = &chunk.rowids[slot * 8..slot * 8 + 8];
             let mut le = [0u8; 8];
             le.copy_from_slice(rowid_bytes);
-            scored.push((f64::from(distance), i64::from_le_bytes(le), bytes));
+            scored.push((f64::from(*distance), i64::from_le_bytes(le), bytes));
         }
     }
     let by_distance =
@@ -353,11 +344,6 @@ pub fn merge_candidates(mut a: Vec<Candidate>, b: Vec<Candidate>, n: usize) -> V
     a.sort_by(|x, y| x.1.total_cmp(&y.1).then(x.0.cmp(&y.0)));
     a.truncate(n);
     a
-}
-
-/// `|a - b|^2` in f32 (see [`lane_sum`]).
-fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    lane_sum(a, b, |x, y| (x - y) * (x - y))
 }
 
 /// `sum term(a_i, b_i)` in f32 over 8 independent lanes, a loop the compiler turns into SIMD:

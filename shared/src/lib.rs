@@ -13,6 +13,7 @@ pub mod filter;
 pub mod integrity;
 pub mod ivf;
 pub mod json;
+pub mod kernels;
 pub mod key;
 pub mod layout;
 pub mod manifest;

@@ -64,6 +64,12 @@ pub mod sql {
          FROM vec_index_chunks c JOIN vec_index_vector_chunks00 v ON v.oid = c.chunk_id \
          WHERE c.partition00 = ?1 ORDER BY c.chunk_id";
 
+    /// Every vector chunk of the shard (a flat shard, or an IVF shard searched in every cell):
+    /// `rowids, validity, vectors`, for [`crate::ivf::scan_chunks`].
+    pub const ALL_CHUNK_DATA: &str = "SELECT c.rowids, c.validity, v.vectors \
+         FROM vec_index_chunks c JOIN vec_index_vector_chunks00 v ON v.oid = c.chunk_id \
+         ORDER BY c.chunk_id";
+
     /// The id and payload of vector `?1`: `original_id, payload` (either may be `NULL`).
     pub const HIT_LOOKUP: &str =
         "SELECT (SELECT original_id FROM vec_id_map WHERE internal_id = ?1), \

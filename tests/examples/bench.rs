@@ -7,6 +7,9 @@
 //! ```
 //! `kv`: builds ROWS (default 1,000,000) integer-keyed rows with 100-byte values, then times
 //! warm single-key `get`s (each timed alone) and batched `multi_get`.
+//! `scan [ROWS] [DIM]` (default 100,000 x 384): the exact-scan kernel on one thread, side by side
+//! with sqlite-vec's own `vec0` KNN over the same table (a shard's layout): vectors scanned per
+//! second for each metric, median of 7 runs.
 //! `debian`: builds DIR/packages.parquet (the debian-minilm set) as a unified sqlite-vec snapshot
 //! for cosine, l2 and dot_product, then times warm `search` k=10 for DIR/queries.parquet and
 //! reports recall@10 against exact ground truth (the set's `gt_cosine_ids` / `gt_l2_ids`; for
@@ -51,13 +54,23 @@ fn main() -> BoxResult<()> {
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
             bench_debian_ivf(&dir, shards)
         }
+        Some("scan") => {
+            let rows = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(100_000);
+            let dim = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(384);
+            bench_scan(rows, dim)
+        }
         Some("debian") => {
             let dir = PathBuf::from(args.get(1).ok_or("debian needs the data set folder")?);
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
             bench_debian(&dir, shards)
         }
         _ => Err(
-            "usage: bench kv [ROWS] [SHARDS] | bench debian DIR [SHARDS] | bench debian-ivf DIR [SHARDS]"
+            "usage: bench kv [ROWS] [SHARDS] | bench debian DIR [SHARDS] | bench debian-ivf DIR \
+             [SHARDS] | bench scan [ROWS] [DIM]"
                 .into(),
         ),
     }
@@ -387,6 +400,85 @@ fn bench_debian_routed(dir: &Path, queries: &[Query], shards: u32) -> BoxResult<
                 touched as f64 / queries.len() as f64
             );
         }
+    }
+    Ok(())
+}
+
+/// One thread, one in-memory shard table of `rows` random `dim`-d vectors per metric: sqlite-vec's
+/// `MATCH` (what shardyfusion's reader runs) vs [`edgeshard_shared::ivf::scan_chunks`] over the
+/// same chunks (what edgeshard's readers run), each k = 10, median of 7 runs.
+fn bench_scan(rows: usize, dim: usize) -> BoxResult<()> {
+    use edgeshard_shared::{ivf, search_plan, shard_schema};
+    edgeshard_native::sqlite_vec_ext::register();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let vectors: Vec<Vec<f32>> = (0..rows)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let query: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let as_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    println!("scan: {rows} x {dim}, one thread, k = 10, median of 7 runs");
+    for metric in [Metric::Cosine, Metric::L2] {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch(&shard_schema::vec_index_ddl(dim, metric))?;
+        {
+            let tx = conn.unchecked_transaction()?;
+            let mut insert =
+                tx.prepare("INSERT INTO vec_index(rowid, embedding) VALUES (?1, ?2)")?;
+            for (i, v) in vectors.iter().enumerate() {
+                insert.execute(rusqlite::params![i as i64 + 1, as_bytes(v)])?;
+            }
+            drop(insert);
+            tx.commit()?;
+        }
+        let query_bytes = as_bytes(&query);
+        let median = |mut samples: Vec<f64>| {
+            samples.sort_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        };
+        let mut knn = conn.prepare(&search_plan::sql::knn(false, false))?;
+        let mut sqlite_vec = Vec::new();
+        let mut expected = Vec::new();
+        for _ in 0..7 {
+            let started = Instant::now();
+            expected = knn
+                .query_map(rusqlite::params![query_bytes, 10i64], |r| {
+                    r.get::<_, i64>(0)
+                })?
+                .collect::<Result<Vec<i64>, _>>()?;
+            sqlite_vec.push(started.elapsed().as_secs_f64());
+        }
+        let mut chunks_stmt = conn.prepare(
+            "SELECT c.rowids, c.validity, v.vectors FROM vec_index_chunks c \
+             JOIN vec_index_vector_chunks00 v ON v.oid = c.chunk_id ORDER BY c.chunk_id",
+        )?;
+        let blobs: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = chunks_stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut ours = Vec::new();
+        let mut found = Vec::new();
+        for _ in 0..7 {
+            let started = Instant::now();
+            let chunks = blobs.iter().map(|(rowids, validity, vectors)| ivf::Chunk {
+                rowids,
+                validity,
+                vectors,
+            });
+            found = ivf::scan_chunks(&query, metric, chunks, 10)?;
+            ours.push(started.elapsed().as_secs_f64());
+        }
+        let ids: Vec<i64> = found.iter().map(|c| c.0).collect();
+        let (theirs_s, ours_s) = (median(sqlite_vec), median(ours));
+        println!(
+            "{:<8} sqlite-vec {:>6.2} M vectors/s ({:>7.2} ms)   edgeshard {:>6.2} M vectors/s \
+             ({:>7.2} ms)   {:.1}x   same top 10: {}",
+            metric.as_str(),
+            rows as f64 / theirs_s / 1e6,
+            theirs_s * 1e3,
+            rows as f64 / ours_s / 1e6,
+            ours_s * 1e3,
+            theirs_s / ours_s,
+            ids == expected
+        );
     }
     Ok(())
 }

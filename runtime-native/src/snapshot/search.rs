@@ -218,10 +218,12 @@ impl Snapshot {
         }
     }
 
-    /// sqlite-vec: exact KNN through `vec0` (`MATCH ? AND k = ?`).
+    /// sqlite-vec shards: the nearest rows by the index's own distance, read from `vec0`'s
+    /// vector chunks (every chunk, or those of the probed IVF cells) and scanned by
+    /// [`ivf::scan_chunks`]'s SIMD loops, the same distances `vec0`'s `MATCH` computes.
     ///
     /// - With a filter, candidates are over-fetched (`4 x` what is needed, doubling up to
-    ///   sqlite-vec's cap of 4096) and filtered after; when the cap is reached without enough
+    ///   [`edgeshard_shared::query::MAX_K`]) and filtered after; when the cap is reached without enough
     ///   matches, the shard is scanned exactly (`vec_distance_*` over every row, in order), so
     ///   `k` results come back whenever `k` vectors match.
     /// - dot_product (stored as its L2 reduction): the L2 pass yields `k + max(k, 16)`
@@ -262,9 +264,11 @@ impl Snapshot {
             loop {
                 let rows = match fetch {
                     Fetch::Nearest(n) if !cells.is_empty() => {
-                        cell_rows(conn, q, n, &cells, &corrupt, &sql)?
+                        cell_rows(conn, q, n, Some(&cells), &corrupt, &sql)?
                     }
-                    Fetch::Nearest(n) => knn_rows(conn, q, n, rescore).map_err(sql)?,
+                    // The whole shard through the same chunk scan: its SIMD loops scan about
+                    // 5x faster than sqlite-vec's scalar KNN (docs/benchmarks.md, "Exact scan").
+                    Fetch::Nearest(n) => cell_rows(conn, q, n, None, &corrupt, &sql)?,
                     Fetch::All => scan_rows(conn, q, rescore).map_err(sql)?,
                 };
                 let returned = rows.len();
@@ -422,34 +426,37 @@ pub(super) fn read_rows(
     rows.collect()
 }
 
-/// The `fetch` nearest rows of the whole shard by the index's own distance, nearest first.
-pub(super) fn knn_rows(
-    conn: &Connection,
-    q: &ShardQuery<'_>,
-    fetch: usize,
-    with_vectors: bool,
-) -> rusqlite::Result<Vec<RawRow>> {
-    let mut stmt = conn.prepare_cached(&search_plan::sql::knn(true, with_vectors))?;
-    read_rows(&mut stmt, rusqlite::params![q.bytes, fetch as i64])
-}
-
-/// The `fetch` nearest rows of the IVF `cells`, nearest first: their chunks read with plain
-/// SQL and scanned by [`ivf::scan_chunks`] (one pass over the cells' vectors, not one `vec0`
-/// statement per cell), then each hit's id and payload looked up. Rows carry their vectors.
+/// The `fetch` nearest rows of the IVF `cells` (`None`: of the whole shard), nearest first:
+/// their chunks read with plain SQL and scanned by [`ivf::scan_chunks`] (one pass over the
+/// vectors with edgeshard's SIMD loops, not one `vec0` statement per cell), then each hit's id
+/// and payload looked up. Rows carry their vectors.
 pub(super) fn cell_rows(
     conn: &Connection,
     q: &ShardQuery<'_>,
     fetch: usize,
-    cells: &[usize],
+    cells: Option<&[usize]>,
     corrupt: &dyn Fn(String) -> Error,
     sql: &dyn Fn(rusqlite::Error) -> Error,
 ) -> Result<Vec<RawRow>> {
-    let mut chunks = conn
-        .prepare_cached(search_plan::sql::CELL_CHUNK_DATA)
-        .map_err(sql)?;
+    let (statement, groups) = match cells {
+        Some(cells) => (
+            search_plan::sql::CELL_CHUNK_DATA,
+            cells.iter().map(|cell| Some(*cell as i64)).collect(),
+        ),
+        None => (search_plan::sql::ALL_CHUNK_DATA, vec![None]),
+    };
+    let mut chunks = conn.prepare_cached(statement).map_err(sql)?;
     let mut best: Vec<ivf::Candidate> = Vec::new();
-    for cell in cells {
-        let mut rows = chunks.query([*cell as i64]).map_err(sql)?;
+    for group in groups {
+        let mut rows = match group {
+            Some(cell) => chunks.query([cell]),
+            None => chunks.query([]),
+        }
+        .map_err(sql)?;
+        let place = |e: edgeshard_shared::Error| match group {
+            Some(cell) => format!("cell {cell}: {}", e.detail()),
+            None => e.detail().to_string(),
+        };
         while let Some(row) = rows.next().map_err(sql)? {
             let blob = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_blob()?));
             let chunk = ivf::Chunk {
@@ -458,7 +465,7 @@ pub(super) fn cell_rows(
                 vectors: blob(2).map_err(sql)?,
             };
             let found = ivf::scan_chunks(q.stored, q.metric, [chunk], fetch)
-                .map_err(|e| corrupt(format!("cell {cell}: {}", e.detail())))?;
+                .map_err(|e| corrupt(place(e)))?;
             best = ivf::merge_candidates(best, found, fetch);
         }
     }
