@@ -610,7 +610,10 @@ impl Snapshot {
                     let cells = &cells_of[i];
                     let stored = &stored;
                     let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
-                        if !scan && !cells.is_empty() {
+                        // The nearest: vec0's chunks (the probed cells', or all of them)
+                        // scanned by edgeshard's SIMD loops, as in runtime-native.
+                        if !scan {
+                            let cells = (!cells.is_empty()).then_some(cells.as_slice());
                             return cell_rows(conn, stored, metric, fetch, cells, filtered);
                         }
                         // A filter needs each candidate's payload in the same statement; the
@@ -1127,32 +1130,23 @@ type KnnRow = (i64, f64, Option<Vec<u8>>, Option<String>);
 /// An IVF shard's `vec_ivf_centroids` rows: `(cell, centroid bytes)`.
 type CentroidRows = Vec<(i64, Vec<u8>)>;
 
-/// The `fetch` nearest vectors of the IVF `cells` of one shard, as `(rowid, distance, stored
-/// vector, payload)`: the cells' chunks read with plain SQL and scanned by
+/// The `fetch` nearest vectors of the IVF `cells` of one shard (`None`: of the whole shard), as
+/// `(rowid, distance, stored vector, payload)`: the chunks read with plain SQL and scanned by
 /// [`ivf::scan_chunks`] (as runtime-native does); the payload looked up when a filter needs it.
 fn cell_rows(
     conn: &Connection,
     stored: &[f32],
     metric: vector::Metric,
     fetch: usize,
-    cells: &[usize],
+    cells: Option<&[usize]>,
     with_payload: bool,
 ) -> rusqlite::Result<Vec<KnnRow>> {
-    let damaged = |e: edgeshard_shared::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-    let mut chunks = conn.prepare_cached(search_plan::sql::CELL_CHUNK_DATA)?;
-    let mut best: Vec<ivf::Candidate> = Vec::new();
-    for cell in cells {
-        let mut rows = chunks.query([*cell as i64])?;
-        while let Some(row) = rows.next()? {
-            let chunk = ivf::Chunk {
-                rowids: row.get_ref(0)?.as_blob()?,
-                validity: row.get_ref(1)?.as_blob()?,
-                vectors: row.get_ref(2)?.as_blob()?,
-            };
-            let found = ivf::scan_chunks(stored, metric, [chunk], fetch).map_err(damaged)?;
-            best = ivf::merge_candidates(best, found, fetch);
-        }
-    }
+    let best = ivf::nearest_in_shard(conn, stored, metric, fetch, cells).map_err(|e| match e {
+        ivf::ShardScanError::Sql(e) => e,
+        ivf::ShardScanError::Corrupt(detail) => rusqlite::Error::ToSqlConversionFailure(
+            edgeshard_shared::Error::InvalidArgument(detail).into(),
+        ),
+    })?;
     let mut lookup = conn.prepare_cached(search_plan::sql::HIT_LOOKUP)?;
     best.into_iter()
         .map(|(rowid, distance, vector)| {

@@ -338,6 +338,64 @@ pub fn scan_chunks<'a>(
         .collect())
 }
 
+/// Why [`nearest_in_shard`] failed: SQLite (the reader's to report, with where it read), or a
+/// chunk whose blobs do not describe its vectors (a damaged shard; the text names the chunk).
+#[derive(Debug)]
+pub enum ShardScanError {
+    /// A statement failed.
+    Sql(rusqlite::Error),
+    /// A chunk is malformed.
+    Corrupt(String),
+}
+
+/// The `fetch` nearest vectors of an open sqlite-vec shard by the index's own distance, nearest
+/// first (ties by rowid): the vector chunks of the IVF `cells` (`None`: every chunk of the
+/// shard) read with plain SQL and scanned by [`scan_chunks`]. One function for every reader, so
+/// each reads and ranks the same rows; the reader's VFS decides where the pages come from.
+pub fn nearest_in_shard(
+    conn: &rusqlite::Connection,
+    stored_query: &[f32],
+    metric: Metric,
+    fetch: usize,
+    cells: Option<&[usize]>,
+) -> std::result::Result<Vec<Candidate>, ShardScanError> {
+    use crate::search_plan::sql;
+    let (statement, groups): (_, Vec<Option<i64>>) = match cells {
+        Some(cells) => (
+            sql::CELL_CHUNK_DATA,
+            cells.iter().map(|cell| Some(*cell as i64)).collect(),
+        ),
+        None => (sql::ALL_CHUNK_DATA, vec![None]),
+    };
+    let mut chunks = conn
+        .prepare_cached(statement)
+        .map_err(ShardScanError::Sql)?;
+    let mut best: Vec<Candidate> = Vec::new();
+    for group in groups {
+        let mut rows = match group {
+            Some(cell) => chunks.query([cell]),
+            None => chunks.query([]),
+        }
+        .map_err(ShardScanError::Sql)?;
+        while let Some(row) = rows.next().map_err(ShardScanError::Sql)? {
+            let blob = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_blob()?));
+            let chunk = Chunk {
+                rowids: blob(0).map_err(ShardScanError::Sql)?,
+                validity: blob(1).map_err(ShardScanError::Sql)?,
+                vectors: blob(2).map_err(ShardScanError::Sql)?,
+            };
+            let found = scan_chunks(stored_query, metric, [chunk], fetch).map_err(|e| {
+                ShardScanError::Corrupt(match group {
+                    Some(cell) => format!("cell {cell}: {}", e.detail()),
+                    None => e.detail().to_string(),
+                })
+            })?;
+            best = merge_candidates(best, found, fetch);
+        }
+    }
+    Ok(best)
+}
+
 /// The `n` best of two candidate lists (each nearest first), nearest first, ties by rowid.
 pub fn merge_candidates(mut a: Vec<Candidate>, b: Vec<Candidate>, n: usize) -> Vec<Candidate> {
     a.extend(b);

@@ -438,37 +438,11 @@ pub(super) fn cell_rows(
     corrupt: &dyn Fn(String) -> Error,
     sql: &dyn Fn(rusqlite::Error) -> Error,
 ) -> Result<Vec<RawRow>> {
-    let (statement, groups) = match cells {
-        Some(cells) => (
-            search_plan::sql::CELL_CHUNK_DATA,
-            cells.iter().map(|cell| Some(*cell as i64)).collect(),
-        ),
-        None => (search_plan::sql::ALL_CHUNK_DATA, vec![None]),
-    };
-    let mut chunks = conn.prepare_cached(statement).map_err(sql)?;
-    let mut best: Vec<ivf::Candidate> = Vec::new();
-    for group in groups {
-        let mut rows = match group {
-            Some(cell) => chunks.query([cell]),
-            None => chunks.query([]),
-        }
-        .map_err(sql)?;
-        let place = |e: edgeshard_shared::Error| match group {
-            Some(cell) => format!("cell {cell}: {}", e.detail()),
-            None => e.detail().to_string(),
-        };
-        while let Some(row) = rows.next().map_err(sql)? {
-            let blob = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_blob()?));
-            let chunk = ivf::Chunk {
-                rowids: blob(0).map_err(sql)?,
-                validity: blob(1).map_err(sql)?,
-                vectors: blob(2).map_err(sql)?,
-            };
-            let found = ivf::scan_chunks(q.stored, q.metric, [chunk], fetch)
-                .map_err(|e| corrupt(place(e)))?;
-            best = ivf::merge_candidates(best, found, fetch);
-        }
-    }
+    let best =
+        ivf::nearest_in_shard(conn, q.stored, q.metric, fetch, cells).map_err(|e| match e {
+            ivf::ShardScanError::Sql(e) => sql(e),
+            ivf::ShardScanError::Corrupt(detail) => corrupt(detail),
+        })?;
     let mut lookup = conn
         .prepare_cached(search_plan::sql::HIT_LOOKUP)
         .map_err(sql)?;
