@@ -38,9 +38,10 @@ raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/edgeshard_wasm.wasm"
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 wasm-bindgen --target web --out-dir "$stage" "$raw"
-# The features rustc's wasm32 target emits; wasm-opt must be told, or it refuses the module.
+# The features rustc's wasm32 target emits, and simd128 (the exact-scan loops of
+# shared::kernels); wasm-opt must be told, or it refuses the module.
 "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
     -o "$stage/edgeshard_wasm_bg.opt.wasm" "$stage/edgeshard_wasm_bg.wasm"
 mv "$stage/edgeshard_wasm_bg.opt.wasm" "$stage/edgeshard_wasm_bg.wasm"
 
