@@ -2,7 +2,10 @@
 # Common environment for edgeshard scripts. Source it: `source "$(dirname "$0")/env.sh"`.
 # Only exports variables; safe to source more than once and from interactive shells.
 
-# One shared build directory outside the repository (several checkouts reuse the same artifacts).
+# One build directory outside the repository, for one checkout at a time: cargo names a
+# workspace crate's artifacts by its path inside the workspace, so a second checkout building into
+# the same directory overwrites them, and each checkout can then take the other's build of a crate
+# for its own (fresh by file times). Give other checkouts their own CARGO_TARGET_DIR.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeshard-target}"
 # Builds with the `lancedb` feature get their own directory: LanceDB changes the features of
 # shared dependencies (tokio, arrow, object_store), so in one directory each build would

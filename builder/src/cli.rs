@@ -49,7 +49,8 @@ pub struct ReadArgs {
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
     /// How remote shards are read: whole into the local cache (download), page by page with
-    /// ranged reads (range), or by size (auto: range from 16 MiB per shard or 2 GiB in all).
+    /// ranged reads (range), or by the call (auto: lookups by range; searches download a shard
+    /// below 16 MiB, when all are below 2 GiB, else range).
     #[arg(long, value_enum, default_value = "auto")]
     pub access: AccessArg,
     /// Where downloaded shards are cached (default: $TMPDIR/edgeshard-cache).
@@ -107,7 +108,10 @@ impl ReadArgs {
     /// With `--stats`, the snapshot's I/O so far as one JSON line on stderr.
     fn report(&self, snap: &Snapshot) {
         if self.stats {
-            let stats = json!({"stats": snap.stats(), "access": snap.access_mode()});
+            let stats = json!({
+                "stats": snap.stats(),
+                "access": {"lookups": snap.lookup_access_mode(), "searches": snap.access_mode()},
+            });
             crate::error::warn(&stats.to_string());
         }
     }

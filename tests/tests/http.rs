@@ -79,13 +79,78 @@ fn download_and_range_modes_answer_like_local_reads() {
             "{access:?}: {stats:?}"
         );
     }
-    // Small snapshot: auto picks download.
+    // Small snapshot: auto downloads for searches, reads lookups by range.
     let auto = open(
         &server.base_url,
         AccessMode::Auto,
         &dir.path().join("cache2"),
     );
     assert_eq!(auto.access_mode(), AccessMode::Download);
+    assert_eq!(auto.lookup_access_mode(), AccessMode::Range);
+}
+
+#[test]
+fn auto_reads_a_lookup_by_range_and_a_search_downloads_for_the_next_lookups() {
+    let dir = temp_dir();
+    let (root, queries) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let local = Snapshot::open(root.to_str().unwrap()).unwrap();
+    let cache = dir.path().join("cache");
+    let auto = open(&server.base_url, AccessMode::Auto, &cache);
+    let shard_bytes = |key: i64| {
+        let db_id = local.route(&Key::Int(key)).unwrap();
+        local
+            .manifest()
+            .shards
+            .iter()
+            .find(|s| s.db_id == db_id)
+            .unwrap()
+            .db_bytes
+    };
+    // One key on a shard not yet open: pages, not the shard.
+    let before = auto.stats();
+    assert_eq!(
+        auto.get(&Key::Int(7)).unwrap(),
+        local.get(&Key::Int(7)).unwrap()
+    );
+    let lookup = auto.stats() - before;
+    assert!(
+        lookup.bytes * 2 < shard_bytes(7),
+        "a get read {} bytes of a {}-byte shard",
+        lookup.bytes,
+        shard_bytes(7)
+    );
+    assert!(lookup.requests >= 2, "{lookup:?}");
+    // A search downloads every shard (each one whole: as many requests as shards).
+    let before = auto.stats();
+    assert_eq!(
+        auto.search(&queries[0], 10, None).unwrap(),
+        local.search(&queries[0], 10, None).unwrap()
+    );
+    let search = auto.stats() - before;
+    let total: u64 = local.manifest().shards.iter().map(|s| s.db_bytes).sum();
+    assert_eq!(
+        search.requests,
+        local.manifest().shards.len() as u64,
+        "{search:?}"
+    );
+    assert_eq!(search.bytes, total, "{search:?}");
+    // ... after which every lookup is local, the range-read shard of key 7 included.
+    let keys: Vec<Key> = (0..2100).map(Key::Int).collect();
+    let before = auto.stats();
+    assert_eq!(
+        auto.multi_get(&keys).unwrap(),
+        local.multi_get(&keys).unwrap()
+    );
+    assert_eq!((auto.stats() - before).requests, 0);
+    // A new reader with the same cache finds the downloaded shards: lookups cost no request.
+    let again = open(&server.base_url, AccessMode::Auto, &cache);
+    let before = again.stats();
+    assert_eq!(
+        again.multi_get(&keys).unwrap(),
+        local.multi_get(&keys).unwrap()
+    );
+    assert_eq!((again.stats() - before).requests, 0);
 }
 
 #[test]

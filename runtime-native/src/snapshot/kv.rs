@@ -16,7 +16,7 @@ impl Snapshot {
         let Some(shard) = &self.shards[db_id as usize] else {
             return Ok(None);
         };
-        let value = self.with_conn(shard, |conn| {
+        let value = self.with_conn(shard, Use::Lookup, |conn| {
             conn.prepare_cached(shard_schema::KV_GET)?
                 .query_row([&encoded], |r| r.get(0))
                 .optional()
@@ -36,7 +36,7 @@ impl Snapshot {
         if shard.routing_checked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let first: Option<Vec<u8>> = self.with_conn(shard, |conn| {
+        let first: Option<Vec<u8>> = self.with_conn(shard, Use::Lookup, |conn| {
             conn.prepare_cached(shard_schema::KV_FIRST_KEY)?
                 .query_row([], |r| r.get(0))
                 .optional()
@@ -71,7 +71,7 @@ impl Snapshot {
             if wanted.is_empty() {
                 continue;
             }
-            let found = self.with_conn(shard, |conn| {
+            let found = self.with_conn(shard, Use::Lookup, |conn| {
                 let mut stmt = conn.prepare_cached(shard_schema::KV_GET)?;
                 wanted
                     .iter()

@@ -10,7 +10,7 @@ mod kv;
 mod search;
 mod shards;
 
-use shards::{cached_file_checks_out, ShardHandle};
+use shards::{cached_file_checks_out, ShardHandle, Use};
 
 use crate::error::{Error, Result};
 use crate::range::{FileSource, RangeShard, RangeSource, RangeStats, StatsSnapshot};
@@ -54,8 +54,9 @@ pub struct SnapshotInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessMode {
-    /// Range for large remote snapshots (a shard >= 16 MiB or all >= 2 GiB), else download;
-    /// local files are read in place.
+    /// Remote roots: key lookups by range; searches by range for large snapshots (a shard of
+    /// 16 MiB or more, or 2 GiB in all), else download (a shard a search downloaded then
+    /// serves lookups locally). Local files are read in place.
     #[default]
     Auto,
     /// Each shard fetched whole (remote) into the local cache, then read from disk.
@@ -129,7 +130,7 @@ pub struct Snapshot {
     /// Indexed by db_id; `None` for empty slots.
     shards: Vec<Option<ShardHandle>>,
     options: OpenOptions,
-    /// The access mode in force (`auto` resolved).
+    /// The access mode of searches (`auto` resolved); lookups: [`Snapshot::lookup_access_mode`].
     mode: AccessMode,
     /// Requests and bytes of every read this snapshot made (whole objects and ranges).
     stats: Arc<RangeStats>,
@@ -284,9 +285,15 @@ impl Snapshot {
             .collect()
     }
 
-    /// The access mode in force (`auto` resolved to `download` or `range`).
+    /// The access mode searches use (`auto` resolved to `download` or `range`).
     pub fn access_mode(&self) -> AccessMode {
         self.mode
+    }
+
+    /// The access mode key lookups use on a shard not yet open: under `auto` on a remote root,
+    /// `range` (a shard already downloaded, by a search or in the cache, is read locally).
+    pub fn lookup_access_mode(&self) -> AccessMode {
+        self.mode_for(Use::Lookup)
     }
 
     /// Requests, bytes and cache hits of every read so far (open included).

@@ -258,7 +258,7 @@ impl Snapshot {
         // dot_product is stored as its L2 reduction: each candidate is rescored exactly from
         // its stored vector, so the statements return the vectors too.
         let rescore = q.dot_reduction.is_some();
-        let hits = self.with_conn_try(shard, |conn| {
+        let hits = self.with_conn_try(shard, Use::Scan, |conn| {
             let sql = |e: rusqlite::Error| self.sql_error(shard, e);
             let mut fetch = policy.first();
             loop {
@@ -307,7 +307,7 @@ impl Snapshot {
         if let Some(cells) = shard.cells.get() {
             return Ok(cells.clone());
         }
-        let rows: Vec<(i64, Vec<u8>)> = self.with_conn(shard, |conn| {
+        let rows: Vec<(i64, Vec<u8>)> = self.with_conn(shard, Use::Scan, |conn| {
             let mut stmt = conn.prepare_cached(search_plan::sql::IVF_CENTROIDS)?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()

@@ -21,6 +21,16 @@ pub(super) struct ShardHandle {
     pub(super) lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
 }
 
+/// What a read of a shard is for; under `--access auto` on a remote root it decides how a shard
+/// not yet open is opened (see [`Snapshot::mode_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Use {
+    /// Key lookups: a few pages.
+    Lookup,
+    /// Vector searches: most of the shard's vector pages.
+    Scan,
+}
+
 /// An open shard database: a file SQLite reads itself, or pages read by range.
 pub(super) enum ShardConn {
     Whole(Connection),
@@ -33,9 +43,23 @@ impl Snapshot {
     pub(super) fn with_conn<T>(
         &self,
         shard: &ShardHandle,
+        use_: Use,
         mut f: impl FnMut(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.with_conn_try(shard, |conn| f(conn).map_err(|e| self.sql_error(shard, e)))
+        self.with_conn_try(shard, use_, |conn| {
+            f(conn).map_err(|e| self.sql_error(shard, e))
+        })
+    }
+
+    /// How a shard not yet open is read for `use_`: `--access auto` on a remote root reads
+    /// lookups by range (one key never costs a whole shard) and searches per the size rule
+    /// (download below 16 MiB a shard and 2 GiB in all, else range); any other choice applies
+    /// to both.
+    pub(super) fn mode_for(&self, use_: Use) -> AccessMode {
+        match (self.options.access, &self.root, use_) {
+            (AccessMode::Auto, Root::Remote(_), Use::Lookup) => AccessMode::Range,
+            _ => self.mode,
+        }
     }
 
     /// A SQLite error on a shard. (A failed ranged read never surfaces as one: the range
@@ -52,18 +76,27 @@ impl Snapshot {
     /// opened is an error naming it).
     /// In range mode `f` may run several times (see [`RangeShard::run`]): it must have no
     /// effect outside what it returns.
+    ///
+    /// A shard open by range is downloaded when `use_` calls for a download (`auto`: a search
+    /// after lookups), so later reads are local; a downloaded shard serves every use.
     pub(super) fn with_conn_try<T>(
         &self,
         shard: &ShardHandle,
+        use_: Use,
         f: impl FnMut(&Connection) -> Result<T>,
     ) -> Result<T> {
         let mut guard = shard
             .conn
             .lock()
             .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
-        if guard.is_none() {
+        let wanted = self.mode_for(use_);
+        let upgrade = matches!(
+            (&*guard, wanted),
+            (Some(ShardConn::Range(_)), AccessMode::Download)
+        );
+        if guard.is_none() || upgrade {
             sqlite_vec_ext::register();
-            *guard = Some(self.open_shard(shard)?);
+            *guard = Some(self.open_shard(shard, wanted)?);
         }
         match guard.as_mut() {
             Some(ShardConn::Whole(conn)) => {
@@ -82,7 +115,7 @@ impl Snapshot {
     /// [`RangeShard::plan_vector_reads`]); nothing for other shards.
     pub(super) fn plan_vector_reads(&self, shard: &ShardHandle, ivf: bool) -> Result<()> {
         // Opens the shard when needed.
-        self.with_conn_try(shard, |_| Ok(()))?;
+        self.with_conn_try(shard, Use::Scan, |_| Ok(()))?;
         let mut guard = shard
             .conn
             .lock()
@@ -106,15 +139,22 @@ impl Snapshot {
         }
     }
 
-    /// Opens one shard's database per the access mode.
-    pub(super) fn open_shard(&self, shard: &ShardHandle) -> Result<ShardConn> {
+    /// Opens one shard's database per `mode` (resolved: download or range). Under `auto`, a
+    /// range open of a remote shard already in the download cache (and checking out) opens the
+    /// cached file.
+    pub(super) fn open_shard(&self, shard: &ShardHandle, mode: AccessMode) -> Result<ShardConn> {
         let db_id = shard.entry.db_id;
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
             location: shard.location.clone(),
             detail,
         };
-        let conn = match (&self.root, self.mode) {
+        let cached = match (&self.root, mode, self.options.access) {
+            (Root::Remote(_), AccessMode::Range, AccessMode::Auto) => self.cached_copy(shard),
+            _ => None,
+        };
+        let conn = match (&self.root, mode) {
+            _ if let Some(path) = &cached => ShardConn::Whole(open_local_file(path, db_id)?),
             (Root::Local(dir), AccessMode::Range) => {
                 let path = dir.join(&shard.relative);
                 self.check_local_size(&path, &shard.entry)
@@ -231,9 +271,8 @@ impl Snapshot {
         Sidecar::parse(&bytes).ok()
     }
 
-    /// Fetches a remote shard whole into the local cache (temp file + rename, so concurrent
-    /// processes never see a partial file), or reuses a cached copy of the same checkpoint.
-    pub(super) fn download(&self, shard: &ShardHandle) -> Result<PathBuf> {
+    /// Where the download cache keeps the shard's file.
+    fn cache_path(&self, shard: &ShardHandle) -> PathBuf {
         let entry = &shard.entry;
         // checkpoint_id is opaque (another writer's may not be a content hash), so the run and
         // slot are part of the cache identity too.
@@ -247,18 +286,33 @@ impl Snapshot {
             }
             _ => slot,
         };
-        let dir = self
-            .options
+        self.options
             .cache_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("edgeshard-cache"))
-            .join(identity);
-        let target = dir.join(layout::SHARD_DB_FILE);
-        // A cached copy is used only if it still checks out (size, and the content hash when
-        // the manifest records one): a copy damaged on disk is fetched again, not served.
-        if self.check_local_size(&target, entry).is_ok() && cached_file_checks_out(&target, entry) {
-            return Ok(target);
+            .join(identity)
+            .join(layout::SHARD_DB_FILE)
+    }
+
+    /// The shard's downloaded copy when the cache holds one that checks out (size, and the
+    /// content hash when the manifest records one): a copy damaged on disk is fetched again,
+    /// not served.
+    pub(super) fn cached_copy(&self, shard: &ShardHandle) -> Option<PathBuf> {
+        let path = self.cache_path(shard);
+        let fine = self.check_local_size(&path, &shard.entry).is_ok()
+            && cached_file_checks_out(&path, &shard.entry);
+        fine.then_some(path)
+    }
+
+    /// Fetches a remote shard whole into the local cache (temp file + rename, so concurrent
+    /// processes never see a partial file), or reuses a cached copy of the same checkpoint.
+    pub(super) fn download(&self, shard: &ShardHandle) -> Result<PathBuf> {
+        let entry = &shard.entry;
+        let target = self.cache_path(shard);
+        if let Some(cached) = self.cached_copy(shard) {
+            return Ok(cached);
         }
+        let dir = target.parent().map(PathBuf::from).unwrap_or_default();
         let io = |location: &PathBuf| {
             let location = location.display().to_string();
             move |source| Error::Io { location, source }
