@@ -6,15 +6,11 @@ use crate::build::{
 };
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
+use crate::output::{self, json_err, FilterSpec, SearchRequest};
 use crate::vector_index::IndexKind;
 use crate::versions::RollbackTarget;
-use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edgeshard_native::{
-    current_manifest_path, AccessMode, AnnParams, OpenOptions, Root, SearchOptions, SearchResponse,
-    Snapshot,
-};
-use edgeshard_shared::filter::Filter;
+use edgeshard_native::{AccessMode, OpenOptions, Root, SearchResponse, Snapshot};
 use edgeshard_shared::{routing, Key, KeyEncoding, Metric};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
@@ -419,31 +415,24 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 }
                 (None, None) => return Err(Error::Usage("give --vector or --vector-file".into())),
             };
-            let query: Vec<f32> = serde_json::from_str::<Vec<f64>>(text.trim())
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "the query vector is not a JSON array of numbers: {e}"
-                    ))
-                })?
-                .into_iter()
-                .map(|x| x as f32)
-                .collect();
-            let options = SearchOptions {
-                k,
+            let vector: Vec<f64> = serde_json::from_str(text.trim()).map_err(|e| {
+                Error::Usage(format!(
+                    "the query vector is not a JSON array of numbers: {e}"
+                ))
+            })?;
+            let request = SearchRequest {
+                vector,
+                k: Some(k),
+                filter: (!filters.is_empty()).then_some(FilterSpec::All(filters)),
+                fields,
                 probes,
-                shard_ids: shards,
-                filter: match filters.is_empty() {
-                    true => None,
-                    false => Some(Filter::parse(&filters)?),
-                },
-                payload_fields: fields,
-                ann: AnnParams {
-                    nprobes,
-                    refine_factor: refine,
-                    ef,
-                    exact,
-                },
+                nprobes,
+                ef,
+                refine,
+                shards,
+                exact,
             };
+            let (query, options) = request.to_query()?;
             let snap = read.open()?;
             let started = Instant::now();
             let response = snap.search_with(&query, &options)?;
@@ -453,9 +442,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
         }
         Command::Info { read } => {
             let snap = read.open()?;
-            let info = snap.info();
+            let value = output::info_object(&snap.info())?;
             read.report(&snap);
-            let value = serde_json::to_value(&info).map_err(json_err)?;
             emit_records(&[value], read.format, out)
         }
         Command::Verify { read } => {
@@ -472,18 +460,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
         Command::Shards { read } => {
             let snap = read.open()?;
             read.report(&snap);
-            let rows: Vec<Value> = snap
-                .manifest()
-                .shards
-                .iter()
-                .map(|s| {
-                    json!({
-                        "db_id": s.db_id, "rows": s.row_count, "bytes": s.db_bytes,
-                        "min_key": s.min_key, "max_key": s.max_key,
-                        "checkpoint_id": s.checkpoint_id, "db_url": s.db_url,
-                    })
-                })
-                .collect();
+            let rows = output::shard_rows(&snap);
             emit_records(&rows, read.format, out)
         }
         Command::Route {
@@ -507,31 +484,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 }
                 (None, None) => return Err(Error::Usage("give --root or --num-dbs".into())),
             };
-            let row = json!({
-                // Bytes keys show as 0x-hex here: routing hashes bytes, and text would hide them.
-                "key": match &key {
-                    Key::Bytes(_) => Value::String(key.to_string()),
-                    _ => key_json(&key),
-                },
-                "shard": shard,
-                "xxh3_64": format!("0x{:016x}", routing::digest(&key)),
-            });
+            let row = output::route_object(&key, shard);
             emit_records(&[row], format, out)
         }
         Command::History { read } => {
             let root = read.root()?;
-            let current = current_manifest_path(&root).ok();
-            let rows: Vec<Value> = root
-                .list_manifests()?
-                .into_iter()
-                .map(|m| {
-                    json!({
-                        "timestamp": m.timestamp, "run_id": m.run_id,
-                        "current": current.as_deref() == Some(m.manifest_path.as_str()),
-                        "manifest": m.manifest_path,
-                    })
-                })
-                .collect();
+            let rows = output::history_rows(&root)?;
             emit_records(&rows, read.format, out)
         }
         Command::Rollback {
@@ -654,27 +612,8 @@ fn run_get(read: &ReadArgs, keys: &[String], out: &mut dyn Write) -> Result<()> 
         .iter()
         .map(|k| encoding.parse_key_text(k))
         .collect::<std::result::Result<_, _>>()?;
-    let values = snap.multi_get(&parsed)?;
+    let rows = output::get_rows(&snap, &parsed)?;
     read.report(&snap);
-    let rows: Vec<Value> = parsed
-        .iter()
-        .zip(values)
-        .map(|(key, value)| {
-            let mut row = json!({"key": key_json(key), "found": value.is_some(), "value": null});
-            if let Some(bytes) = value {
-                match String::from_utf8(bytes) {
-                    Ok(text) => row["value"] = Value::String(text),
-                    Err(e) => {
-                        row["value"] = Value::String(
-                            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
-                        );
-                        row["value_encoding"] = Value::String("base64".into());
-                    }
-                }
-            }
-            row
-        })
-        .collect();
     emit_records(&rows, read.format, out)
 }
 
@@ -743,15 +682,6 @@ fn key_from_text(text: &str, key_type: Option<KeyType>) -> Result<Key> {
     }
 }
 
-fn key_json(key: &Key) -> Value {
-    key.to_json()
-        .unwrap_or_else(|| Value::String(key.to_string()))
-}
-
-fn json_err(e: serde_json::Error) -> Error {
-    Error::Usage(format!("cannot serialise output: {e}"))
-}
-
 fn print_search(
     response: &SearchResponse,
     latency_ms: f64,
@@ -760,12 +690,7 @@ fn print_search(
 ) -> Result<()> {
     match format {
         OutputFormat::Json => {
-            let value = json!({
-                "results": response.results,
-                "shards_queried": response.shards_queried,
-                "shards": response.shards,
-                "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
-            });
+            let value = output::search_object(response, latency_ms);
             writeln!(out, "{value}").map_err(Error::io("stdout"))
         }
         OutputFormat::Table => {
