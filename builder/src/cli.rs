@@ -37,13 +37,13 @@ pub enum OutputFormat {
     Table,
 }
 
+/// Where a snapshot is and how to read it: the flags every reading command shares (the read
+/// commands and `serve`).
 #[derive(Debug, Args)]
-pub struct ReadArgs {
+pub struct StoreArgs {
     /// Snapshot root: a directory, file://, s3://bucket/prefix or http(s):// URL.
     #[arg(long, env = "EDGESHARD_ROOT")]
     pub root: String,
-    #[arg(long, value_enum, default_value = "json")]
-    pub format: OutputFormat,
     /// How remote shards are read: whole into the local cache (download), page by page with
     /// ranged reads (range), or by size (auto: range from 16 MiB per shard or 2 GiB in all).
     #[arg(long, value_enum, default_value = "auto")]
@@ -51,15 +51,23 @@ pub struct ReadArgs {
     /// Where downloaded shards are cached (default: $TMPDIR/edgeshard-cache).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Print requests, bytes and cache hits of the command to stderr, as JSON.
-    #[arg(long)]
-    pub stats: bool,
     /// S3 endpoint for S3-compatible stores (else AWS_ENDPOINT_URL); path-style requests.
     #[arg(long, env = "EDGESHARD_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     /// S3 region (else AWS_REGION, else us-east-1).
     #[arg(long)]
     pub s3_region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+    /// Print requests, bytes and cache hits of the command to stderr, as JSON.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,8 +77,9 @@ pub enum AccessArg {
     Range,
 }
 
-impl ReadArgs {
-    fn storage_options(&self) -> Vec<(String, String)> {
+impl StoreArgs {
+    /// S3 settings from the flags, as object_store keys.
+    pub fn storage_options(&self) -> Vec<(String, String)> {
         let mut storage_options = Vec::new();
         if let Some(endpoint) = &self.s3_endpoint {
             storage_options.push(("aws_endpoint".to_string(), endpoint.clone()));
@@ -81,23 +90,36 @@ impl ReadArgs {
         storage_options
     }
 
-    fn root(&self) -> Result<Root> {
+    pub fn root(&self) -> Result<Root> {
         Ok(Root::parse_with(&self.root, &self.storage_options())?)
     }
 
-    fn open(&self) -> Result<Snapshot> {
-        let storage_options = self.storage_options();
-        let options = OpenOptions {
+    /// The reader's options: access mode, cache folder, S3 settings.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
             access: match self.access {
                 AccessArg::Auto => AccessMode::Auto,
                 AccessArg::Download => AccessMode::Download,
                 AccessArg::Range => AccessMode::Range,
             },
             cache_dir: self.cache_dir.clone(),
-            storage_options,
+            storage_options: self.storage_options(),
             ..OpenOptions::default()
-        };
-        Ok(Snapshot::open_with(&self.root, options)?)
+        }
+    }
+
+    pub fn open(&self) -> Result<Snapshot> {
+        Ok(Snapshot::open_with(&self.root, self.open_options())?)
+    }
+}
+
+impl ReadArgs {
+    fn root(&self) -> Result<Root> {
+        self.store.root()
+    }
+
+    fn open(&self) -> Result<Snapshot> {
+        self.store.open()
     }
 
     /// With `--stats`, the snapshot's I/O so far as one JSON line on stderr.
@@ -239,6 +261,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve the snapshot over HTTP: a JSON API answering as get, search, info, shards, route
+    /// and history do, following _CURRENT as new versions are published (see the README,
+    /// "Server").
+    Serve(crate::serve::ServeArgs),
     /// Point _CURRENT at an older manifest.
     Rollback {
         #[command(flatten)]
@@ -519,6 +545,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             emit_records(&rows, read.format, out)
         }
         Command::SidecarBind { root, host, format } => run_sidecar_bind(&root, &host, format, out),
+        Command::Serve(args) => crate::serve::run(args),
     }
 }
 
@@ -630,7 +657,7 @@ fn run_rollback(
         (None, None, Some(reference)) => RollbackTarget::ManifestRef(reference),
         (None, None, None) => return Err(Error::Usage("give --offset, --run-id or --ref".into())),
     };
-    let done = crate::versions::rollback(&read.root, &read.storage_options(), &target)?;
+    let done = crate::versions::rollback(&read.store.root, &read.store.storage_options(), &target)?;
     let row = json!({
         "run_id": done.run_id, "manifest": done.manifest, "previous": done.previous,
     });

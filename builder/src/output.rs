@@ -140,7 +140,10 @@ pub struct SearchRequest {
 
 /// A filter as JSON gives it: one condition, or a list of conditions (ANDed).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a filter condition (\"FIELD=VALUE\") or a list of them"
+)]
 pub enum FilterSpec {
     One(String),
     All(Vec<String>),
