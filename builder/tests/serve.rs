@@ -1,0 +1,457 @@
+//! `edgeshard serve` as users run it: the real binary on 127.0.0.1 (a port it picks), asked by a
+//! real HTTP client. Every answer is compared with the CLI's for the same query on the same
+//! snapshot (never with hard-coded values); bad inputs, auth, CORS, readiness, refresh under
+//! load, pins, SIGTERM under load, metrics and the OpenAPI document's shapes.
+// Integration tests stop where they fail: unwrap, expect and panic are how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgeshard");
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/debian-sample");
+
+// ---------------------------------------------------------------------------------------------
+// The CLI and the server process
+
+/// Runs the CLI; its JSON lines on success, panics with stderr otherwise.
+fn cli(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edgeshard");
+    assert!(
+        out.status.success(),
+        "edgeshard {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A running `edgeshard serve`, killed when dropped (also when a test panics).
+struct Server {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `edgeshard serve --listen 127.0.0.1:0 <args>` and waits for its address.
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgeshard serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            // Drains stderr for the whole life of the process (a full pipe would block it).
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let address = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send(address);
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            base: String::new(),
+            stderr: log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => server.base = format!("http://{address}"),
+            Err(_) => panic!("the server printed no address: {}", server.log()),
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = client().get(self.url("/readyz")).send() {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "not ready after 60 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        answer(client().get(self.url(path)).send())
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        answer(
+            client()
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send(),
+        )
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (bounded); its exit code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "still running {timeout:?} after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    })
+}
+
+fn answer(sent: reqwest::Result<reqwest::blocking::Response>) -> (u16, Value) {
+    let response = sent.expect("an HTTP answer");
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+/// The demo's snapshot of the bundled sample (scripts/demo.sh): 2,000 packages, 4 shards,
+/// key-routed, unified KV + vectors. Built once per test process.
+fn debian_unified() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = scratch("serve-debian-unified");
+        let root_text = root.to_str().unwrap();
+        cli(&[
+            "build",
+            "--input",
+            &format!("{SAMPLE}/packages.parquet"),
+            "--key-field",
+            "id",
+            "--value-field",
+            "text",
+            "--vector-field",
+            "embedding",
+            "--payload-fields",
+            "section,priority",
+            "--shards",
+            "4",
+            "--metric",
+            "cosine",
+            "--out",
+            root_text,
+            "--quiet",
+        ]);
+        root
+    })
+}
+
+/// The sample as a vector-only snapshot, 8 shards routed by k-means centroids, 2 probes.
+fn debian_cluster() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = scratch("serve-debian-cluster");
+        let root_text = root.to_str().unwrap();
+        cli(&[
+            "build",
+            "--input",
+            &format!("{SAMPLE}/packages.parquet"),
+            "--key-field",
+            "id",
+            "--vector-field",
+            "embedding",
+            "--payload-fields",
+            "section",
+            "--vector-only",
+            "--routing",
+            "cluster",
+            "--shards",
+            "8",
+            "--probes",
+            "2",
+            "--out",
+            root_text,
+            "--quiet",
+        ]);
+        root
+    })
+}
+
+/// A fresh folder under the cargo target's test scratch space, unique to this process.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The sample's text queries (id, vector).
+fn text_queries() -> Vec<(String, Vec<f64>)> {
+    std::fs::read_to_string(format!("{SAMPLE}/text_queries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let vector = v["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            (v["id"].as_str().unwrap().to_string(), vector)
+        })
+        .collect()
+}
+
+/// A search object without its latency (the only field that differs run to run).
+fn without_latency(mut v: Value) -> Value {
+    let latency = v.as_object_mut().unwrap().remove("latency_ms");
+    assert!(latency.is_some_and(|l| l.is_number()), "no latency_ms");
+    v
+}
+
+/// The CLI's search for `vector` with `flags`, and the server's for `body` (which gets the
+/// vector added): both answers, latency removed.
+fn both_searches(
+    server: &Server,
+    root: &Path,
+    dir: &Path,
+    vector: &[f64],
+    flags: &[&str],
+    mut body: Value,
+) -> (Value, Value) {
+    let file = dir.join("query.json");
+    std::fs::write(&file, serde_json::to_string(vector).unwrap()).unwrap();
+    let mut args = vec![
+        "search",
+        "--root",
+        root.to_str().unwrap(),
+        "--vector-file",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let cli_answer = cli(&args).remove(0);
+    body["vector"] = json!(vector);
+    let (status, served) = server.post("/v1/search", &body.to_string());
+    assert_eq!(status, 200, "{body}: {served}");
+    (without_latency(cli_answer), without_latency(served))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers equal the CLI's
+
+#[test]
+fn every_endpoint_answers_as_the_cli_on_the_debian_sample() {
+    let root = debian_unified();
+    let root_text = root.to_str().unwrap();
+    let dir = scratch("serve-unified-queries");
+    let server = Server::start(&["--root", root_text]);
+    server.wait_ready();
+
+    let (status, info) = server.get("/v1/info");
+    assert_eq!(status, 200);
+    assert_eq!(info, cli(&["info", "--root", root_text])[0]);
+    let (status, shards) = server.get("/v1/shards");
+    assert_eq!(status, 200);
+    assert_eq!(
+        shards,
+        json!({"shards": cli(&["shards", "--root", root_text])})
+    );
+    let (status, history) = server.get("/v1/history");
+    assert_eq!(status, 200);
+    assert_eq!(
+        history,
+        json!({"history": cli(&["history", "--root", root_text])})
+    );
+
+    // Keys: found ones (taken from a search, so they exist whatever the sample holds), a
+    // missing one, and text that needs escaping in a URL.
+    let queries = text_queries();
+    let (_, first) = server.post(
+        "/v1/search",
+        &json!({"vector": queries[0].1, "k": 40}).to_string(),
+    );
+    let mut keys: Vec<String> = first["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| hit["id"].as_str().unwrap().to_string())
+        .collect();
+    keys.push("no-such-package".into());
+    keys.push("a key/with ?odd# chars".into());
+    let mut args = vec!["get", "--root", root_text];
+    args.extend(keys.iter().map(String::as_str));
+    let cli_rows = cli(&args);
+    let (status, served) = server.post("/v1/get", &json!({ "keys": keys }).to_string());
+    assert_eq!(status, 200);
+    assert_eq!(served, json!({ "results": cli_rows }));
+    for (key, row) in keys.iter().zip(&cli_rows) {
+        let path = format!("/v1/get/{}", encode_path_segment(key));
+        let (status, one) = server.get(&path);
+        let expected = if row["found"] == json!(true) {
+            200
+        } else {
+            404
+        };
+        assert_eq!(status, expected, "{path}: {one}");
+        assert_eq!(&one, row, "{path}");
+        let (status, route) = server.get(&format!("/v1/route/{}", encode_path_segment(key)));
+        assert_eq!(status, 200);
+        assert_eq!(route, cli(&["route", key, "--root", root_text])[0], "{key}");
+    }
+
+    // Searches: every text query plain, and some with options, against the CLI.
+    for (id, vector) in &queries {
+        let (want, got) = both_searches(&server, root, &dir, vector, &[], json!({}));
+        assert_eq!(got, want, "query {id}");
+    }
+    let vector = &queries[1].1;
+    for (flags, body) in [
+        (vec!["--k", "7"], json!({"k": 7})),
+        (
+            vec!["--k", "5", "--filter", "section=web", "--fields", "section"],
+            json!({"k": 5, "filter": ["section=web"], "fields": ["section"]}),
+        ),
+        (
+            vec!["--filter", "section!=web", "--filter", "priority=optional"],
+            json!({"filter": ["section!=web", "priority=optional"]}),
+        ),
+        (vec!["--shards", "0,2"], json!({"shards": [0, 2]})),
+        (vec!["--k", "3", "--exact"], json!({"k": 3, "exact": true})),
+        (vec!["--fields", ""], json!({"fields": []})),
+    ] {
+        let (want, got) = both_searches(&server, root, &dir, vector, &flags, body.clone());
+        assert_eq!(got, want, "{flags:?} / {body}");
+    }
+    // One condition may be given as a plain string.
+    let (want, got) = both_searches(
+        &server,
+        root,
+        &dir,
+        vector,
+        &["--filter", "section=web"],
+        json!({"filter": "section=web"}),
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_vector_only_cluster_routed_snapshot_answers_as_the_cli() {
+    let root = debian_cluster();
+    let root_text = root.to_str().unwrap();
+    let dir = scratch("serve-cluster-queries");
+    let server = Server::start(&["--root", root_text]);
+    server.wait_ready();
+    assert_eq!(
+        server.get("/v1/info").1,
+        cli(&["info", "--root", root_text])[0]
+    );
+    assert_eq!(
+        server.get("/v1/shards").1,
+        json!({"shards": cli(&["shards", "--root", root_text])})
+    );
+    for (id, vector) in text_queries().iter().take(8) {
+        for (flags, body) in [
+            (vec![], json!({})),
+            (
+                vec!["--probes", "3", "--k", "20"],
+                json!({"probes": 3, "k": 20}),
+            ),
+            (vec!["--shards", "1,5"], json!({"shards": [1, 5]})),
+            (
+                vec!["--filter", "section=utils", "--probes", "8"],
+                json!({"filter": ["section=utils"], "probes": 8}),
+            ),
+        ] {
+            let (want, got) = both_searches(&server, root, &dir, vector, &flags, body.clone());
+            assert_eq!(got, want, "query {id}, {flags:?}");
+        }
+    }
+    // A vector-only snapshot has no KV rows: gets answer as the CLI's do.
+    let (status, served) = server.post("/v1/get", r#"{"keys": ["surf", "vim"]}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        served,
+        json!({"results": cli(&["get", "--root", root_text, "surf", "vim"])})
+    );
+}
+
+/// Percent-encodes a URL path segment (everything but unreserved characters).
+fn encode_path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
