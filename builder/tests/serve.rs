@@ -39,6 +39,17 @@ fn cli(args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Runs the CLI expecting failure; its stderr.
+fn cli_error(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edgeshard");
+    assert!(!out.status.success(), "edgeshard {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A running `edgeshard serve`, killed when dropped (also when a test panics).
 struct Server {
     child: Child,
@@ -442,6 +453,337 @@ fn a_vector_only_cluster_routed_snapshot_answers_as_the_cli() {
         served,
         json!({"results": cli(&["get", "--root", root_text, "surf", "vim"])})
     );
+}
+
+/// Asserts an error answer: `status`, the one error body, a message containing `needle`.
+fn assert_error(answer: &(u16, Value), status: u16, code: &str, needle: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(error.len(), 3, "{body}");
+    assert_eq!(error["code"], json!(code), "{body}");
+    assert_eq!(
+        error["retryable"],
+        json!(code == "unavailable"),
+        "retryable follows the kind: {body}"
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains(needle), "{needle:?} not in {message:?}");
+}
+
+#[test]
+fn bad_inputs_are_400s_naming_the_problem() {
+    let root = debian_unified();
+    let root_text = root.to_str().unwrap();
+    let dir = scratch("serve-bad-inputs");
+    let server = Server::start(&[
+        "--root",
+        root_text,
+        "--max-keys",
+        "5",
+        "--max-body-bytes",
+        "20000",
+    ]);
+    server.wait_ready();
+    let dim = text_queries()[0].1.len();
+    let good: Vec<f64> = text_queries()[0].1.clone();
+    let with = |extra: Value| {
+        let mut body = json!({"vector": good});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body.to_string()
+    };
+    let search = |body: &str| server.post("/v1/search", body);
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            json!({"vector": [1.0, 2.0]}).to_string(),
+            400,
+            "dimension 2",
+        ),
+        (
+            format!("{{\"vector\": [NaN{}]}}", ", 0.5".repeat(dim - 1)),
+            400,
+            "NaN",
+        ),
+        (
+            format!("{{\"vector\": [1e39{}]}}", ", 0.5".repeat(dim - 1)),
+            400,
+            "query vector",
+        ),
+        (with(json!({"k": 0})), 400, "k must be between 1 and 4096"),
+        (
+            with(json!({"k": 4097})),
+            400,
+            "k must be between 1 and 4096",
+        ),
+        (with(json!({"k": -1})), 400, "expected usize"),
+        (with(json!({"k": "ten"})), 400, "invalid type: string"),
+        (
+            with(json!({"filter": ["nonsense"]})),
+            400,
+            "filter \"nonsense\"",
+        ),
+        (with(json!({"filter": 5})), 400, "a filter condition"),
+        (with(json!({"kk": 3})), 400, "unknown field `kk`"),
+        (with(json!({"nprobes": 0})), 400, "nprobes must be"),
+        (with(json!({"exact": true, "nprobes": 2})), 400, "exact"),
+        (json!({"k": 3}).to_string(), 400, "missing field `vector`"),
+        ("{\"vector\": [1, 2".to_string(), 400, "not JSON"),
+        (
+            json!({"vector": vec![0.5; 6000]}).to_string(),
+            413,
+            "--max-body-bytes",
+        ),
+    ];
+    for (body, status, needle) in &cases {
+        assert_error(&search(body), *status, "invalid_input", needle);
+    }
+    // Errors the reader raises are the CLI's, word for word.
+    let file = dir.join("query.json");
+    std::fs::write(&file, serde_json::to_string(&good).unwrap()).unwrap();
+    for (extra, flags) in [
+        (json!({"probes": 2}), vec!["--probes", "2"]),
+        (json!({"shards": [99]}), vec!["--shards", "99"]),
+        (json!({"k": 5000}), vec!["--k", "5000"]),
+    ] {
+        let (status, body) = search(&with(extra.clone()));
+        assert_eq!(status, 400, "{extra}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        let mut args = vec!["search", "--root", root_text, "--vector-file"];
+        args.push(file.to_str().unwrap());
+        args.extend(flags);
+        let stderr = cli_error(&args);
+        assert!(stderr.contains(message), "{message:?} vs CLI {stderr:?}");
+    }
+    let get = |body: &str| server.post("/v1/get", body);
+    assert_error(&get(r#"{"keys": [3]}"#), 400, "invalid_input", "keys[0]");
+    assert_error(
+        &get(r#"{"keys": ["a", null]}"#),
+        400,
+        "invalid_input",
+        "keys[1]",
+    );
+    assert_error(
+        &get(r#"{"keys": ["a", ["b"]]}"#),
+        400,
+        "invalid_input",
+        "(strings)",
+    );
+    assert_error(
+        &get(r#"{"keys": "a"}"#),
+        400,
+        "invalid_input",
+        "expected a sequence",
+    );
+    assert_error(&get(r#"{}"#), 400, "invalid_input", "missing field `keys`");
+    assert_error(
+        &get(r#"{"keys": ["a"], "key": 1}"#),
+        400,
+        "invalid_input",
+        "unknown field `key`",
+    );
+    assert_error(
+        &get(r#"{"keys": ["a", "b", "c", "d", "e", "f"]}"#),
+        400,
+        "invalid_input",
+        "--max-keys",
+    );
+    assert_error(&server.get("/v1/nothing"), 404, "not_found", "/v1/nothing");
+    assert_error(&server.post("/v1/info", "{}"), 405, "invalid_input", "POST");
+    // The server still answers after all of that.
+    let (status, body) = get(r#"{"keys": ["surf"]}"#);
+    assert_eq!((status, &body["results"][0]["found"]), (200, &json!(true)));
+}
+
+#[test]
+fn integer_keys_must_be_json_integers_in_range() {
+    let dir = scratch("serve-int-keys");
+    let root = build_small(&dir, "v1", None);
+    let root_text = root.to_str().unwrap();
+    let server = Server::start(&["--root", root_text]);
+    server.wait_ready();
+    let get = |body: &str| server.post("/v1/get", body);
+    let (status, body) = get(r#"{"keys": [3, 49, 50]}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"results": cli(&["get", "--root", root_text, "3", "49", "50"])})
+    );
+    assert_error(
+        &get(r#"{"keys": ["3"]}"#),
+        400,
+        "invalid_input",
+        "(integers)",
+    );
+    assert_error(&get(r#"{"keys": [1.5]}"#), 400, "invalid_input", "keys[0]");
+    assert_error(&get(r#"{"keys": [-1]}"#), 400, "invalid_input", "u64be");
+    assert_error(
+        &server.get("/v1/get/abc"),
+        400,
+        "invalid_input",
+        "not an integer",
+    );
+    assert_error(
+        &server.get("/v1/route/abc"),
+        400,
+        "invalid_input",
+        "not an integer",
+    );
+    let (status, row) = server.get("/v1/get/7");
+    assert_eq!(
+        (status, row),
+        (200, cli(&["get", "--root", root_text, "7"])[0].clone())
+    );
+}
+
+#[test]
+fn bearer_token_and_cors() {
+    let root = debian_unified();
+    let root_text = root.to_str().unwrap();
+    let dir = scratch("serve-auth");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let server = Server::start(&[
+        "--root",
+        root_text,
+        "--auth-token-file",
+        token_file.to_str().unwrap(),
+        "--cors-origin",
+        "https://app.example",
+    ]);
+    server.wait_ready();
+    let with_token = |token: Option<&str>| {
+        let mut request = client().get(server.url("/v1/info"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        answer(request.send())
+    };
+    assert_error(&with_token(None), 401, "permission_denied", "bearer token");
+    assert_error(
+        &with_token(Some("s3cret")),
+        401,
+        "permission_denied",
+        "bearer token",
+    );
+    assert_error(
+        &with_token(Some("s3cret-token2")),
+        401,
+        "permission_denied",
+        "bearer",
+    );
+    let (status, info) = with_token(Some("s3cret-token"));
+    assert_eq!(status, 200);
+    assert_eq!(info, cli(&["info", "--root", root_text])[0]);
+    // Probes need no token.
+    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(server.get("/readyz").0, 200);
+    // CORS: the allowed origin is echoed, another is not.
+    let cors = |origin: &str| {
+        client()
+            .get(server.url("/healthz"))
+            .header("origin", origin)
+            .send()
+            .unwrap()
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(
+        cors("https://app.example").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(cors("https://evil.example"), None);
+
+    // Without --cors-origin no CORS header is ever sent.
+    let plain = Server::start(&["--root", root_text]);
+    plain.wait_ready();
+    let header = client()
+        .get(plain.url("/v1/info"))
+        .header("origin", "https://app.example")
+        .send()
+        .unwrap()
+        .headers()
+        .get("access-control-allow-origin")
+        .cloned();
+    assert_eq!(header, None);
+}
+
+#[test]
+fn without_a_snapshot_it_answers_503_until_one_is_published() {
+    let dir = scratch("serve-not-ready");
+    let root = dir.join("snap");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_text = root.to_str().unwrap();
+    let server = Server::start(&["--root", root_text, "--refresh-interval", "0"]);
+    assert_eq!(server.get("/healthz").0, 200);
+    let not_ready = server.get("/readyz");
+    assert_error(
+        &not_ready,
+        503,
+        "unavailable",
+        "no snapshot version is open",
+    );
+    assert_eq!(not_ready.1["ready"], json!(false));
+    assert_error(
+        &server.get("/v1/info"),
+        503,
+        "unavailable",
+        "no snapshot version",
+    );
+    assert_error(
+        &server.post("/v1/get", r#"{"keys": [1]}"#),
+        503,
+        "unavailable",
+        "no snapshot version",
+    );
+    build_small(&dir, "v1", Some(&root));
+    let (status, done) = server.post("/v1/admin/refresh", "");
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["outcome"], json!("swapped"));
+    server.wait_ready();
+    let (status, body) = server.post("/v1/get", r#"{"keys": [1, 2]}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"results": cli(&["get", "--root", root_text, "1", "2"])})
+    );
+}
+
+/// A small snapshot (keys 0..50, value `<tag>-<i>`, 4-d vectors) published at `root` (default:
+/// `dir/snap`), with run id `tag` when it is one not used yet; returns the root.
+fn build_small(dir: &Path, tag: &str, root: Option<&Path>) -> PathBuf {
+    let root = root.map_or_else(|| dir.join("snap"), Path::to_path_buf);
+    let input = dir.join(format!("{tag}.jsonl"));
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&format!(
+            "{{\"id\": {i}, \"value\": \"{tag}-{i}\", \"emb\": [1.0, {i}.0, 0.5, -1.0]}}\n"
+        ));
+    }
+    std::fs::write(&input, text).unwrap();
+    cli(&[
+        "build",
+        "--input",
+        input.to_str().unwrap(),
+        "--key-field",
+        "id",
+        "--value-field",
+        "value",
+        "--vector-field",
+        "emb",
+        "--shards",
+        "4",
+        "--out",
+        root.to_str().unwrap(),
+        "--run-id",
+        tag,
+        "--quiet",
+    ]);
+    root
 }
 
 /// Percent-encodes a URL path segment (everything but unreserved characters).
