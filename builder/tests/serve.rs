@@ -140,6 +140,12 @@ impl Server {
         )
     }
 
+    fn get_text(&self, path: &str) -> String {
+        let response = client().get(self.url(path)).send().unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().unwrap()
+    }
+
     fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -750,6 +756,235 @@ fn without_a_snapshot_it_answers_503_until_one_is_published() {
     assert_eq!(
         body,
         json!({"results": cli(&["get", "--root", root_text, "1", "2"])})
+    );
+}
+
+/// Waits until `/readyz` says run `run_id` is served.
+fn wait_serving(server: &Server, run_id: &str) {
+    let started = Instant::now();
+    loop {
+        let (_, ready) = server.get("/readyz");
+        if ready["run_id"] == json!(run_id) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run {run_id} not served after 60 s: {ready}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The version tag of a get answer whose values must all come from one version.
+fn one_version(answer: &Value) -> String {
+    let rows = answer["results"].as_array().unwrap();
+    let tags: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            assert_eq!(row["key"], json!(i), "{answer}");
+            let value = row["value"].as_str().unwrap_or_else(|| panic!("{answer}"));
+            let (tag, number) = value.split_once('-').unwrap();
+            assert_eq!(number, i.to_string(), "{answer}");
+            tag
+        })
+        .collect();
+    assert_eq!(tags.len(), 1, "an answer mixed versions: {tags:?}");
+    tags.into_iter().next().unwrap().to_string()
+}
+
+#[test]
+fn refresh_under_load_gives_no_failed_or_mixed_answers() {
+    let dir = scratch("serve-refresh-load");
+    let root = build_small(&dir, "v1", None);
+    let server = Server::start(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--refresh-interval",
+        "100ms",
+    ]);
+    server.wait_ready();
+    let all_keys = json!({"keys": (0..50).collect::<Vec<_>>()}).to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url, body) = (stop.clone(), server.url("/v1/get"), all_keys.clone());
+            std::thread::spawn(move || {
+                let mut seen: Vec<String> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, answer) = answer(
+                        client()
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send(),
+                    );
+                    assert_eq!(status, 200, "{answer}");
+                    let tag = one_version(&answer);
+                    if seen.last() != Some(&tag) {
+                        seen.push(tag);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for tag in ["v2", "v3", "v4"] {
+        build_small(&dir, tag, Some(&root));
+        wait_serving(&server, tag);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let seen = worker.join().expect("a client thread failed");
+        // Versions only move forward, and every client ends on the last one.
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "a client saw versions go back: {seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("v4"), "{seen:?}");
+    }
+    let (_, ready) = server.get("/readyz");
+    assert_eq!(ready["last_refresh"]["ok"], json!(true), "{ready}");
+    assert!(
+        ready["last_refresh"]["swaps"].as_u64().unwrap() >= 4,
+        "{ready}"
+    );
+}
+
+#[test]
+fn a_broken_new_version_keeps_the_old_one_serving() {
+    let dir = scratch("serve-broken-version");
+    let root = build_small(&dir, "v1", None);
+    let root_text = root.to_str().unwrap();
+    let server = Server::start(&["--root", root_text, "--refresh-interval", "0"]);
+    server.wait_ready();
+    build_small(&dir, "v2", Some(&root));
+    let (status, done) = server.post("/v1/admin/refresh", "");
+    assert_eq!(
+        (status, &done["outcome"]),
+        (200, &json!("swapped")),
+        "{done}"
+    );
+    assert_eq!(
+        done["previous"].as_str().map(|m| m.contains("v1")),
+        Some(true)
+    );
+    let (status, done) = server.post("/v1/admin/refresh", "");
+    assert_eq!(
+        (status, &done["outcome"]),
+        (200, &json!("unchanged")),
+        "{done}"
+    );
+
+    // v3 is published with a shard file missing: the server must not switch to it.
+    build_small(&dir, "v3", Some(&root));
+    let shard = std::fs::read_dir(root.join("shards/run_id=v3"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("attempt=00/shard.db"))
+        .find(|p| p.exists())
+        .expect("a shard file of v3");
+    std::fs::remove_file(&shard).unwrap();
+    let failed = server.post("/v1/admin/refresh", "");
+    assert_error(&failed, 503, "not_found", "shard");
+    let (status, ready) = server.get("/readyz");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["run_id"], json!("v2"));
+    assert_eq!(ready["last_refresh"]["ok"], json!(false));
+    assert_eq!(ready["last_refresh"]["kind"], json!("not_found"));
+    assert_eq!(ready["last_refresh"]["failures"], json!(1));
+    let (status, answer) = server.post(
+        "/v1/get",
+        &json!({"keys": (0..50).collect::<Vec<_>>()}).to_string(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(one_version(&answer), "v2");
+    let metrics = server.get_text("/metrics");
+    for line in [
+        "edgeshard_refresh_failures_total 1",
+        "edgeshard_refresh_last_ok 0",
+        "edgeshard_ready 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("edgeshard_snapshot_info{run_id=\"v2\""),
+        "{metrics}"
+    );
+
+    // A manifest that is not SQLite at all: refused the same way.
+    build_small(&dir, "v4", Some(&root));
+    let manifest = std::fs::read_dir(root.join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with("run_id=v4"))
+        .expect("v4's manifest folder")
+        .join("manifest");
+    std::fs::write(&manifest, b"not a manifest").unwrap();
+    let (status, failed) = server.post("/v1/admin/refresh", "");
+    assert_eq!(status, 503, "{failed}");
+    assert_eq!(failed["error"]["code"], json!("corrupt"));
+    assert_eq!(server.get("/readyz").1["run_id"], json!("v2"));
+}
+
+#[test]
+fn run_id_and_ref_pin_a_version() {
+    let dir = scratch("serve-pins");
+    let root = build_small(&dir, "v1", None);
+    build_small(&dir, "v2", Some(&root));
+    let root_text = root.to_str().unwrap();
+    let all_keys = json!({"keys": (0..50).collect::<Vec<_>>()}).to_string();
+    let history = cli(&["history", "--root", root_text]);
+    let v1_manifest = history
+        .iter()
+        .find(|row| row["run_id"] == json!("v1"))
+        .unwrap()["manifest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for pin in [["--run-id", "v1"], ["--ref", v1_manifest.as_str()]] {
+        let server = Server::start(&[
+            "--root",
+            root_text,
+            pin[0],
+            pin[1],
+            "--refresh-interval",
+            "100ms",
+        ]);
+        server.wait_ready();
+        let (_, ready) = server.get("/readyz");
+        assert_eq!(
+            (&ready["run_id"], &ready["pinned"]),
+            (&json!("v1"), &json!(true))
+        );
+        let (_, answer) = server.post("/v1/get", &all_keys);
+        assert_eq!(one_version(&answer), "v1", "{pin:?}");
+        let (status, done) = server.post("/v1/admin/refresh", "");
+        assert_eq!(
+            (status, &done["outcome"]),
+            (200, &json!("unchanged")),
+            "{done}"
+        );
+        assert_eq!(server.get("/v1/info").1["run_id"], json!("v1"));
+    }
+    let server = Server::start(&["--root", root_text, "--run-id", "nope"]);
+    let started = Instant::now();
+    while server.get("/readyz").1["last_refresh"]["attempts"] == json!(0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no open attempted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_error(
+        &server.get("/readyz"),
+        503,
+        "unavailable",
+        "no manifest with run id",
     );
 }
 
