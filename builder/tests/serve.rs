@@ -1126,6 +1126,219 @@ fn a_request_over_the_timeout_is_a_retryable_503() {
     assert_error(&answer, 503, "unavailable", "--request-timeout");
 }
 
+/// Checks `value` against an OpenAPI 3.0 schema of `doc` (the subset the document uses:
+/// $ref, type, nullable, required, properties, additionalProperties: false, items, oneOf,
+/// enum, minimum).
+fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let pointer = reference.trim_start_matches('#');
+        let target = doc
+            .pointer(pointer)
+            .ok_or(format!("{at}: no {reference}"))?;
+        return check_schema(doc, target, value, at);
+    }
+    if value.is_null() {
+        return match schema["nullable"] == json!(true) {
+            true => Ok(()),
+            false => Err(format!("{at}: null where {schema} is not nullable")),
+        };
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits = options
+            .iter()
+            .filter(|o| check_schema(doc, o, value, at).is_ok())
+            .count();
+        return match fits {
+            1 => Ok(()),
+            n => Err(format!("{at}: {value} fits {n} of oneOf {schema}")),
+        };
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            return Err(format!("{at}: {value} not in {allowed:?}"));
+        }
+    }
+    let fits_type = match schema["type"].as_str() {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => return Err(format!("{at}: unknown type {other}")),
+    };
+    if !fits_type {
+        return Err(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64()) {
+        if n < min {
+            return Err(format!("{at}: {n} below the minimum {min}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            if !object.contains_key(name) {
+                return Err(format!("{at}: required {name:?} missing from {value}"));
+            }
+        }
+        let properties = schema["properties"].as_object();
+        for (name, field) in object {
+            match properties.and_then(|p| p.get(name)) {
+                Some(sub) => check_schema(doc, sub, field, &format!("{at}.{name}"))?,
+                None if schema["additionalProperties"] == json!(false) => {
+                    return Err(format!("{at}: {name:?} is not in the schema"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(item) = schema.get("items") {
+            for (i, v) in items.iter().enumerate() {
+                check_schema(doc, item, v, &format!("{at}[{i}]"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn openapi_describes_every_answer_and_metrics_count_them() {
+    let root = debian_unified();
+    let root_text = root.to_str().unwrap();
+    let server = Server::start(&["--root", root_text]);
+    server.wait_ready();
+    let (status, doc) = server.get("/openapi.json");
+    assert_eq!(status, 200);
+    let vector = text_queries()[0].1.clone();
+    let search = json!({"vector": vector, "k": 3, "fields": ["section"]}).to_string();
+    // (method, the route as the document names it, path asked, body)
+    let asked: Vec<(&str, &str, &str, String)> = vec![
+        ("get", "/v1/info", "/v1/info", String::new()),
+        ("get", "/v1/shards", "/v1/shards", String::new()),
+        ("get", "/v1/history", "/v1/history", String::new()),
+        ("get", "/v1/route/{key}", "/v1/route/surf", String::new()),
+        ("get", "/v1/get/{key}", "/v1/get/surf", String::new()),
+        (
+            "get",
+            "/v1/get/{key}",
+            "/v1/get/no-such-package",
+            String::new(),
+        ),
+        (
+            "post",
+            "/v1/get",
+            "/v1/get",
+            r#"{"keys": ["surf", "nope"]}"#.into(),
+        ),
+        ("post", "/v1/get", "/v1/get", r#"{"keys": [1]}"#.into()),
+        ("post", "/v1/search", "/v1/search", search.clone()),
+        ("post", "/v1/search", "/v1/search", search.clone()),
+        (
+            "post",
+            "/v1/search",
+            "/v1/search",
+            r#"{"vector": [1]}"#.into(),
+        ),
+        (
+            "post",
+            "/v1/admin/refresh",
+            "/v1/admin/refresh",
+            String::new(),
+        ),
+        ("get", "/healthz", "/healthz", String::new()),
+        ("get", "/readyz", "/readyz", String::new()),
+    ];
+    let mut described = std::collections::BTreeSet::new();
+    let mut statuses: Vec<(String, u16)> = Vec::new();
+    for (method, route, path, body) in &asked {
+        let (status, value) = match *method {
+            "get" => server.get(path),
+            _ => server.post(path, body),
+        };
+        let operation = &doc["paths"][*route][*method];
+        assert!(
+            operation.is_object(),
+            "{method} {route} is not in the document"
+        );
+        let response = &operation["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path}: status {status} undocumented"
+        );
+        let response = match response["$ref"].as_str() {
+            Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap(),
+            None => response,
+        };
+        let schema = &response["content"]["application/json"]["schema"];
+        check_schema(&doc, schema, &value, &format!("{method} {path} {status}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        described.insert(*route);
+        statuses.push((route.to_string(), status));
+    }
+    // Every JSON endpoint of the document was asked.
+    for route in doc["paths"].as_object().unwrap().keys() {
+        if route != "/metrics" && route != "/openapi.json" {
+            assert!(
+                described.contains(route.as_str()),
+                "{route} was not checked"
+            );
+        }
+    }
+
+    // /metrics counts exactly what was asked.
+    let metrics = server.get_text("/metrics");
+    let counted = |line_start: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let mut expected: std::collections::BTreeMap<(String, u16), u64> = Default::default();
+    for key in statuses {
+        *expected.entry(key).or_default() += 1;
+    }
+    for ((route, status), n) in &expected {
+        let series =
+            format!("edgeshard_http_requests_total{{endpoint=\"{route}\",status=\"{status}\"}} ");
+        // wait_ready asked /readyz too, as often as it took.
+        match route.as_str() {
+            "/readyz" => assert!(counted(&series) > *n, "{series}\n{metrics}"),
+            _ => assert_eq!(counted(&series), *n, "{series}\n{metrics}"),
+        }
+    }
+    let searches = expected
+        .iter()
+        .filter(|((route, _), _)| route == "/v1/search")
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    assert_eq!(
+        counted("edgeshard_http_request_duration_seconds_count{endpoint=\"/v1/search\"} "),
+        searches
+    );
+    let invalid = expected
+        .iter()
+        .filter(|((_, status), _)| *status == 400)
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    assert_eq!(
+        counted("edgeshard_errors_total{kind=\"invalid_input\"} "),
+        invalid
+    );
+    let run_id = cli(&["info", "--root", root_text])[0]["run_id"].clone();
+    let info_line = format!("edgeshard_snapshot_info{{run_id={run_id},");
+    assert!(metrics.contains(&info_line), "no {info_line} in\n{metrics}");
+    assert_eq!(counted("edgeshard_ready "), 1);
+    // Local shards are read in place: no store requests, but the series is there.
+    assert!(
+        metrics.contains("\nedgeshard_store_requests_total "),
+        "{metrics}"
+    );
+}
+
 /// A small snapshot (keys 0..50, value `<tag>-<i>`, 4-d vectors) published at `root` (default:
 /// `dir/snap`), with run id `tag` when it is one not used yet; returns the root.
 fn build_small(dir: &Path, tag: &str, root: Option<&Path>) -> PathBuf {
