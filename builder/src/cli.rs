@@ -625,7 +625,7 @@ fn report_after_change(done: &str, print: impl FnOnce() -> Result<()>) -> Result
 
 impl Cli {
     /// Whether the command changes the snapshot root in a way a caller must not take back on a
-    /// failed exit (see [`report_after_change`]); `main` then treats a failed flush of stdout
+    /// failed exit (see `report_after_change`); `main` then treats a failed flush of stdout
     /// as a warning.
     pub fn changes_current(&self) -> bool {
         matches!(self.command, Command::Build(_) | Command::Rollback { .. })

@@ -1,8 +1,8 @@
 //! `edgeshard serve`: an HTTP JSON API over one snapshot root (issue 13).
 //!
-//! - [`api`]: the endpoints, request checks and the error body;
-//! - [`state`]: the version served, refreshes and pins;
-//! - [`metrics`]: `/metrics` in Prometheus text.
+//! - `api`: the endpoints, request checks and the error body;
+//! - `state`: the version served, refreshes and pins;
+//! - `metrics`: `/metrics` in Prometheus text.
 //!
 //! The server holds no state of its own beyond caches (the store is the source of truth), so
 //! replicas behind a load balancer need no coordination. Reads run on tokio's blocking pool:
@@ -84,7 +84,7 @@ pub struct ServeArgs {
     /// `Authorization: Bearer <token>` (compared in constant time), else 401.
     #[arg(long)]
     pub auth_token_file: Option<PathBuf>,
-    /// Allow browsers on this origin (e.g. https://app.example) to call the API (CORS).
+    /// Allow browsers on this origin (e.g. `https://app.example`) to call the API (CORS).
     /// Repeatable; `*` allows any origin. Off by default.
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
