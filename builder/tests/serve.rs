@@ -261,10 +261,10 @@ fn debian_cluster() -> &'static Path {
     })
 }
 
-/// A fresh folder under the cargo target's test scratch space, unique to this process.
+/// A fresh folder under the cargo target's test scratch space (one per name, emptied first:
+/// a run leaves at most one copy of each behind, never one per run).
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
