@@ -6,15 +6,11 @@ use crate::build::{
 };
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
+use crate::output::{self, json_err, FilterSpec, SearchRequest};
 use crate::vector_index::IndexKind;
 use crate::versions::RollbackTarget;
-use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edgeshard_native::{
-    current_manifest_path, AccessMode, AnnParams, OpenOptions, Root, SearchOptions, SearchResponse,
-    Snapshot,
-};
-use edgeshard_shared::filter::Filter;
+use edgeshard_native::{AccessMode, OpenOptions, Root, SearchResponse, Snapshot};
 use edgeshard_shared::{routing, Key, KeyEncoding, Metric};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
@@ -41,13 +37,13 @@ pub enum OutputFormat {
     Table,
 }
 
+/// Where a snapshot is and how to read it: the flags every reading command shares (the read
+/// commands and `serve`).
 #[derive(Debug, Args)]
-pub struct ReadArgs {
+pub struct StoreArgs {
     /// Snapshot root: a directory, file://, s3://bucket/prefix or http(s):// URL.
     #[arg(long, env = "EDGESHARD_ROOT")]
     pub root: String,
-    #[arg(long, value_enum, default_value = "json")]
-    pub format: OutputFormat,
     /// How remote shards are read: whole into the local cache (download), page by page with
     /// ranged reads (range), or by the call (auto: lookups by range; searches download a shard
     /// below 16 MiB, when all are below 2 GiB, else range).
@@ -56,15 +52,23 @@ pub struct ReadArgs {
     /// Where downloaded shards are cached (default: $TMPDIR/edgeshard-cache).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Print requests, bytes and cache hits of the command to stderr, as JSON.
-    #[arg(long)]
-    pub stats: bool,
     /// S3 endpoint for S3-compatible stores (else AWS_ENDPOINT_URL); path-style requests.
     #[arg(long, env = "EDGESHARD_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     /// S3 region (else AWS_REGION, else us-east-1).
     #[arg(long)]
     pub s3_region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+    /// Print requests, bytes and cache hits of the command to stderr, as JSON.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,8 +78,9 @@ pub enum AccessArg {
     Range,
 }
 
-impl ReadArgs {
-    fn storage_options(&self) -> Vec<(String, String)> {
+impl StoreArgs {
+    /// S3 settings from the flags, as object_store keys.
+    pub fn storage_options(&self) -> Vec<(String, String)> {
         let mut storage_options = Vec::new();
         if let Some(endpoint) = &self.s3_endpoint {
             storage_options.push(("aws_endpoint".to_string(), endpoint.clone()));
@@ -86,23 +91,36 @@ impl ReadArgs {
         storage_options
     }
 
-    fn root(&self) -> Result<Root> {
+    pub fn root(&self) -> Result<Root> {
         Ok(Root::parse_with(&self.root, &self.storage_options())?)
     }
 
-    fn open(&self) -> Result<Snapshot> {
-        let storage_options = self.storage_options();
-        let options = OpenOptions {
+    /// The reader's options: access mode, cache folder, S3 settings.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
             access: match self.access {
                 AccessArg::Auto => AccessMode::Auto,
                 AccessArg::Download => AccessMode::Download,
                 AccessArg::Range => AccessMode::Range,
             },
             cache_dir: self.cache_dir.clone(),
-            storage_options,
+            storage_options: self.storage_options(),
             ..OpenOptions::default()
-        };
-        Ok(Snapshot::open_with(&self.root, options)?)
+        }
+    }
+
+    pub fn open(&self) -> Result<Snapshot> {
+        Ok(Snapshot::open_with(&self.root, self.open_options())?)
+    }
+}
+
+impl ReadArgs {
+    fn root(&self) -> Result<Root> {
+        self.store.root()
+    }
+
+    fn open(&self) -> Result<Snapshot> {
+        self.store.open()
     }
 
     /// With `--stats`, the snapshot's I/O so far as one JSON line on stderr.
@@ -247,6 +265,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve the snapshot over HTTP: a JSON API answering as get, search, info, shards, route
+    /// and history do, following _CURRENT as new versions are published (see the README,
+    /// "Server").
+    Serve(crate::serve::ServeArgs),
     /// Point _CURRENT at an older manifest.
     Rollback {
         #[command(flatten)]
@@ -423,31 +445,24 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 }
                 (None, None) => return Err(Error::Usage("give --vector or --vector-file".into())),
             };
-            let query: Vec<f32> = serde_json::from_str::<Vec<f64>>(text.trim())
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "the query vector is not a JSON array of numbers: {e}"
-                    ))
-                })?
-                .into_iter()
-                .map(|x| x as f32)
-                .collect();
-            let options = SearchOptions {
-                k,
+            let vector: Vec<f64> = serde_json::from_str(text.trim()).map_err(|e| {
+                Error::Usage(format!(
+                    "the query vector is not a JSON array of numbers: {e}"
+                ))
+            })?;
+            let request = SearchRequest {
+                vector,
+                k: Some(k),
+                filter: (!filters.is_empty()).then_some(FilterSpec::All(filters)),
+                fields,
                 probes,
-                shard_ids: shards,
-                filter: match filters.is_empty() {
-                    true => None,
-                    false => Some(Filter::parse(&filters)?),
-                },
-                payload_fields: fields,
-                ann: AnnParams {
-                    nprobes,
-                    refine_factor: refine,
-                    ef,
-                    exact,
-                },
+                nprobes,
+                ef,
+                refine,
+                shards,
+                exact,
             };
+            let (query, options) = request.to_query()?;
             let snap = read.open()?;
             let started = Instant::now();
             let response = snap.search_with(&query, &options)?;
@@ -457,9 +472,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
         }
         Command::Info { read } => {
             let snap = read.open()?;
-            let info = snap.info();
+            let value = output::info_object(&snap.info())?;
             read.report(&snap);
-            let value = serde_json::to_value(&info).map_err(json_err)?;
             emit_records(&[value], read.format, out)
         }
         Command::Verify { read } => {
@@ -476,18 +490,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
         Command::Shards { read } => {
             let snap = read.open()?;
             read.report(&snap);
-            let rows: Vec<Value> = snap
-                .manifest()
-                .shards
-                .iter()
-                .map(|s| {
-                    json!({
-                        "db_id": s.db_id, "rows": s.row_count, "bytes": s.db_bytes,
-                        "min_key": s.min_key, "max_key": s.max_key,
-                        "checkpoint_id": s.checkpoint_id, "db_url": s.db_url,
-                    })
-                })
-                .collect();
+            let rows = output::shard_rows(&snap);
             emit_records(&rows, read.format, out)
         }
         Command::Route {
@@ -511,31 +514,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
                 }
                 (None, None) => return Err(Error::Usage("give --root or --num-dbs".into())),
             };
-            let row = json!({
-                // Bytes keys show as 0x-hex here: routing hashes bytes, and text would hide them.
-                "key": match &key {
-                    Key::Bytes(_) => Value::String(key.to_string()),
-                    _ => key_json(&key),
-                },
-                "shard": shard,
-                "xxh3_64": format!("0x{:016x}", routing::digest(&key)),
-            });
+            let row = output::route_object(&key, shard);
             emit_records(&[row], format, out)
         }
         Command::History { read } => {
             let root = read.root()?;
-            let current = current_manifest_path(&root).ok();
-            let rows: Vec<Value> = root
-                .list_manifests()?
-                .into_iter()
-                .map(|m| {
-                    json!({
-                        "timestamp": m.timestamp, "run_id": m.run_id,
-                        "current": current.as_deref() == Some(m.manifest_path.as_str()),
-                        "manifest": m.manifest_path,
-                    })
-                })
-                .collect();
+            let rows = output::history_rows(&root)?;
             emit_records(&rows, read.format, out)
         }
         Command::Rollback {
@@ -565,6 +549,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn BufRead) -> Result<()>
             emit_records(&rows, read.format, out)
         }
         Command::SidecarBind { root, host, format } => run_sidecar_bind(&root, &host, format, out),
+        Command::Serve(args) => crate::serve::run(args),
     }
 }
 
@@ -644,7 +629,7 @@ fn report_after_change(done: &str, print: impl FnOnce() -> Result<()>) -> Result
 
 impl Cli {
     /// Whether the command changes the snapshot root in a way a caller must not take back on a
-    /// failed exit (see [`report_after_change`]); `main` then treats a failed flush of stdout
+    /// failed exit (see `report_after_change`); `main` then treats a failed flush of stdout
     /// as a warning.
     pub fn changes_current(&self) -> bool {
         matches!(self.command, Command::Build(_) | Command::Rollback { .. })
@@ -658,27 +643,8 @@ fn run_get(read: &ReadArgs, keys: &[String], out: &mut dyn Write) -> Result<()> 
         .iter()
         .map(|k| encoding.parse_key_text(k))
         .collect::<std::result::Result<_, _>>()?;
-    let values = snap.multi_get(&parsed)?;
+    let rows = output::get_rows(&snap, &parsed)?;
     read.report(&snap);
-    let rows: Vec<Value> = parsed
-        .iter()
-        .zip(values)
-        .map(|(key, value)| {
-            let mut row = json!({"key": key_json(key), "found": value.is_some(), "value": null});
-            if let Some(bytes) = value {
-                match String::from_utf8(bytes) {
-                    Ok(text) => row["value"] = Value::String(text),
-                    Err(e) => {
-                        row["value"] = Value::String(
-                            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
-                        );
-                        row["value_encoding"] = Value::String("base64".into());
-                    }
-                }
-            }
-            row
-        })
-        .collect();
     emit_records(&rows, read.format, out)
 }
 
@@ -695,7 +661,7 @@ fn run_rollback(
         (None, None, Some(reference)) => RollbackTarget::ManifestRef(reference),
         (None, None, None) => return Err(Error::Usage("give --offset, --run-id or --ref".into())),
     };
-    let done = crate::versions::rollback(&read.root, &read.storage_options(), &target)?;
+    let done = crate::versions::rollback(&read.store.root, &read.store.storage_options(), &target)?;
     let row = json!({
         "run_id": done.run_id, "manifest": done.manifest, "previous": done.previous,
     });
@@ -747,15 +713,6 @@ fn key_from_text(text: &str, key_type: Option<KeyType>) -> Result<Key> {
     }
 }
 
-fn key_json(key: &Key) -> Value {
-    key.to_json()
-        .unwrap_or_else(|| Value::String(key.to_string()))
-}
-
-fn json_err(e: serde_json::Error) -> Error {
-    Error::Usage(format!("cannot serialise output: {e}"))
-}
-
 fn print_search(
     response: &SearchResponse,
     latency_ms: f64,
@@ -764,12 +721,7 @@ fn print_search(
 ) -> Result<()> {
     match format {
         OutputFormat::Json => {
-            let value = json!({
-                "results": response.results,
-                "shards_queried": response.shards_queried,
-                "shards": response.shards,
-                "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
-            });
+            let value = output::search_object(response, latency_ms);
             writeln!(out, "{value}").map_err(Error::io("stdout"))
         }
         OutputFormat::Table => {

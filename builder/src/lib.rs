@@ -10,6 +10,8 @@
 //! - [`publish`]: staged, atomic publication to a local root;
 //! - [`remote_publish`]: publication to an `s3://` root (uploads, conditional `_CURRENT`);
 //! - [`versions`]: rollback to an older published version;
+//! - [`output`]: the JSON objects of the read commands, one source for the CLI and the server;
+//! - [`serve`]: `edgeshard serve`, the HTTP JSON API over a snapshot root;
 //! - [`cli`]: the `edgeshard` command line (arguments and output; the work is in the modules
 //!   above).
 
@@ -20,8 +22,10 @@ pub mod error;
 pub mod input;
 #[cfg(feature = "lancedb")]
 pub mod lance_writer;
+pub mod output;
 pub mod publish;
 pub mod remote_publish;
+pub mod serve;
 pub mod shard_writer;
 pub mod sidecar_writer;
 pub mod vector_index;

@@ -2,7 +2,7 @@
 //! checking that readers can open that version (on S3, only if nobody published in between).
 
 use crate::error::{Error, Result};
-use edgeshard_native::{current_manifest_path, Root, Snapshot};
+use edgeshard_native::{current_manifest_path, ManifestVersion, Root, Snapshot};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::layout;
 
@@ -60,27 +60,7 @@ pub fn rollback(
                 "the current manifest {current} is not listed under manifests/"
             ))
         })?;
-    let chosen = match target {
-        RollbackTarget::ManifestRef(wanted) => {
-            // A full URL or a root-relative path: compare from `manifests/` on, normalised as
-            // the listed paths are.
-            let relative = layout::manifest_ref_relative(wanted)?;
-            history
-                .iter()
-                .find(|m| m.manifest_path == relative)
-                .ok_or_else(|| Error::Usage(format!("no manifest {wanted:?} under this root")))?
-        }
-        RollbackTarget::Offset(n) => history.get(current_index + n).ok_or_else(|| {
-            Error::Usage(format!(
-                "no manifest {n} versions before the current one ({} older exist)",
-                history.len() - current_index - 1
-            ))
-        })?,
-        RollbackTarget::RunId(id) => history
-            .iter()
-            .find(|m| &m.run_id == id)
-            .ok_or_else(|| Error::Usage(format!("no manifest with run id {id:?}")))?,
-    };
+    let chosen = find_manifest(&history, current_index, target)?;
     Snapshot::open_manifest(root.clone(), &chosen.manifest_path)?
         .verify_shards()
         .map_err(|e| {
@@ -111,4 +91,36 @@ pub fn rollback(
         manifest: chosen.manifest_path.clone(),
         previous: current,
     })
+}
+
+/// The listed manifest `target` names. `history` is newest first (as [`Root::list_manifests`]
+/// gives it) and `current_index` is the position of the manifest `_CURRENT` names, which only
+/// [`RollbackTarget::Offset`] counts from. Shared by `rollback` and by `serve --run-id / --ref`,
+/// so a version is named the same way everywhere.
+pub fn find_manifest<'a>(
+    history: &'a [ManifestVersion],
+    current_index: usize,
+    target: &RollbackTarget,
+) -> Result<&'a ManifestVersion> {
+    match target {
+        RollbackTarget::ManifestRef(wanted) => {
+            // A full URL or a root-relative path: compare from `manifests/` on, normalised as
+            // the listed paths are.
+            let relative = layout::manifest_ref_relative(wanted)?;
+            history
+                .iter()
+                .find(|m| m.manifest_path == relative)
+                .ok_or_else(|| Error::Usage(format!("no manifest {wanted:?} under this root")))
+        }
+        RollbackTarget::Offset(n) => history.get(current_index + n).ok_or_else(|| {
+            Error::Usage(format!(
+                "no manifest {n} versions before the current one ({} older exist)",
+                history.len().saturating_sub(current_index + 1)
+            ))
+        }),
+        RollbackTarget::RunId(id) => history
+            .iter()
+            .find(|m| &m.run_id == id)
+            .ok_or_else(|| Error::Usage(format!("no manifest with run id {id:?}"))),
+    }
 }
