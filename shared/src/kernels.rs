@@ -1,7 +1,7 @@
 //! The distance loops of every exact scan: one stored vector after another (little-endian f32
 //! bytes, as sqlite-vec keeps them in its chunks) against one query, at memory speed.
 //!
-//! The loops are written once, over [`LANES`] independent sums the compiler turns into SIMD,
+//! The loops are written once, over `LANES` (16) independent sums the compiler turns into SIMD,
 //! and compiled twice on x86-64: for the baseline (SSE2) and for AVX2 + FMA, chosen at run time
 //! by the CPU's features (`docs/benchmarks.md`, "Exact scan": sqlite-vec's scalar loop scans
 //! about 2.6 M 384-d vectors per second on this machine). In wasm32 they compile to simd128
