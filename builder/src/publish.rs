@@ -23,8 +23,9 @@ pub struct LocalPublisher {
     root: PathBuf,
     staging: PathBuf,
     run_id: String,
-    /// Root-relative paths of the shard files handed out by [`Self::staged_shard_path`]:
-    /// each must be in place before the manifest that names it is written.
+    /// Root-relative folders of the shards handed out by [`Self::staged_shard_path`] (a
+    /// folder, not `shard.db`: a vector-only LanceDB shard holds only its table): each must be
+    /// in place before the manifest that names it is written.
     /// (Behind a lock: shards are written in parallel.)
     staged_shards: Mutex<Vec<String>>,
     /// Set once shards have been moved out of staging, so a later failure removes them.
@@ -100,7 +101,7 @@ impl LocalPublisher {
         self.staged_shards
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(format!("{relative}/{}", layout::SHARD_DB_FILE));
+            .push(relative.clone());
         Ok(dir.join(layout::SHARD_DB_FILE))
     }
 
