@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::input::{read_records, FieldMapping, FieldValue, InputFormat, RawRecord, Record};
 use crate::publish::LocalPublisher;
 use crate::remote_publish::{RemotePublisher, UPLOAD_CONCURRENCY};
-use crate::shard_writer::{write_shard, IvfStats, ShardStats, VectorLayout};
+use crate::shard_writer::{write_shard, CodesStats, IvfStats, ShardStats, VectorLayout};
 use crate::sidecar_writer::{write_local_sidecar, SidecarStats};
 use crate::vector_index::{IndexKind, IndexPlan};
 use edgeshard_native::remote::RemoteRoot;
@@ -28,7 +28,7 @@ use edgeshard_shared::manifest::{
 use edgeshard_shared::npy::{self, Matrix};
 use edgeshard_shared::vector::DotReduction;
 use edgeshard_shared::vector_routing::{self as vrouting, VectorStrategy};
-use edgeshard_shared::{integrity, ivf, layout, routing, vector, KeyEncoding, Metric};
+use edgeshard_shared::{codes, integrity, ivf, layout, routing, vector, KeyEncoding, Metric};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -129,6 +129,19 @@ pub struct BuildOptions {
     pub vector_backend: VectorBackendKind,
     /// LanceDB shards: which index (auto: flat below a size, IVF_HNSW_SQ above).
     pub vector_index: IndexKind,
+    /// sqlite-vec shards: compact codes beside each shard for a first search pass.
+    pub quantization: Quantization,
+}
+
+/// `--quantization`: codes of the vectors written beside each sqlite-vec shard, scanned first by
+/// a search, whose candidates are then re-ranked exactly ([`edgeshard_shared::codes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Quantization {
+    /// No codes: every search scans the full-precision vectors.
+    #[default]
+    None,
+    /// One bit per dimension and a scale per vector (`shard.codes`, ~1/30 of the vectors).
+    Binary,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -397,6 +410,7 @@ fn write_shards(
         dot,
         kv: opts.vector_only.is_none(),
         ivf: opts.vector_index == IndexKind::Ivf,
+        binary_codes: opts.quantization == Quantization::Binary,
     });
     let lance_layout = lance_layout(opts, dim, shards)?;
     let stats = parallel_map(opts.shards as usize, threads, |db_id| {
@@ -521,6 +535,18 @@ fn snapshot_custom(
             }),
         );
     }
+    // Binary codes: an extension of ours in index_params (the format's `quantization` stays
+    // null: the shard keeps its full-precision vectors, which other readers search exactly).
+    let with_codes = stats.iter().flatten().any(|(s, _, _)| s.codes.is_some());
+    if let (true, Some(Value::Object(vector))) = (with_codes, custom.get_mut("vector")) {
+        vector.insert(
+            "index_params".into(),
+            json!({
+                "codes": codes::KIND_BINARY,
+                "refine_factor": codes::DEFAULT_REFINE_FACTOR,
+            }),
+        );
+    }
     if stats
         .iter()
         .flatten()
@@ -594,6 +620,7 @@ fn manifest_for(
                     plan.is_none().then_some(s.checkpoint_id.as_str()),
                     s.page_seed,
                     s.ivf,
+                    s.codes.as_ref(),
                 ),
             })
             .collect::<Vec<_>>(),
@@ -729,6 +756,20 @@ fn check_options(opts: &BuildOptions) -> Result<()> {
              are LanceDB's (--vector-backend lancedb)"
                 .into(),
         ));
+    }
+    if opts.quantization != Quantization::None {
+        let why = if opts.fields.vector_field.is_none() {
+            Some("needs --vector-field (the vectors to encode)")
+        } else if opts.vector_backend == VectorBackendKind::Lancedb {
+            Some("is for sqlite-vec shards (LanceDB indexes quantize with their own codes)")
+        } else if opts.vector_index == IndexKind::Ivf {
+            Some("works with the flat sqlite-vec index only, not with --vector-index ivf")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::Usage(format!("--quantization binary {why}")));
+        }
     }
     if opts.vector_index == IndexKind::Ivf && opts.fields.vector_field.is_none() {
         return Err(Error::Usage(
@@ -1147,6 +1188,7 @@ fn write_lance(
             duration_ms: lance.duration_ms,
             page_seed: None,
             ivf: None,
+            codes: None,
         },
     };
     Ok((stats, Some(lance.plan)))
@@ -1222,6 +1264,7 @@ fn writer_info(
     content_hash: Option<&str>,
     page_seed: Option<u64>,
     ivf: Option<IvfStats>,
+    codes: Option<&CodesStats>,
 ) -> Map<String, Value> {
     let Value::Object(mut map) = json!({
         "attempt": 0,
@@ -1254,6 +1297,11 @@ fn writer_info(
             "index_params".into(),
             json!({"cells": ivf.cells, "chunk_size": ivf.chunk_size}),
         );
+    }
+    if let Some(c) = codes {
+        map.insert(codes::FILE_KEY.into(), codes::FILE_NAME.into());
+        map.insert(codes::BYTES_KEY.into(), c.bytes.into());
+        map.insert(codes::HASH_KEY.into(), c.hash.clone().into());
     }
     map
 }

@@ -2,7 +2,8 @@
 //! (`--format table` for people); errors go to stderr with a non-zero exit code.
 
 use crate::build::{
-    build, BuildOptions, DuplicatePolicy, VectorBackendKind, VectorOnlyOptions, VectorRoutingKind,
+    build, BuildOptions, DuplicatePolicy, Quantization, VectorBackendKind, VectorOnlyOptions,
+    VectorRoutingKind,
 };
 use crate::error::{Error, Result};
 use crate::input::{FieldMapping, InputFormat};
@@ -387,6 +388,13 @@ pub struct BuildArgs {
     /// (flat below 5,000 rows, IVF_HNSW_SQ above), flat, ivf-hnsw-sq or ivf-pq.
     #[arg(long, value_enum, default_value = "auto")]
     pub vector_index: IndexKind,
+    /// sqlite-vec shards: compact codes written beside each shard (`shard.codes`) that a
+    /// search scans first, re-ranking the best k x refine candidates exactly (--refine,
+    /// default 4). binary: one bit per dimension, ~1/30 of the vectors' bytes, so a cold
+    /// search over HTTP reads the codes and a few pages instead of every vector. Flat index
+    /// only. Other readers (shardyfusion) ignore the file and search the shard exactly.
+    #[arg(long, value_enum, default_value = "none")]
+    pub quantization: Quantization,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
 }
@@ -607,6 +615,7 @@ fn run_build(args: BuildArgs, out: &mut dyn Write) -> Result<()> {
         vector_only,
         vector_backend: args.vector_backend,
         vector_index: args.vector_index,
+        quantization: args.quantization,
     };
     let summary = build(&opts)?;
     let value = serde_json::to_value(&summary).map_err(json_err)?;

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::sidecar_writer::{sidecar_path, write_sidecar, SidecarStats};
 use edgeshard_native::remote::{PutMode, RemoteRoot, UpdateVersion};
 use edgeshard_shared::current::CurrentPointer;
-use edgeshard_shared::layout;
+use edgeshard_shared::{codes, layout};
 use std::path::PathBuf;
 
 /// Shards uploaded at once (each upload is one request, or a few parts for large shards).
@@ -80,6 +80,12 @@ impl RemotePublisher {
         let dir = layout::shard_dir(&self.run_id, db_id, 0);
         let db_key = format!("{dir}/{}", layout::SHARD_DB_FILE);
         let etag = self.root.put_file(&db_key, &path)?;
+        // Binary codes (`--quantization binary`) go up beside the shard.
+        let codes_path = path.with_file_name(codes::FILE_NAME);
+        if codes_path.exists() {
+            self.root
+                .put_file(&format!("{dir}/{}", codes::FILE_NAME), &codes_path)?;
+        }
         let (true, Some(etag)) = (sidecar, etag) else {
             return Ok(None);
         };

@@ -8,10 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::input::Record;
-use edgeshard_shared::integrity;
 use edgeshard_shared::json::{to_string_sorted, Style};
 use edgeshard_shared::query::VectorId;
 use edgeshard_shared::vector::DotReduction;
+use edgeshard_shared::{codes, integrity};
 use edgeshard_shared::{vector, Key, Metric};
 use rusqlite::{params, Connection, FileControl};
 use std::path::Path;
@@ -37,6 +37,16 @@ pub struct ShardStats {
     pub page_seed: Option<u64>,
     /// IVF shards: how many cells and the `vec0` chunk size (recorded in `writer_info`).
     pub ivf: Option<IvfStats>,
+    /// The binary codes file written beside the shard (`--quantization binary`).
+    pub codes: Option<CodesStats>,
+}
+
+/// The codes file a shard got ([`edgeshard_shared::codes`]).
+#[derive(Debug, Clone)]
+pub struct CodesStats {
+    pub bytes: u64,
+    /// xxh3-128 of the file, hex.
+    pub hash: String,
 }
 
 /// The IVF index a shard got.
@@ -55,6 +65,8 @@ pub struct VectorLayout {
     pub kv: bool,
     /// Split the vectors into IVF cells ([`ivf`]).
     pub ivf: bool,
+    /// Write binary codes of the vectors beside the shard ([`codes`]; flat index only).
+    pub binary_codes: bool,
 }
 
 /// Writes `records` (sorted by encoded key, no duplicates) to a new SQLite file at `path`, every
@@ -228,9 +240,31 @@ pub fn write_shard(
         }
     }
     tx.commit().map_err(Error::sqlite(&location))?;
+    // Where each vector sits in vec0's chunks, for the codes file's map (read before the file
+    // is closed; the page positions come from the sealed image below).
+    let slots = match vectors {
+        Some(layout) if layout.binary_codes && !stored.is_empty() => {
+            if ivf_plan.is_some() {
+                return Err(Error::Usage(
+                    "--quantization binary works with the flat sqlite-vec index only, not with \
+                     --vector-index ivf"
+                        .into(),
+                ));
+            }
+            Some(vector_slots(&conn).map_err(Error::sqlite(&location))?)
+        }
+        _ => None,
+    };
     conn.close().map_err(|(_, e)| sql(e))?;
 
-    let (bytes, checkpoint_id, sealed_seed) = seal_file(path, page_seed)?;
+    let (image, checkpoint_id, sealed_seed) = seal_file(path, page_seed)?;
+    let bytes = image.len() as u64;
+    let codes = match (slots, vectors) {
+        (Some(slots), Some(layout)) => Some(write_codes(
+            path, &image, &slots, &stored, layout, page_size,
+        )?),
+        _ => None,
+    };
     Ok(ShardStats {
         rows: records.len() as u64,
         bytes,
@@ -239,6 +273,7 @@ pub fn write_shard(
         max_key: records.last().map(|r| r.key.clone()),
         duration_ms: started.elapsed().as_millis() as u64,
         page_seed: Some(sealed_seed),
+        codes,
         ivf: ivf_plan.map(|plan| plan.stats),
     })
 }
@@ -291,7 +326,7 @@ fn original_id_json(key: &Key, record: u64) -> Result<String> {
 /// Seals the finished file's pages (gaps zeroed, checksums written, see
 /// [`integrity::seal_pages`]) and returns its size, content hash (xxh3-128, hex: the shard's
 /// `checkpoint_id`, a cache identity that changes whenever the bytes do) and page-checksum seed.
-fn seal_file(path: &Path, (seed, db_id): (u64, u32)) -> Result<(u64, String, u64)> {
+fn seal_file(path: &Path, (seed, db_id): (u64, u32)) -> Result<(Vec<u8>, String, u64)> {
     let location = path.display().to_string();
     let mut image = std::fs::read(path).map_err(Error::io(&location))?;
     let sealed_seed = integrity::seal_pages(&mut image, seed, db_id).map_err(|e| {
@@ -300,11 +335,116 @@ fn seal_file(path: &Path, (seed, db_id): (u64, u32)) -> Result<(u64, String, u64
         ))
     })?;
     std::fs::write(path, &image).map_err(Error::io(&location))?;
-    Ok((
-        image.len() as u64,
-        integrity::content_hash(&image),
-        sealed_seed,
-    ))
+    let hash = integrity::content_hash(&image);
+    Ok((image, hash, sealed_seed))
+}
+
+/// Where vec0 keeps each vector: the root page of its vector chunk table, each chunk row's
+/// real rowid with its chunk id, and every vector's `(rowid, chunk id, slot)`, slot order.
+struct VectorSlots {
+    chunks_root: u32,
+    chunk_of_row: std::collections::HashMap<i64, i64>,
+    slots: Vec<(i64, i64, i64)>,
+}
+
+fn vector_slots(conn: &Connection) -> rusqlite::Result<VectorSlots> {
+    let chunks_root: u32 = conn.query_row(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'vec_index_vector_chunks00'",
+        [],
+        |r| r.get(0),
+    )?;
+    // The chunk table declares a column named `rowid` (not an alias of the real one); `oid`
+    // still names the B-tree's key.
+    let mut stmt = conn.prepare("SELECT oid, rowid FROM vec_index_vector_chunks00")?;
+    let chunk_of_row = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT rowid, chunk_id, chunk_offset FROM vec_index_rowids \
+         ORDER BY chunk_id, chunk_offset",
+    )?;
+    let slots = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(VectorSlots {
+        chunks_root,
+        chunk_of_row,
+        slots,
+    })
+}
+
+/// Writes `shard.codes` beside the shard at `path` (sealed `image`): the binary codes of its
+/// vectors in slot order and where each chunk's blob sits in the file.
+fn write_codes(
+    path: &Path,
+    image: &[u8],
+    slots: &VectorSlots,
+    stored: &[(i64, Vec<f32>)],
+    layout: &VectorLayout,
+    page_size: u32,
+) -> Result<CodesStats> {
+    let location = path.display().to_string();
+    let internal = |why: String| Error::Usage(format!("internal: codes of {location}: {why}"));
+    let usable_size = page_size - integrity::PAGE_CHECKSUM_BYTES as u32;
+    let rows = codes::locate_rows(image, slots.chunks_root, page_size, usable_size, 1)
+        .map_err(|e| internal(e.to_string()))?;
+    let blob_of_chunk: std::collections::HashMap<i64, codes::BlobLocation> = rows
+        .into_iter()
+        .filter_map(|(row, loc)| slots.chunk_of_row.get(&row).map(|chunk| (*chunk, loc)))
+        .collect();
+    let by_rowid: std::collections::HashMap<i64, &[f32]> = stored
+        .iter()
+        .map(|(rowid, v)| (*rowid, &v[..layout.dim]))
+        .collect();
+    let mut chunks: Vec<codes::ChunkLayout> = Vec::new();
+    let mut vectors = Vec::with_capacity(slots.slots.len());
+    for (ordinal, &(rowid, chunk_id, slot)) in slots.slots.iter().enumerate() {
+        let starts_chunk = chunks.last().is_none_or(|_| slot == 0);
+        if starts_chunk {
+            let location = blob_of_chunk
+                .get(&chunk_id)
+                .cloned()
+                .ok_or_else(|| internal(format!("chunk {chunk_id} has no row")))?;
+            chunks.push(codes::ChunkLayout {
+                first: ordinal as u32,
+                count: 0,
+                location,
+            });
+        }
+        let Some(chunk) = chunks.last_mut() else {
+            return Err(internal("no chunk".into()));
+        };
+        // vec0 fills a chunk's slots in order; the map relies on it.
+        if slot != chunk.count as i64 {
+            return Err(internal(format!(
+                "vector {rowid} is in slot {slot} of chunk {chunk_id}, not slot {}",
+                chunk.count
+            )));
+        }
+        chunk.count += 1;
+        let v = by_rowid
+            .get(&rowid)
+            .ok_or_else(|| internal(format!("vector {rowid} was not written")))?;
+        vectors.push((rowid, *v));
+    }
+    let file = codes::Codes::encode(&codes::CodesInput {
+        metric: layout.metric,
+        vectors,
+        stored_dim: stored.first().map_or(layout.dim, |(_, v)| v.len()),
+        page_size,
+        usable_size,
+        chunks,
+    })
+    .map_err(|e| internal(e.to_string()))?;
+    // What a reader will do with it: refuse a file that does not parse.
+    let page_count = (image.len() / page_size as usize) as u32;
+    codes::Codes::parse(&file, Some(page_count)).map_err(|e| internal(e.to_string()))?;
+    let codes_path = path.with_file_name(codes::FILE_NAME);
+    std::fs::write(&codes_path, &file).map_err(Error::io(codes_path.display()))?;
+    Ok(CodesStats {
+        bytes: file.len() as u64,
+        hash: integrity::content_hash(&file),
+    })
 }
 
 #[cfg(test)]

@@ -159,6 +159,71 @@ fn cell_overflow_heads(number: u32, page: &[u8], usable_size: u32) -> Vec<(Optio
     heads
 }
 
+/// One cell of a table leaf page: its rowid, where its payload's local part sits on the page,
+/// and its first overflow page (0 when the payload fits on the page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafCell {
+    /// The row's rowid.
+    pub rowid: i64,
+    /// Offset of the payload's first byte on the page.
+    pub local_at: usize,
+    /// Payload bytes kept on the page.
+    pub local_len: usize,
+    /// First overflow page, 0 for none.
+    pub overflow: u32,
+}
+
+/// The cells of a table leaf page (`None` for any other page, or a cell that runs off the page).
+pub fn table_leaf_cells(number: u32, page: &[u8], usable_size: u32) -> Option<Vec<LeafCell>> {
+    let (kind, offsets) = cells(number, page)?;
+    if kind != 13 || usable_size < 480 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(offsets.len());
+    for cell in offsets {
+        let (payload, used) = varint(page, cell)?;
+        let (rowid, rowid_len) = varint(page, cell + used)?;
+        let local_at = cell + used + rowid_len;
+        let local_len = local_payload(usable_size as usize, payload as usize, true);
+        let overflow = match local_len < payload as usize {
+            true => be32(page, local_at + local_len)?,
+            false => 0,
+        };
+        page.get(local_at..local_at + local_len)?;
+        out.push(LeafCell {
+            rowid: rowid as i64,
+            local_at,
+            local_len,
+            overflow,
+        });
+    }
+    Some(out)
+}
+
+/// Offset, within a record (its header at the start of `payload`), of column `column`'s value:
+/// the header's length plus the sizes of the values before it. `None` when the header does not
+/// fit in `payload` or names a reserved serial type.
+pub fn record_column_offset(payload: &[u8], column: usize) -> Option<usize> {
+    let (header_len, mut at) = varint(payload, 0)?;
+    let mut offset = header_len as usize;
+    for _ in 0..column {
+        if at >= header_len as usize {
+            return None;
+        }
+        let (serial, used) = varint(payload, at)?;
+        at += used;
+        offset += match serial {
+            0 | 8 | 9 => 0,
+            1..=4 => serial as usize,
+            5 => 6,
+            6 | 7 => 8,
+            10 | 11 => return None,
+            n => (n as usize - 12) / 2,
+        };
+    }
+    Some(offset)
+}
+
 /// On an interior table page: the child whose subtree holds `rowid` (the left child of the
 /// first cell whose key is at least `rowid`, else the right-most child); `None` for any other
 /// page.

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod btree;
+pub mod codes;
 pub mod current;
 pub mod error;
 pub mod filter;

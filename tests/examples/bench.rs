@@ -101,6 +101,7 @@ fn options(
         vector_only: None,
         vector_backend: Default::default(),
         vector_index: Default::default(),
+        quantization: Default::default(),
     }
 }
 

@@ -172,6 +172,7 @@ pub fn build_options(input: &Path, out: &Path) -> BuildOptions {
         vector_only: None,
         vector_backend: Default::default(),
         vector_index: Default::default(),
+        quantization: Default::default(),
     }
 }
 
