@@ -24,7 +24,8 @@
 //! row is not at hand.
 
 use crate::error::{Error, Result};
-use crate::vector::Metric;
+use crate::manifest::{VectorBackend, VectorSpec};
+use crate::vector::{AnnParams, Metric};
 
 /// Name of the codes file in a shard's folder.
 pub const FILE_NAME: &str = "shard.codes";
@@ -661,6 +662,49 @@ pub fn select_candidates(per_shard: &[Vec<(f32, u32)>], n: usize) -> Vec<Vec<u32
         list.sort_unstable();
     }
     out
+}
+
+/// Whether a search uses the shards' binary codes: the snapshot records them
+/// (`index_params.codes`), the search is not exact, and has no filter (a filtered search needs
+/// every candidate's payload; it scans the full vectors instead).
+pub fn in_use(spec: &VectorSpec, ann: &AnnParams, filtered: bool) -> bool {
+    let recorded = spec
+        .index_params
+        .as_ref()
+        .and_then(|p| p.get("codes"))
+        .and_then(|c| c.as_str())
+        == Some(KIND_BINARY);
+    recorded && spec.backend != Some(VectorBackend::LanceDb) && !ann.exact && !filtered
+}
+
+/// The exact score of a re-ranked candidate from its stored vector (`stored_dim` little-endian
+/// f32 as `vec0` keeps it), in the reported convention and through the same kernels as an
+/// exact scan ([`crate::ivf::scan_chunks`]), so a re-ranked hit has exactly the score an exact
+/// search gives it. `query` is the user's; `stored_query` the index's (`[q, 0]` for
+/// dot_product).
+pub fn exact_score(
+    metric: Metric,
+    query: &[f32],
+    stored_query: &[f32],
+    stored: &[u8],
+) -> std::result::Result<f64, String> {
+    if stored.len() != stored_query.len() * 4 {
+        return Err(format!(
+            "{} bytes is not a {}-d stored vector",
+            stored.len(),
+            stored_query.len()
+        ));
+    }
+    match metric {
+        Metric::DotProduct => crate::query::dot_score(query, Some(stored), query.len()),
+        _ => {
+            let mut out = Vec::with_capacity(1);
+            crate::kernels::distances(stored_query, metric == Metric::Cosine, stored, &mut out);
+            out.first()
+                .map(|d| f64::from(*d))
+                .ok_or_else(|| "no distance".to_string())
+        }
+    }
 }
 
 /// Candidates to re-rank for `k` results: `k x refine_factor`.

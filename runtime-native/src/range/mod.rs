@@ -11,6 +11,7 @@
 //! ([`RangeShard::plan_vector_reads`]).
 
 use crate::error::{Error, Result};
+use edgeshard_shared::codes::Codes;
 use edgeshard_shared::integrity::PageVerifier;
 use edgeshard_shared::pages::{
     header_page_size, PageCache, PageStats, ShardOpening, ShardPages, HEADER_BLOCK, MAX_ROUNDS,
@@ -300,6 +301,32 @@ impl RangeShard {
             self.fetch_round(false)?;
         }
         Ok(())
+    }
+
+    /// The stored vectors at `ordinals` of the shard's binary codes: the pages the codes' map
+    /// names, all in one round (each checked like any other page), then cut out of them.
+    pub fn read_vectors(&self, codes: &Codes, ordinals: &[u32]) -> Result<Vec<Vec<u8>>> {
+        let corrupt = |e: edgeshard_shared::Error| self.corrupt(e.detail().to_string());
+        for ordinal in ordinals {
+            let wanted: Vec<u32> = codes
+                .pages_of(*ordinal as usize)
+                .map_err(corrupt)?
+                .into_iter()
+                .filter(|p| !self.pages.has_page(*p))
+                .collect();
+            self.pages.want(wanted);
+        }
+        if self.pages.has_missing() {
+            self.fetch_round(false)?;
+        }
+        ordinals
+            .iter()
+            .map(|o| {
+                codes
+                    .read_vector(*o as usize, |p| self.pages.peek_page(p))
+                    .map_err(corrupt)
+            })
+            .collect()
     }
 
     fn fetch_round(&self, pin: bool) -> Result<Vec<u32>> {

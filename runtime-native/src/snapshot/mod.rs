@@ -6,6 +6,7 @@
 //! - [`search`]: vector search over the shards;
 //! - [`shards`]: shard handles, their connections per access mode, the download cache.
 
+mod codes;
 mod kv;
 mod search;
 mod shards;
@@ -231,6 +232,7 @@ impl Snapshot {
                 conn: Mutex::new(None),
                 routing_checked: AtomicBool::new(false),
                 cells: std::sync::OnceLock::new(),
+                codes: std::sync::OnceLock::new(),
                 #[cfg(feature = "lancedb")]
                 lance: Mutex::new(None),
             });

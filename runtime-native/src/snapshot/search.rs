@@ -77,11 +77,16 @@ impl Snapshot {
             ann: options.ann,
             dot_reduction: dot,
         };
-        let per_shard = for_each_bounded(&targets, SEARCH_THREADS, |shard| {
-            self.search_shard(shard, &shard_query)
-        })
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        let with_codes =
+            edgeshard_shared::codes::in_use(spec, &options.ann, options.filter.is_some());
+        let per_shard = match with_codes {
+            true => self.search_with_codes(query, &stored, spec, options, &targets)?,
+            false => for_each_bounded(&targets, SEARCH_THREADS, |shard| {
+                self.search_shard(shard, &shard_query)
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?,
+        };
         let results = merge_top_k_distinct(per_shard, k, |hit| hit.id.clone())
             .into_iter()
             .map(|s| {

@@ -16,6 +16,8 @@ pub(super) struct ShardHandle {
     pub(super) routing_checked: AtomicBool,
     /// IVF shards: the cells' centroids, read on the first search.
     pub(super) cells: std::sync::OnceLock<Arc<edgeshard_shared::ivf::Cells>>,
+    /// Shards with binary codes (`shard.codes`): the codes, read whole on the first search.
+    pub(super) codes: std::sync::OnceLock<Arc<edgeshard_shared::codes::Codes>>,
     /// The shard's LanceDB table, opened on first search (LanceDB snapshots).
     #[cfg(feature = "lancedb")]
     pub(super) lance: Mutex<Option<Arc<crate::lance::LanceShard>>>,
