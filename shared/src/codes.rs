@@ -24,7 +24,7 @@
 //! row is not at hand.
 
 use crate::error::{Error, Result};
-use crate::manifest::{VectorBackend, VectorSpec};
+use crate::manifest::{ShardEntry, VectorBackend, VectorSpec};
 use crate::vector::{AnnParams, Metric};
 
 /// Name of the codes file in a shard's folder.
@@ -705,6 +705,54 @@ pub fn exact_score(
                 .ok_or_else(|| "no distance".to_string())
         }
     }
+}
+
+/// The codes file a shard's manifest row names: only [`FILE_NAME`] is accepted, so a manifest
+/// never makes a reader open another path.
+pub fn file_of(entry: &ShardEntry) -> std::result::Result<&'static str, String> {
+    match entry.writer_info.get(FILE_KEY).and_then(|v| v.as_str()) {
+        Some(FILE_NAME) => Ok(FILE_NAME),
+        other => Err(format!(
+            "the snapshot has binary codes but this shard's manifest row names {other:?} as its \
+             codes file (writer_info.{FILE_KEY}), not {FILE_NAME:?}"
+        )),
+    }
+}
+
+/// A fetched codes file checked against its manifest row (size and xxh3-128: a damaged file,
+/// or another shard's or build's, is refused) and the snapshot's vectors, then parsed. The
+/// error text names what disagrees; the reader adds where.
+pub fn load(
+    entry: &ShardEntry,
+    spec: &VectorSpec,
+    bytes: &[u8],
+) -> std::result::Result<Codes, String> {
+    let want_len = entry.writer_info.get(BYTES_KEY).and_then(|v| v.as_u64());
+    if want_len != Some(bytes.len() as u64) {
+        return Err(format!(
+            "{} bytes, the manifest says {want_len:?}",
+            bytes.len()
+        ));
+    }
+    let want_hash = entry.writer_info.get(HASH_KEY).and_then(|v| v.as_str());
+    let hash = crate::integrity::content_hash(bytes);
+    if want_hash != Some(hash.as_str()) {
+        return Err(format!(
+            "content hash {hash} is not the manifest's {want_hash:?} (a damaged file, or \
+             another shard's or build's)"
+        ));
+    }
+    let codes = Codes::parse(bytes, None).map_err(|e| e.detail().to_string())?;
+    if codes.dim() != spec.dim || codes.metric() != spec.metric {
+        return Err(format!(
+            "codes of {}-d {} vectors in a snapshot of {}-d {}",
+            codes.dim(),
+            codes.metric().as_str(),
+            spec.dim,
+            spec.metric.as_str()
+        ));
+    }
+    Ok(codes)
 }
 
 /// Candidates to re-rank for `k` results: `k x refine_factor`.

@@ -131,50 +131,15 @@ impl Snapshot {
             return Ok(codes.clone());
         }
         let db_id = shard.entry.db_id;
-        let info = &shard.entry.writer_info;
         let relative = format!("{}/{}", shard_dir_of(&shard.relative), codes::FILE_NAME);
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
             location: self.root.location(&relative),
             detail,
         };
-        // Only the one name: a manifest never makes a reader open another path.
-        if info.get(codes::FILE_KEY).and_then(Value::as_str) != Some(codes::FILE_NAME) {
-            return Err(corrupt(format!(
-                "the snapshot has binary codes but this shard's manifest row names no {} \
-                 (writer_info.{})",
-                codes::FILE_NAME,
-                codes::FILE_KEY
-            )));
-        }
+        codes::file_of(&shard.entry).map_err(corrupt)?;
         let bytes = self.root.read(&relative)?;
-        let want_len = info.get(codes::BYTES_KEY).and_then(Value::as_u64);
-        if want_len != Some(bytes.len() as u64) {
-            return Err(corrupt(format!(
-                "{} bytes, the manifest says {want_len:?}",
-                bytes.len()
-            )));
-        }
-        let want_hash = info.get(codes::HASH_KEY).and_then(Value::as_str);
-        let hash = edgeshard_shared::integrity::content_hash(&bytes);
-        if want_hash != Some(hash.as_str()) {
-            return Err(corrupt(format!(
-                "content hash {hash} is not the manifest's {want_hash:?} (a damaged file, or \
-                 another shard's or build's)"
-            )));
-        }
-        let page_count = None;
-        let parsed =
-            Codes::parse(&bytes, page_count).map_err(|e| corrupt(e.detail().to_string()))?;
-        if parsed.dim() != spec.dim || parsed.metric() != spec.metric {
-            return Err(corrupt(format!(
-                "codes of {}-d {} vectors in a snapshot of {}-d {}",
-                parsed.dim(),
-                parsed.metric().as_str(),
-                spec.dim,
-                spec.metric.as_str()
-            )));
-        }
+        let parsed = codes::load(&shard.entry, spec, &bytes).map_err(corrupt)?;
         Ok(shard.codes.get_or_init(|| Arc::new(parsed)).clone())
     }
 }
