@@ -46,6 +46,8 @@ for name, spec in suite["snapshots"].items():
         args += ["--shard-field", spec["shard_field"]]
     if "vector_index" in spec:
         args += ["--vector-index", spec["vector_index"]]
+    if "quantization" in spec:
+        args += ["--quantization", spec["quantization"]]
     if "payload_fields" in spec:
         args += ["--payload-fields", ",".join(spec["payload_fields"])]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)

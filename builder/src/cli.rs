@@ -194,7 +194,9 @@ pub enum Command {
         /// Search every shard exactly, ignoring any vector index (brute force).
         #[arg(long, conflicts_with_all = ["nprobes", "refine", "ef"])]
         exact: bool,
-        /// Indexed LanceDB shards: re-rank REFINE x k candidates by exact distance.
+        /// Indexed LanceDB shards, and sqlite-vec shards with binary codes (--quantization
+        /// binary): re-rank REFINE x k candidates by exact distance (default: the manifest's
+        /// index_params.refine_factor).
         #[arg(long, value_parser = parse_positive::<u32>)]
         refine: Option<u32>,
         /// Indexed LanceDB shards (HNSW): search breadth.

@@ -129,7 +129,8 @@ pub struct SearchRequest {
     pub nprobes: Option<usize>,
     /// Indexed LanceDB shards: HNSW search breadth.
     pub ef: Option<usize>,
-    /// Indexed LanceDB shards: re-rank `refine x k` candidates exactly.
+    /// Indexed LanceDB shards and sqlite-vec shards with binary codes: re-rank `refine x k`
+    /// candidates exactly.
     pub refine: Option<u32>,
     /// Only these shard ids.
     pub shards: Option<Vec<u32>>,

@@ -47,6 +47,10 @@ export interface SearchOptions {
   /** IVF-indexed shards (`--vector-index ivf`): cells to probe per shard (default: the
    *  manifest's index_params.nprobes). */
   nprobes?: number;
+  /** Shards with binary codes (`--quantization binary`): candidates re-ranked exactly per
+   *  result, k x refine over all shards (default: the manifest's index_params.refine_factor,
+   *  4). */
+  refine?: number;
   /** Search every shard exactly, ignoring any index. */
   exact?: boolean;
 }
@@ -387,7 +391,7 @@ impl JsSnapshot {
             check_option_names(
                 &options,
                 &[
-                    "k", "probes", "shards", "filter", "fields", "nprobes", "exact",
+                    "k", "probes", "shards", "filter", "fields", "nprobes", "refine", "exact",
                 ],
                 "search option",
             )?;
@@ -432,6 +436,15 @@ impl JsSnapshot {
                         "search option nprobes must be at least 1".into(),
                     ));
                 }
+                ann.refine_factor = match integer_option(&options, "refine")? {
+                    Some(0) => {
+                        return Err(Error::InvalidArgument(
+                            "search option refine must be at least 1".into(),
+                        ))
+                    }
+                    Some(r) => Some(u32::try_from(r).unwrap_or(u32::MAX)),
+                    None => None,
+                };
                 let exact = Reflect::get(&options, &"exact".into()).unwrap_or(JsValue::UNDEFINED);
                 ann.exact = match exact.as_bool() {
                     Some(flag) => flag,

@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::http::{Fetcher, Ranged};
+use edgeshard_shared::codes::{self, Codes};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::project;
 use edgeshard_shared::ivf::{self, Cells};
@@ -65,6 +66,8 @@ struct Slot {
     db_url: String,
     sidecar_url: Option<String>,
     open: RefCell<Option<Rc<OpenShard>>>,
+    /// Shards with binary codes: the codes, fetched whole with the shard's open.
+    codes: RefCell<Option<Rc<Codes>>>,
 }
 
 struct OpenShard {
@@ -201,6 +204,7 @@ impl Snapshot {
                     .as_ref()
                     .map(|file| layout::join(&root, &layout::join(&dir, file))),
                 open: RefCell::new(None),
+                codes: RefCell::new(None),
             });
         }
         let snapshot = Self {
@@ -543,145 +547,172 @@ impl Snapshot {
             .into_iter()
             .filter(|id| self.slots[*id as usize].is_some())
             .collect();
-        let shards = self.open_shards_now(&targets).await?;
-        let ordered: Vec<Rc<OpenShard>> = targets.iter().map(|id| shards[id].clone()).collect();
-        let ivf = spec.index_type.as_deref() == Some(ivf::INDEX_TYPE) && !ann.exact;
-        self.plan_vector_reads(&ordered, ivf).await?;
-
         let stored = match dot {
             true => vector::DotReduction::augment_query(&query),
             false => query.clone(),
         };
-        let query_bytes = vector::to_le_bytes(&stored);
-        // IVF: each shard's cells to read (none: the whole shard, when every cell is probed).
-        let cells_of: Vec<Vec<usize>> = match ivf {
-            false => vec![Vec::new(); ordered.len()],
+        // Binary codes: fetched with the shards' open, in the same round.
+        let with_codes = codes::in_use(spec, &ann, filter.is_some());
+        let (shards, codes_loaded) = futures::join!(self.open_shards_now(&targets), async {
+            match with_codes {
+                true => self.load_codes(&targets, spec).await,
+                false => Ok(()),
+            }
+        });
+        let shards = shards?;
+        codes_loaded?;
+        let ordered: Vec<Rc<OpenShard>> = targets.iter().map(|id| shards[id].clone()).collect();
+        let per_shard: Vec<Vec<(i64, f64)>> = match with_codes {
             true => {
-                self.load_cells(&ordered, stored.len(), spec.metric).await?;
-                let nprobes = ann.nprobes.or(spec.ann_defaults.nprobes);
-                ordered
-                    .iter()
-                    .map(|shard| match shard.cells.get() {
-                        Some(cells) => {
-                            let n = nprobes.unwrap_or_else(|| ivf::default_nprobes(cells.len()));
-                            match n >= cells.len() {
-                                true => Vec::new(),
-                                false => cells.probe(&stored, n),
-                            }
-                        }
-                        None => Vec::new(),
-                    })
-                    .collect()
+                let refine = ann.refine_factor.or(spec.ann_defaults.refine_factor);
+                self.codes_hits(&ordered, spec.metric, &query, &stored, refine, k)
+                    .await?
             }
-        };
-        // How many candidates each shard gives is the shared policy (`CandidatePolicy`: filter
-        // over-fetch, exact dot_product rescoring), the same as runtime-native's; here every
-        // pending shard's statement of a step runs in the same round. A filtered statement
-        // joins each candidate's payload so the filter sees it in that round.
+            false => {
+                let ivf = spec.index_type.as_deref() == Some(ivf::INDEX_TYPE) && !ann.exact;
+                self.plan_vector_reads(&ordered, ivf).await?;
 
-        self.plan_cell_reads(&ordered, &cells_of).await?;
-        let policy = CandidatePolicy::new(k, filter.is_some(), spec.dot_reduction.filter(|_| dot));
-        let policies: Vec<CandidatePolicy> = cells_of
-            .iter()
-            .map(|cells| policy.in_cells(!cells.is_empty()))
-            .collect();
-        let scan_sql = search_plan::sql::scan(spec.metric, dot);
-        let mut fetch_of: Vec<Fetch> = policies.iter().map(CandidatePolicy::first).collect();
-        let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
-        loop {
-            let pending: Vec<usize> = (0..ordered.len())
-                .filter(|i| settled[*i].is_none())
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            let knn_jobs: Vec<Job<'_, Vec<KnnRow>>> = pending
-                .iter()
-                .map(|&i| {
-                    let query_bytes = &query_bytes;
-                    let scan_sql = &scan_sql;
-                    // Past the KNN cap, every vector in distance order (the same f32 distance).
-                    let (scan, fetch) = match fetch_of[i] {
-                        Fetch::All => (true, 0),
-                        Fetch::Nearest(n) => (false, n),
-                    };
-                    let filtered = filter.is_some();
-                    let metric = spec.metric;
-                    let cells = &cells_of[i];
-                    let stored = &stored;
-                    let job: Statement<'_, Vec<KnnRow>> = Box::new(move |conn: &Connection| {
-                        // The nearest: vec0's chunks (the probed cells', or all of them)
-                        // scanned by edgeshard's SIMD loops, as in runtime-native.
-                        if !scan {
-                            let cells = (!cells.is_empty()).then_some(cells.as_slice());
-                            return cell_rows(conn, stored, metric, fetch, cells, filtered);
-                        }
-                        // A filter needs each candidate's payload in the same statement; the
-                        // others look their hits up afterwards, in one round for all shards.
-                        let sql = match scan {
+                let query_bytes = vector::to_le_bytes(&stored);
+                // IVF: each shard's cells to read (none: the whole shard, when every cell is probed).
+                let cells_of: Vec<Vec<usize>> = match ivf {
+                    false => vec![Vec::new(); ordered.len()],
+                    true => {
+                        self.load_cells(&ordered, stored.len(), spec.metric).await?;
+                        let nprobes = ann.nprobes.or(spec.ann_defaults.nprobes);
+                        ordered
+                            .iter()
+                            .map(|shard| match shard.cells.get() {
+                                Some(cells) => {
+                                    let n = nprobes
+                                        .unwrap_or_else(|| ivf::default_nprobes(cells.len()));
+                                    match n >= cells.len() {
+                                        true => Vec::new(),
+                                        false => cells.probe(&stored, n),
+                                    }
+                                }
+                                None => Vec::new(),
+                            })
+                            .collect()
+                    }
+                };
+                // How many candidates each shard gives is the shared policy (`CandidatePolicy`: filter
+                // over-fetch, exact dot_product rescoring), the same as runtime-native's; here every
+                // pending shard's statement of a step runs in the same round. A filtered statement
+                // joins each candidate's payload so the filter sees it in that round.
+
+                self.plan_cell_reads(&ordered, &cells_of).await?;
+                let policy =
+                    CandidatePolicy::new(k, filter.is_some(), spec.dot_reduction.filter(|_| dot));
+                let policies: Vec<CandidatePolicy> = cells_of
+                    .iter()
+                    .map(|cells| policy.in_cells(!cells.is_empty()))
+                    .collect();
+                let scan_sql = search_plan::sql::scan(spec.metric, dot);
+                let mut fetch_of: Vec<Fetch> =
+                    policies.iter().map(CandidatePolicy::first).collect();
+                let mut settled: Vec<Option<Vec<(i64, f64)>>> = vec![None; ordered.len()];
+                loop {
+                    let pending: Vec<usize> = (0..ordered.len())
+                        .filter(|i| settled[*i].is_none())
+                        .collect();
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let knn_jobs: Vec<Job<'_, Vec<KnnRow>>> = pending
+                        .iter()
+                        .map(|&i| {
+                            let query_bytes = &query_bytes;
+                            let scan_sql = &scan_sql;
+                            // Past the KNN cap, every vector in distance order (the same f32 distance).
+                            let (scan, fetch) = match fetch_of[i] {
+                                Fetch::All => (true, 0),
+                                Fetch::Nearest(n) => (false, n),
+                            };
+                            let filtered = filter.is_some();
+                            let metric = spec.metric;
+                            let cells = &cells_of[i];
+                            let stored = &stored;
+                            let job: Statement<'_, Vec<KnnRow>> =
+                                Box::new(move |conn: &Connection| {
+                                    // The nearest: vec0's chunks (the probed cells', or all of them)
+                                    // scanned by edgeshard's SIMD loops, as in runtime-native.
+                                    if !scan {
+                                        let cells = (!cells.is_empty()).then_some(cells.as_slice());
+                                        return cell_rows(
+                                            conn, stored, metric, fetch, cells, filtered,
+                                        );
+                                    }
+                                    // A filter needs each candidate's payload in the same statement; the
+                                    // others look their hits up afterwards, in one round for all shards.
+                                    let sql = match scan {
                             true if filtered => scan_sql.clone(),
                             true => "SELECT rowid, vec_distance_l2(embedding, ?1) AS distance, \
                                  NULL, NULL, embedding FROM vec_index ORDER BY distance, rowid"
                                 .to_string(),
                             false => search_plan::sql::knn(filtered, dot),
                         };
-                        let mut stmt = conn.prepare_cached(&sql)?;
-                        // Columns: rowid, distance, original_id, payload, embedding.
-                        let row = |r: &rusqlite::Row<'_>| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(4)?, r.get(3)?))
-                        };
-                        let rows = match scan {
-                            true => stmt
-                                .query_map(rusqlite::params![query_bytes], row)?
-                                .collect(),
-                            false => stmt
-                                .query_map(rusqlite::params![query_bytes, fetch as i64], row)?
-                                .collect(),
-                        };
-                        rows
-                    });
-                    (ordered[i].clone(), job)
-                })
-                .collect();
-            let raw = self.run_jobs(knn_jobs).await?;
-            for (&i, rows) in pending.iter().zip(raw) {
-                let shard = &ordered[i];
-                let returned = rows.len();
-                let last_distance = rows.last().map(|r| r.1);
-                let mut hits = Vec::with_capacity(rows.len());
-                for (rowid, distance, embedding, payload) in rows {
-                    if let Some(filter) = filter {
-                        let payload: Option<Value> = payload
-                            .map(|text| {
-                                serde_json::from_str(&text).map_err(|e| {
-                                    shard.corrupt(format!("vec_payloads row {rowid}: {e}"))
-                                })
-                            })
-                            .transpose()?;
-                        if !filter.matches(payload.as_ref()) {
-                            continue;
+                                    let mut stmt = conn.prepare_cached(&sql)?;
+                                    // Columns: rowid, distance, original_id, payload, embedding.
+                                    let row = |r: &rusqlite::Row<'_>| {
+                                        Ok((r.get(0)?, r.get(1)?, r.get(4)?, r.get(3)?))
+                                    };
+                                    let rows = match scan {
+                                        true => stmt
+                                            .query_map(rusqlite::params![query_bytes], row)?
+                                            .collect(),
+                                        false => stmt
+                                            .query_map(
+                                                rusqlite::params![query_bytes, fetch as i64],
+                                                row,
+                                            )?
+                                            .collect(),
+                                    };
+                                    rows
+                                });
+                            (ordered[i].clone(), job)
+                        })
+                        .collect();
+                    let raw = self.run_jobs(knn_jobs).await?;
+                    for (&i, rows) in pending.iter().zip(raw) {
+                        let shard = &ordered[i];
+                        let returned = rows.len();
+                        let last_distance = rows.last().map(|r| r.1);
+                        let mut hits = Vec::with_capacity(rows.len());
+                        for (rowid, distance, embedding, payload) in rows {
+                            if let Some(filter) = filter {
+                                let payload: Option<Value> = payload
+                                    .map(|text| {
+                                        serde_json::from_str(&text).map_err(|e| {
+                                            shard.corrupt(format!("vec_payloads row {rowid}: {e}"))
+                                        })
+                                    })
+                                    .transpose()?;
+                                if !filter.matches(payload.as_ref()) {
+                                    continue;
+                                }
+                            }
+                            let score = match dot {
+                                false => distance,
+                                true => dot_score(&query, embedding.as_deref(), dim)
+                                    .map_err(|e| shard.corrupt(format!("vector {rowid}: {e}")))?,
+                            };
+                            hits.push((rowid, score));
+                        }
+                        // The order runtime-native reports: score, then rowid.
+                        hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                        let kth = hits.get(k - 1).map(|h| h.1);
+                        match policies[i].next(fetch_of[i], returned, kth, last_distance, &query) {
+                            Some(next) => fetch_of[i] = next,
+                            None => {
+                                hits.truncate(k);
+                                settled[i] = Some(hits);
+                            }
                         }
                     }
-                    let score = match dot {
-                        false => distance,
-                        true => dot_score(&query, embedding.as_deref(), dim)
-                            .map_err(|e| shard.corrupt(format!("vector {rowid}: {e}")))?,
-                    };
-                    hits.push((rowid, score));
                 }
-                // The order runtime-native reports: score, then rowid.
-                hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                let kth = hits.get(k - 1).map(|h| h.1);
-                match policies[i].next(fetch_of[i], returned, kth, last_distance, &query) {
-                    Some(next) => fetch_of[i] = next,
-                    None => {
-                        hits.truncate(k);
-                        settled[i] = Some(hits);
-                    }
-                }
+                settled.into_iter().flatten().collect()
             }
-        }
-        let per_shard: Vec<Vec<(i64, f64)>> = settled.into_iter().flatten().collect();
+        };
 
         // Ids and payloads of the hits: separate statements, so all their misses share a round.
         let mut lookup_jobs: Vec<Job<'_, (Option<String>, Option<String>)>> = Vec::new();
@@ -754,6 +785,102 @@ impl Snapshot {
             shards_queried: targets.len(),
             shards: targets,
         })
+    }
+
+    /// Fetches the binary codes of the `targets` that have none yet, whole and in parallel
+    /// (beside their shards' open: the same round), each checked against its manifest row.
+    async fn load_codes(&self, targets: &[u32], spec: &VectorSpec) -> Result<()> {
+        let todo: Vec<&Slot> = targets
+            .iter()
+            .filter_map(|id| self.slots.get(*id as usize).and_then(Option::as_ref))
+            .filter(|slot| slot.codes.borrow().is_none())
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        // Counted as a round of its own only when no shard opens beside it.
+        if todo.iter().all(|slot| slot.open.borrow().is_some()) {
+            PageStats::bump(&self.counters.rounds);
+        }
+        let fetches = todo.iter().map(|slot| async move {
+            let corrupt = |url: &str, detail: String| Error::CorruptShard {
+                db_id: slot.entry.db_id,
+                url: url.to_string(),
+                detail,
+            };
+            let dir = slot
+                .db_url
+                .strip_suffix(layout::SHARD_DB_FILE)
+                .unwrap_or(&slot.db_url);
+            let file = codes::file_of(&slot.entry).map_err(|e| corrupt(&slot.db_url, e))?;
+            let url = format!("{dir}{file}");
+            let whole = self.fetcher.get_whole(&url, "shard codes").await?;
+            let parsed =
+                codes::load(&slot.entry, spec, &whole.bytes).map_err(|e| corrupt(&url, e))?;
+            *slot.codes.borrow_mut() = Some(Rc::new(parsed));
+            Ok::<(), Error>(())
+        });
+        for outcome in join_all(fetches).await {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// The hits of a search through binary codes (runtime-native's steps): every shard's best
+    /// estimates, the best `k x refine` of all shards, their stored vectors read through the
+    /// codes' map (one round for all shards), scored exactly; per shard (in the order of
+    /// `shards`), its best `k` as `(rowid, score)`.
+    async fn codes_hits(
+        &self,
+        shards: &[Rc<OpenShard>],
+        metric: vector::Metric,
+        query: &[f32],
+        stored: &[f32],
+        refine: Option<u32>,
+        k: usize,
+    ) -> Result<Vec<Vec<(i64, f64)>>> {
+        let wanted = codes::candidates_for(k, refine);
+        let all: Vec<Rc<Codes>> = shards
+            .iter()
+            .map(|shard| {
+                self.slots
+                    .get(shard.db_id as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(|slot| slot.codes.borrow().clone())
+                    .ok_or_else(|| shard.corrupt("its codes were not loaded".into()))
+            })
+            .collect::<Result<_>>()?;
+        let estimates: Vec<Vec<(f32, u32)>> =
+            all.iter().map(|c| c.nearest(query, wanted)).collect();
+        let chosen = codes::select_candidates(&estimates, wanted);
+        for ((shard, codes), ordinals) in shards.iter().zip(&all).zip(&chosen) {
+            for ordinal in ordinals {
+                let pages = codes
+                    .pages_of(*ordinal as usize)
+                    .map_err(|e| shard.corrupt(e.detail().to_string()))?;
+                shard
+                    .pages
+                    .want(pages.into_iter().filter(|p| !shard.pages.has_page(*p)));
+            }
+        }
+        self.fetch_missing(shards, false).await?;
+        let mut out = Vec::with_capacity(shards.len());
+        for ((shard, codes), ordinals) in shards.iter().zip(&all).zip(&chosen) {
+            let mut hits = Vec::with_capacity(ordinals.len());
+            for ordinal in ordinals {
+                let rowid = codes.rowid(*ordinal as usize);
+                let bytes = codes
+                    .read_vector(*ordinal as usize, |p| shard.pages.peek_page(p))
+                    .map_err(|e| shard.corrupt(e.detail().to_string()))?;
+                let score = codes::exact_score(metric, query, stored, &bytes)
+                    .map_err(|e| shard.corrupt(format!("vector {rowid}: {e}")))?;
+                hits.push((rowid, score));
+            }
+            hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            hits.truncate(k);
+            out.push(hits);
+        }
+        Ok(out)
     }
 
     /// Opens the given shards (those not open yet, all in one round) and returns them by id.

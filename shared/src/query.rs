@@ -147,6 +147,11 @@ impl SearchOptions {
                 "nprobes must be at least 1 (use exact for a search of every vector)".into(),
             ));
         }
+        if self.ann.refine_factor == Some(0) {
+            return Err(Error::InvalidArgument(
+                "refine must be at least 1 (candidates re-ranked per result)".into(),
+            ));
+        }
         vector::check_vector(query, spec.dim, spec.metric)
             .map_err(|e| Error::InvalidArgument(format!("query vector: {}", e.detail())))?;
         Ok(spec)

@@ -223,6 +223,24 @@ def main():
                 cases.append({"snapshot": name, "op": "search", "vector": r["emb"], "k": 1,
                               "nprobes": 1,
                               "expect": {"results": search_case(recs, metric, r["emb"], 1)}})
+    # Binary codes beside flat shards (--quantization binary): which candidates the codes
+    # propose is the builder's, so the oracle asks what does not depend on them: an exact
+    # search, and one that re-ranks every vector (refine x k >= the rows), equal brute force;
+    # a filtered search (answered without the codes) returns its k matches.
+    for metric in ["cosine", "l2", "dot_product"]:
+        name = f"codes-{metric}"
+        snapshots[name] = dict(snapshots[f"vec-{metric}"], quantization="binary")
+        for qi, q in enumerate(queries[:3]):
+            cases.append({"snapshot": name, "op": "search", "vector": q, "k": 10, "exact": True,
+                          "expect": {"results": search_case(recs, metric, q, 10)}})
+            cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5, "refine": 1000,
+                          "expect": {"results": search_case(recs, metric, q, 5)}})
+        q = queries[3]
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 4,
+                      "filter": ["color=green"],
+                      "expect": {"results": search_case(recs, metric, q, 4, ("color", "green"))}})
+        cases.append({"snapshot": name, "op": "search", "vector": q, "k": 5, "refine": 0,
+                      "expect": {"error": "invalid_input"}})
     # shardyfusion's own shard (tests/data/shardyfusion, its bytes untouched) in a one-shard
     # root assembled by shardyfusion_root.py. Its answers come from the file itself, read here
     # with plain sqlite3: KV rows, and the vectors decoded from sqlite-vec's chunk blobs.

@@ -63,6 +63,9 @@ fn build_args(spec: &Value, out: &Path) -> Vec<String> {
     if let Some(index) = spec["vector_index"].as_str() {
         args.extend(["--vector-index".into(), index.into()]);
     }
+    if let Some(kind) = spec["quantization"].as_str() {
+        args.extend(["--quantization".into(), kind.into()]);
+    }
     if let Some(fields) = spec["payload_fields"].as_array() {
         let names: Vec<&str> = fields.iter().filter_map(Value::as_str).collect();
         args.extend(["--payload-fields".into(), names.join(",")]);
@@ -126,6 +129,7 @@ fn answer(snapshot: &Snapshot, case: &Value) -> Value {
                 payload_fields: strings("fields"),
                 ann: edgeshard_shared::vector::AnnParams {
                     nprobes: case["nprobes"].as_u64().map(|p| p as usize),
+                    refine_factor: case["refine"].as_u64().map(|r| r as u32),
                     exact: case["exact"] == json!(true),
                     ..Default::default()
                 },

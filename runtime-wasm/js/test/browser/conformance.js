@@ -15,7 +15,7 @@ async function answer(snap, c) {
         return { values: (await snap.getMany(c.keys)).map(text) };
       case "search": {
         const options = { k: c.k };
-        for (const name of ["probes", "shards", "filter", "fields", "nprobes", "exact"]) {
+        for (const name of ["probes", "shards", "filter", "fields", "nprobes", "refine", "exact"]) {
           if (c[name] !== undefined) options[name] = c[name];
         }
         const { results } = await snap.search(c.vector, options);
