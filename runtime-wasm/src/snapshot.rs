@@ -363,7 +363,7 @@ impl Snapshot {
         }
         let ids: BTreeSet<u32> = wanted.iter().map(|(_, db_id, _)| *db_id).collect();
         let shards = self
-            .open_shards_now(&ids.into_iter().collect::<Vec<_>>())
+            .open_shards_now(&ids.into_iter().collect::<Vec<_>>(), false)
             .await?;
         let mut jobs: Vec<Job<'_, Option<Vec<u8>>>> = Vec::with_capacity(wanted.len());
         for (_, db_id, encoded) in &wanted {
@@ -431,7 +431,7 @@ impl Snapshot {
             if self.slots[db_id as usize].is_none() {
                 return Ok(None);
             }
-            let shards = self.open_shards_now(&[db_id]).await?;
+            let shards = self.open_shards_now(&[db_id], false).await?;
             let shard = shards[&db_id].clone();
             // The id map and the vector chunks in two rounds (a search with the vector follows).
             self.plan_vector_reads(std::slice::from_ref(&shard), false)
@@ -553,12 +553,13 @@ impl Snapshot {
         };
         // Binary codes: fetched with the shards' open, in the same round.
         let with_codes = codes::in_use(spec, &ann, filter.is_some());
-        let (shards, codes_loaded) = futures::join!(self.open_shards_now(&targets), async {
-            match with_codes {
-                true => self.load_codes(&targets, spec).await,
-                false => Ok(()),
-            }
-        });
+        let (shards, codes_loaded) =
+            futures::join!(self.open_shards_now(&targets, with_codes), async {
+                match with_codes {
+                    true => self.load_codes(&targets, spec).await,
+                    false => Ok(()),
+                }
+            });
         let shards = shards?;
         codes_loaded?;
         let ordered: Vec<Rc<OpenShard>> = targets.iter().map(|id| shards[id].clone()).collect();
@@ -714,30 +715,29 @@ impl Snapshot {
             }
         };
 
-        // Ids and payloads of the hits: separate statements, so all their misses share a round.
-        let mut lookup_jobs: Vec<Job<'_, (Option<String>, Option<String>)>> = Vec::new();
+        // Ids and payloads of the hits: separate jobs (a job stops at its first missing page),
+        // so all their misses share a round.
+        let mut lookup_jobs: Vec<Job<'_, Option<String>>> = Vec::new();
         for (shard, hits) in ordered.iter().zip(&per_shard) {
             for (rowid, _) in hits {
                 let rowid = *rowid;
-                lookup_jobs.push((
-                    shard.clone(),
-                    Box::new(move |conn: &Connection| {
-                        let id = conn
-                            .prepare_cached(
-                                "SELECT original_id FROM vec_id_map WHERE internal_id = ?1",
-                            )?
-                            .query_row([rowid], |r| r.get::<_, String>(0))
-                            .optional()?;
-                        let payload = conn
-                            .prepare_cached("SELECT payload FROM vec_payloads WHERE rowid = ?1")?
-                            .query_row([rowid], |r| r.get::<_, String>(0))
-                            .optional()?;
-                        Ok((id, payload))
-                    }),
-                ));
+                for sql in [
+                    "SELECT original_id FROM vec_id_map WHERE internal_id = ?1",
+                    "SELECT payload FROM vec_payloads WHERE rowid = ?1",
+                ] {
+                    lookup_jobs.push((
+                        shard.clone(),
+                        Box::new(move |conn: &Connection| {
+                            conn.prepare_cached(sql)?
+                                .query_row([rowid], |r| r.get::<_, String>(0))
+                                .optional()
+                        }),
+                    ));
+                }
             }
         }
-        let mut looked_up = self.run_jobs(lookup_jobs).await?.into_iter();
+        let mut answers = self.run_jobs(lookup_jobs).await?.into_iter();
+        let mut looked_up = std::iter::from_fn(|| Some((answers.next()?, answers.next()?)));
         let mut scored: Vec<Vec<Scored<SearchHit>>> = Vec::with_capacity(ordered.len());
         for (shard, hits) in ordered.iter().zip(per_shard) {
             let mut list = Vec::with_capacity(hits.len());
@@ -853,6 +853,12 @@ impl Snapshot {
         let estimates: Vec<Vec<(f32, u32)>> =
             all.iter().map(|c| c.nearest(query, wanted)).collect();
         let chosen = codes::select_candidates(&estimates, wanted);
+        // Chains a fresh open left wanted (`open_shards_now`'s `defer_chains`) are pinned in
+        // the same round as the candidates' pages.
+        let mut plans: Vec<(Rc<OpenShard>, PageFetch, bool)> = shards
+            .iter()
+            .map(|s| (s.clone(), s.pages.take_fetch(), true))
+            .collect();
         for ((shard, codes), ordinals) in shards.iter().zip(&all).zip(&chosen) {
             for ordinal in ordinals {
                 let pages = codes
@@ -863,7 +869,12 @@ impl Snapshot {
                     .want(pages.into_iter().filter(|p| !shard.pages.has_page(*p)));
             }
         }
-        self.fetch_missing(shards, false).await?;
+        plans.extend(
+            shards
+                .iter()
+                .map(|s| (s.clone(), s.pages.take_fetch(), false)),
+        );
+        self.fetch_plans(plans).await?;
         let mut out = Vec::with_capacity(shards.len());
         for ((shard, codes), ordinals) in shards.iter().zip(&all).zip(&chosen) {
             let mut hits = Vec::with_capacity(ordinals.len());
@@ -884,7 +895,14 @@ impl Snapshot {
     }
 
     /// Opens the given shards (those not open yet, all in one round) and returns them by id.
-    async fn open_shards_now(&self, ids: &[u32]) -> Result<HashMap<u32, Rc<OpenShard>>> {
+    /// The overflow chains of their pinned interior pages are pinned in a second round, or,
+    /// with `defer_chains`, left wanted for the caller's next round to pin (a search through
+    /// binary codes reads its candidates' vectors then, and needs none of them before).
+    async fn open_shards_now(
+        &self,
+        ids: &[u32],
+        defer_chains: bool,
+    ) -> Result<HashMap<u32, Rc<OpenShard>>> {
         let cold: Vec<&Slot> = ids
             .iter()
             .filter_map(|id| self.slots.get(*id as usize).and_then(Option::as_ref))
@@ -900,7 +918,7 @@ impl Snapshot {
                 fresh.push(shard);
             }
             // Chains hanging off pinned interior pages are read on every descent: pin them now.
-            if fresh.iter().any(|s| s.pages.has_missing()) {
+            if !defer_chains && fresh.iter().any(|s| s.pages.has_missing()) {
                 self.fetch_missing(&fresh, true).await?;
             }
             // Reading the schema turns "not a database" into an error now, with the shard
@@ -1076,15 +1094,25 @@ impl Snapshot {
     /// One round: every missing page of every shard, as coalesced ranges, in parallel. Returns
     /// the pages fetched per shard.
     async fn fetch_missing(&self, shards: &[Rc<OpenShard>], pin: bool) -> Result<Vec<Vec<u32>>> {
-        let plan: Vec<(Rc<OpenShard>, PageFetch)> = shards
+        let plans = shards
             .iter()
-            .map(|s| (s.clone(), s.pages.take_fetch()))
+            .map(|s| (s.clone(), s.pages.take_fetch(), pin))
             .collect();
-        if plan.iter().all(|(_, fetch)| fetch.is_empty()) {
-            return Ok(plan.into_iter().map(|(_, f)| f.pages).collect());
+        self.fetch_plans(plans).await
+    }
+
+    /// One round: every `(shard, pages, pin)` of `plans`, as coalesced ranges, in parallel.
+    /// Returns the pages fetched per plan.
+    async fn fetch_plans(
+        &self,
+        plan: Vec<(Rc<OpenShard>, PageFetch, bool)>,
+    ) -> Result<Vec<Vec<u32>>> {
+        if plan.iter().all(|(_, fetch, _)| fetch.is_empty()) {
+            return Ok(plan.into_iter().map(|(_, f, _)| f.pages).collect());
         }
         PageStats::bump(&self.counters.rounds);
-        let reads = plan.iter().flat_map(|(shard, fetch)| {
+        let reads = plan.iter().flat_map(|(shard, fetch, pin)| {
+            let pin = *pin;
             fetch.ranges.iter().map(move |&(offset, length)| {
                 let shard = shard.clone();
                 async move {
@@ -1114,7 +1142,7 @@ impl Snapshot {
         for outcome in join_all(reads).await {
             outcome?;
         }
-        Ok(plan.into_iter().map(|(_, f)| f.pages).collect())
+        Ok(plan.into_iter().map(|(_, f, _)| f.pages).collect())
     }
 
     /// Before a cold search: with the sidecar's interior pages pinned, the leaves of the vector

@@ -265,20 +265,25 @@ fn bench_debian_ivf(dir: &Path, shards: u32) -> BoxResult<()> {
     for (q, truth) in queries.iter_mut().zip(dot_truth) {
         q.gt_dot = truth;
     }
-    println!("| metric | index | build | size | nprobes | p50 | p99 | recall@10 |");
+    use edgeshard_builder::build::Quantization;
+    println!("| metric | index | build | size | nprobes / refine | p50 | p99 | recall@10 |");
     println!("|---|---|---|---|---|---|---|---|");
     for metric in [Metric::Cosine, Metric::L2, Metric::DotProduct] {
-        for index in [IndexKind::Flat, IndexKind::Ivf] {
+        for (label, index, quantization) in [
+            ("flat", IndexKind::Flat, Quantization::None),
+            ("ivf", IndexKind::Ivf, Quantization::None),
+            ("binary codes", IndexKind::Flat, Quantization::Binary),
+        ] {
             let work = tempfile::tempdir()?;
             let mut opts = debian_unified(dir, work.path(), shards, metric);
             opts.vector_index = index;
+            opts.quantization = quantization;
             let summary = build(&opts)?;
             let snap = Snapshot::open(&work.path().display().to_string())?;
-            let label = match index {
-                IndexKind::Ivf => "ivf",
-                _ => "flat",
-            };
+            // Binary codes sweep the refine factor (candidates per result) instead.
+            let codes = quantization == Quantization::Binary;
             let sweep: Vec<Option<usize>> = match index {
+                _ if codes => vec![None, Some(2), Some(6), Some(10)],
                 IndexKind::Ivf => vec![
                     None,
                     Some(1),
@@ -294,9 +299,15 @@ fn bench_debian_ivf(dir: &Path, shards: u32) -> BoxResult<()> {
             for nprobes in sweep {
                 let options = SearchOptions {
                     k: 10,
-                    ann: AnnParams {
-                        nprobes,
-                        ..AnnParams::default()
+                    ann: match codes {
+                        true => AnnParams {
+                            refine_factor: nprobes.map(|r| r as u32),
+                            ..AnnParams::default()
+                        },
+                        false => AnnParams {
+                            nprobes,
+                            ..AnnParams::default()
+                        },
                     },
                     ..SearchOptions::default()
                 };
