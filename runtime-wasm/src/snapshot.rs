@@ -431,11 +431,28 @@ impl Snapshot {
             if self.slots[db_id as usize].is_none() {
                 return Ok(None);
             }
+            let with_codes = codes::in_use(spec, &Default::default(), false);
             let shards = self.open_shards_now(&[db_id], false).await?;
             let shard = shards[&db_id].clone();
-            // The id map and the vector chunks in two rounds (a search with the vector follows).
-            self.plan_vector_reads(std::slice::from_ref(&shard), false)
-                .await?;
+            match with_codes {
+                // The id map's leaves and the shard's codes in one round; the vector then from
+                // the pages the codes' map names (a search through the codes follows).
+                true => {
+                    let ids = [db_id];
+                    let (leaves, loaded) = futures::join!(
+                        self.plan_table_leaves(&shard, "vec_id_map"),
+                        self.load_codes(&ids, spec)
+                    );
+                    leaves?;
+                    loaded?;
+                }
+                // The id map and the vector chunks in two rounds (a search with the vector
+                // follows).
+                false => {
+                    self.plan_vector_reads(std::slice::from_ref(&shard), false)
+                        .await?
+                }
+            }
             let Some(wanted) = VectorId::from_key(&key) else {
                 return Ok(None);
             };
@@ -456,6 +473,31 @@ impl Snapshot {
             else {
                 return Ok(None);
             };
+            if with_codes {
+                let codes = self.slots[db_id as usize]
+                    .as_ref()
+                    .and_then(|slot| slot.codes.borrow().clone())
+                    .ok_or_else(|| shard.corrupt("its codes were not loaded".into()))?;
+                let ordinal = codes.ordinal_of(rowid).ok_or_else(|| {
+                    shard.corrupt(format!(
+                        "vector {rowid} is in vec_id_map but not in its codes"
+                    ))
+                })?;
+                let pages = codes
+                    .pages_of(ordinal)
+                    .map_err(|e| shard.corrupt(e.detail().to_string()))?;
+                shard
+                    .pages
+                    .want(pages.into_iter().filter(|p| !shard.pages.has_page(*p)));
+                self.fetch_missing(std::slice::from_ref(&shard), false)
+                    .await?;
+                let bytes = codes
+                    .read_vector(ordinal, |p| shard.pages.peek_page(p))
+                    .map_err(|e| shard.corrupt(e.detail().to_string()))?;
+                return vector::from_le_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|e| shard.corrupt(format!("vector {rowid}: {e}")));
+            }
             let read: Statement<'_, Option<Vec<u8>>> = Box::new(move |conn: &Connection| {
                 conn.prepare_cached("SELECT embedding FROM vec_index WHERE rowid = ?1")?
                     .query_row([rowid], |r| r.get(0))
@@ -785,6 +827,30 @@ impl Snapshot {
             shards_queried: targets.len(),
             shards: targets,
         })
+    }
+
+    /// Fetches the leaves of `table` (found through the pinned interior pages of a shard with a
+    /// sidecar) in one round, so a statement reading it whole misses nothing.
+    async fn plan_table_leaves(&self, shard: &Rc<OpenShard>, table: &'static str) -> Result<()> {
+        if !shard.has_sidecar {
+            return Ok(());
+        }
+        let root: Statement<'_, u32> = Box::new(move |conn: &Connection| {
+            conn.query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+        });
+        let root = self
+            .run_jobs(vec![(shard.clone(), root)])
+            .await?
+            .pop()
+            .unwrap_or(0);
+        shard.pages.want(shard.pages.leaves_below(root));
+        self.fetch_missing(std::slice::from_ref(shard), false)
+            .await?;
+        Ok(())
     }
 
     /// Fetches the binary codes of the `targets` that have none yet, whole and in parallel

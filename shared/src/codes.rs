@@ -502,6 +502,17 @@ impl Codes {
         self.rowids.get(ordinal)
     }
 
+    /// The ordinal of the vector with `rowid`, if the shard has one.
+    pub fn ordinal_of(&self, rowid: i64) -> Option<usize> {
+        match &self.rowids {
+            Rowids::Dense { first, count } => {
+                let at = usize::try_from(rowid.checked_sub(*first)?).ok()?;
+                (at < *count).then_some(at)
+            }
+            Rowids::Listed(list) => list.iter().position(|r| *r == rowid),
+        }
+    }
+
     /// The `n` best estimates for `query` (as the user gave it), best first (lower is better;
     /// ties by ordinal), as `(estimate, ordinal)`. Estimates of one query are comparable across
     /// shards: [`select_candidates`] takes the best of all of them.
@@ -895,6 +906,9 @@ mod tests {
             let codes = Codes::parse(&encode(metric, &vectors), None).unwrap();
             assert_eq!(codes.len(), 2_000);
             assert_eq!(codes.rowid(0), 1);
+            assert_eq!(codes.ordinal_of(2_000), Some(1_999));
+            assert_eq!(codes.ordinal_of(2_001), None);
+            assert_eq!(codes.ordinal_of(0), None);
             let mut found = 0;
             for q in sample(20, 64, 99) {
                 let mut truth: Vec<(f64, usize)> = vectors
@@ -970,6 +984,8 @@ mod tests {
         let codes = Codes::parse(&file, None).unwrap();
         // Rowids 10, 12, 14: not dense, listed.
         assert_eq!(codes.rowid(2), 14);
+        assert_eq!(codes.ordinal_of(12), Some(1));
+        assert_eq!(codes.ordinal_of(11), None);
         let s = codes.segments(0).unwrap();
         assert_eq!(
             s[0],

@@ -63,26 +63,43 @@ test("2. more like this: nearest packages to a chosen one", async () => {
   assert.deepEqual(results.map((h) => h.id), want.results.map((h) => h.id));
   const shown = await page.$$eval("#similar-results li", (lis) => lis.map((li) => li.dataset.id));
   assert.deepEqual(shown, want.results.map((h) => h.id).filter((id) => id !== "vim").slice(0, 10));
-  assert.match(await page.textContent("#similar-stats"), statsPattern);
+  const stats = await page.textContent("#similar-stats");
+  assert.match(stats, statsPattern);
+  // The first search of the page, through binary codes: the codes and a few pages (5.4 MB
+  // measured), where the flat snapshot fetched every vector (104 MB).
+  const [, amount, unit] = stats.match(/([\d.]+) (B|KB|MB) ·/) ?? [];
+  const bytes = Number(amount) * { B: 1, KB: 1e3, MB: 1e6 }[unit];
+  assert.ok(bytes < 8e6, `the first search fetched ${stats}`);
 });
 
-test("3. the example text queries: results are the exact top 10 of the data set", async () => {
+test("3. the example text queries: runtime-native's answers, near the exact top 10", async () => {
   const queries = await page.evaluate(() => window.textQueries);
   assert.equal(queries.length, 20);
+  // The snapshot has binary codes (scripts/serve-www.sh): a search re-ranks the best 40
+  // estimates exactly, so a hit's score is exact but a true neighbour can be missed. The page
+  // must show what runtime-native answers, and find nearly all of the exact top 10.
+  let found = 0;
   for (const q of queries) {
     await page.click(`#queries button[data-query-id="${q.id}"]`);
     await page.waitForSelector(`#query-results[data-query-id="${q.id}"]`, { timeout: 60_000 });
     const hits = await page.$$eval("#query-results li", (lis) =>
       lis.map((li) => ({ id: li.dataset.id, score: Number(li.dataset.score), truth: li.classList.contains("in-truth") })),
     );
-    const truth = q.top10_base;
-    // Package families have near-identical texts, so close ties may swap: compare as sets, and
-    // each rank's similarity with the ground truth's (4 decimals).
-    assert.deepEqual(new Set(hits.map((h) => h.id)), new Set(truth.map(([id]) => id)), `query ${q.text}`);
-    hits.forEach((h, i) => assert.ok(Math.abs(1 - h.score - truth[i][1]) < 1e-4, `${q.text} rank ${i}`));
-    assert.ok(hits.every((h) => h.truth), "every hit marked as in the ground truth");
+    const want = JSON.parse(native(["search", "--k", "10", "--vector", JSON.stringify(q.vector)]));
+    assert.deepEqual(hits.map((h) => h.id), want.results.map((h) => h.id), `query ${q.text}`);
+    const truth = new Map(q.top10_base);
+    for (const h of hits) {
+      // A hit in the ground truth has its exact similarity (4 decimals), and is marked.
+      if (truth.has(h.id)) {
+        assert.ok(Math.abs(1 - h.score - truth.get(h.id)) < 1e-4, `${q.text}: ${h.id}`);
+        found += 1;
+      }
+      assert.equal(h.truth, truth.has(h.id), `${q.text}: ${h.id} marked`);
+    }
     assert.match(await page.textContent("#query-stats"), statsPattern);
   }
+  // recall@10 0.97 when measured (docs/benchmarks.md); the data set's ties allow a little less.
+  assert.ok(found / (queries.length * 10) >= 0.95, `recall@10 ${found / (queries.length * 10)}`);
   if (process.env.UPDATE_SCREENSHOT) {
     await page.click('#queries button[data-query-id="tq00"]');
     await page.waitForSelector('#query-results[data-query-id="tq00"]');
