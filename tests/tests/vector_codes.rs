@@ -374,6 +374,11 @@ fn bad_codes_files_are_errors() {
     std::fs::write(&files[0], &flipped).unwrap();
     let err = fails("a flipped bit");
     assert!(err.contains("hash"), "{err}");
+    let verify = Snapshot::open(root).unwrap().verify_shards();
+    assert!(
+        verify.is_err_and(|e| e.to_string().contains("shard.codes")),
+        "verify passed a damaged codes file"
+    );
     std::fs::write(&files[0], &original[..original.len() - 100]).unwrap();
     fails("a truncated file");
     std::fs::remove_file(&files[0]).unwrap();
@@ -382,6 +387,11 @@ fn bad_codes_files_are_errors() {
     std::fs::copy(&files[1], &files[0]).unwrap();
     fails("another shard's codes");
     std::fs::write(&files[0], &original).unwrap();
+    let checks = Snapshot::open(root).unwrap().verify_shards().unwrap();
+    assert!(
+        checks.iter().all(|c| c.checked.ends_with("codes")),
+        "{checks:?}"
+    );
     assert!(Snapshot::open(root)
         .unwrap()
         .search(&query, 10, None)

@@ -138,7 +138,7 @@ impl Snapshot {
             detail,
         };
         codes::file_of(&shard.entry).map_err(corrupt)?;
-        let bytes = self.root.read(&relative)?;
+        let bytes = read_counted(&self.root, &relative, &self.stats)?;
         let parsed = codes::load(&shard.entry, spec, &bytes).map_err(corrupt)?;
         Ok(shard.codes.get_or_init(|| Arc::new(parsed)).clone())
     }

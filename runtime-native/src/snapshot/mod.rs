@@ -114,7 +114,7 @@ impl Default for OpenOptions {
 pub struct ShardCheck {
     pub db_id: u32,
     pub bytes: u64,
-    /// "size" or "size+xxh3_128".
+    /// "size" or "size+xxh3_128", and ", codes" when the shard's binary codes were checked.
     pub checked: &'static str,
 }
 
@@ -397,10 +397,22 @@ impl Snapshot {
                     (size, false)
                 }
             };
+            // Binary codes beside the shard: read whole and checked like a search would.
+            let codes = entry
+                .writer_info
+                .contains_key(edgeshard_shared::codes::FILE_KEY);
+            if let Some(spec) = self.vector.as_ref().filter(|_| codes) {
+                self.shard_codes(shard, spec)?;
+            }
             checks.push(ShardCheck {
                 db_id: entry.db_id,
                 bytes: size,
-                checked: if hashed { "size+xxh3_128" } else { "size" },
+                checked: match (hashed, codes) {
+                    (true, true) => "size+xxh3_128, codes",
+                    (true, false) => "size+xxh3_128",
+                    (false, true) => "size, codes",
+                    (false, false) => "size",
+                },
             });
         }
         Ok(checks)
