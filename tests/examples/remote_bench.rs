@@ -2,12 +2,13 @@
 //! read in download and range mode, directly and through a proxy adding 20 ms to each request.
 //!
 //! ```text
-//! cargo run --release -p edgeshard-tests --example remote_bench -- [DATA_DIR] [SHARDS] [flat|ivf]
+//! cargo run --release -p edgeshard-tests --example remote_bench -- [DATA_DIR] [SHARDS] [flat|ivf|binary]
 //! ```
 //! DATA_DIR defaults to the bundled sample (tests/data/debian-sample); the last argument is the
-//! snapshot's `--vector-index` (default flat). Per mode: a cold lookup
-//! (fresh snapshot handle each time, so it includes opening the shard), then warm lookups of
-//! other keys on the same handle, and a search k=10 (cold: the median of 5 fresh handles).
+//! snapshot's `--vector-index` (default flat), or `binary` (flat with `--quantization binary`).
+//! Per mode: a cold lookup (fresh snapshot handle each time, so it includes opening the shard),
+//! then warm lookups of other keys on the same handle, and a search k=10 (cold: the median of 5
+//! fresh handles).
 
 use edgeshard_builder::build::{build, BuildOptions, DuplicatePolicy};
 use edgeshard_builder::input::{FieldMapping, InputFormat};
@@ -27,9 +28,12 @@ fn main() {
             .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/data/debian-sample").into()),
     );
     let shards: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(8);
-    let vector_index = match args.get(2).map(String::as_str) {
-        Some("ivf") => edgeshard_builder::vector_index::IndexKind::Ivf,
-        _ => edgeshard_builder::vector_index::IndexKind::Flat,
+    use edgeshard_builder::build::Quantization;
+    use edgeshard_builder::vector_index::IndexKind;
+    let (vector_index, quantization) = match args.get(2).map(String::as_str) {
+        Some("ivf") => (IndexKind::Ivf, Quantization::None),
+        Some("binary") => (IndexKind::Flat, Quantization::Binary),
+        _ => (IndexKind::Flat, Quantization::None),
     };
     let work = tempfile::tempdir().expect("temp dir");
     let root = work.path().join("snap");
@@ -56,6 +60,7 @@ fn main() {
         vector_only: None,
         vector_backend: Default::default(),
         vector_index,
+        quantization,
     })
     .expect("build");
     let local = Snapshot::open(root.to_str().unwrap()).expect("open local");
