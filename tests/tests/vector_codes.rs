@@ -250,6 +250,36 @@ fn real_embeddings_are_found() {
     assert!(recall >= 0.95, "recall@10 {recall} on the Debian sample");
 }
 
+/// A cold search by range reads each shard in a fixed number of rounds, whatever the hits:
+/// its open (the sidecar and first page), its codes, the candidates' pages (one round, through
+/// the codes' map) and the hits' id and payload leaves (one round, found through the pinned
+/// interior pages): 4 per shard. Without the planned reads, each hit's lookup costs a round of
+/// its own.
+#[test]
+fn a_cold_range_search_takes_a_fixed_number_of_rounds() {
+    let dir = temp_dir();
+    let (_, out, centres) = build_codes(dir.path(), Metric::Cosine, 51);
+    let mut rng = rng(52);
+    for _ in 0..3 {
+        let snap = Snapshot::open_with(
+            out.to_str().unwrap(),
+            OpenOptions {
+                access: AccessMode::Range,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        let before = snap.stats();
+        let got = search(&snap, &query_near(&centres, &mut rng), AnnParams::default());
+        assert_eq!(got.len(), 10);
+        let rounds = snap.stats().rounds - before.rounds;
+        assert!(
+            rounds <= 4 * SHARDS as u64,
+            "{rounds} rounds for a cold search of {SHARDS} shards"
+        );
+    }
+}
+
 /// A larger refine re-ranks more candidates: recall can only grow, and with every vector a
 /// candidate the answer is the exact search's.
 #[test]

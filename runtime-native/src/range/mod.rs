@@ -329,6 +329,34 @@ impl RangeShard {
             .collect()
     }
 
+    /// Before looking up a search's hits (`vec_id_map` and `vec_payloads` by rowid): with the
+    /// sidecar's interior pages pinned, the leaves holding `rowids` are known without I/O, so
+    /// they are fetched in one round, not one round per statement that misses.
+    pub fn plan_hit_lookups(&self, rowids: &[i64]) -> Result<()> {
+        if !self.has_sidecar || rowids.is_empty() {
+            return Ok(());
+        }
+        let roots: Vec<u32> = self.run(|conn| {
+            let corrupt = |e: rusqlite::Error| self.corrupt(e.to_string());
+            let mut stmt = conn
+                .prepare(
+                    "SELECT rootpage FROM sqlite_master \
+                     WHERE name IN ('vec_id_map', 'vec_payloads')",
+                )
+                .map_err(corrupt)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(corrupt)?;
+            rows.collect::<rusqlite::Result<Vec<u32>>>()
+                .map_err(corrupt)
+        })?;
+        for root in roots {
+            self.pages.want_table_rows(root, rowids);
+        }
+        if self.pages.has_missing() {
+            self.fetch_round(false)?;
+        }
+        Ok(())
+    }
+
     fn fetch_round(&self, pin: bool) -> Result<Vec<u32>> {
         fetch_round(self.db_id, &self.pages, &*self.source, &self.stats, pin)
     }

@@ -70,6 +70,7 @@ impl Snapshot {
         }
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         scored.truncate(k);
+        self.plan_hit_lookups(shard, &scored)?;
         let rows: Vec<RawRow> = self.with_conn(shard, Use::Lookup, |conn| {
             let mut lookup = conn.prepare_cached(search_plan::sql::HIT_LOOKUP)?;
             scored
@@ -88,6 +89,22 @@ impl Snapshot {
                 .collect()
         })?;
         Ok(scored_hits(keep_matching(rows, None, k, &corrupt)?, db_id))
+    }
+
+    /// A range-read shard fetches the leaves its hits' ids and payloads sit on in one round
+    /// ([`crate::range::RangeShard::plan_hit_lookups`]); other shards need nothing.
+    fn plan_hit_lookups(&self, shard: &ShardHandle, hits: &[(f64, i64)]) -> Result<()> {
+        let guard = shard
+            .conn
+            .lock()
+            .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
+        match guard.as_ref() {
+            Some(ShardConn::Range(range)) => {
+                let rowids: Vec<i64> = hits.iter().map(|(_, rowid)| *rowid).collect();
+                range.plan_hit_lookups(&rowids)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The stored vectors at `ordinals`: a range-read shard reads the pages the codes' map
