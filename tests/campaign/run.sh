@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A black-box campaign against the release CLI (issue 9's "rerun"): mutated-file reads
-# (mutate.py: one file of a small flat or IVF snapshot damaged per trial, every key and an exact
-# search read in auto and range mode, any answer differing from the truth with exit 0 is WRONG,
+# (mutate.py: one file of a small flat, IVF or binary-codes snapshot damaged per trial, every key
+# and an exact search (codes: one re-ranking every vector) read in auto and range mode, any answer differing from the truth with exit 0 is WRONG,
 # exit 101 / a signal / "panicked" is a CRASH) and publishing checks (publish.sh: odd run ids,
 # --out '', cleanup and rollback variants, _CURRENT made a directory; nothing outside a run's own
 # folders may go and the live snapshot must stay readable). Not part of CI (about a minute per
@@ -26,5 +26,6 @@ common=(--quiet --input "$work/recs.jsonl" --key-field id --value-field value --
         --payload-fields color --shards 4)
 "$EDGESHARD_CLI" build "${common[@]}" --out "$work/base" >/dev/null
 "$EDGESHARD_CLI" build "${common[@]}" --vector-index ivf --out "$work/baseivf" >/dev/null
+"$EDGESHARD_CLI" build "${common[@]}" --quantization binary --out "$work/basebin" >/dev/null
 python3 "$here/mutate.py" "${1:-2500}" "${2:-7}" "$work"
 bash "$here/publish.sh" "$work"
