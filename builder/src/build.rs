@@ -378,6 +378,24 @@ fn sort_shards(
     ))
 }
 
+/// Whether sqlite-vec shards get the IVF index: `--vector-index ivf`, or `auto` when the largest
+/// shard holds at least [`ivf::AUTO_MIN_ROWS`] vectors and no binary codes were asked for (they
+/// work on the flat index, and replace IVF's first pass).
+fn ivf_for(opts: &BuildOptions, shards: &[Vec<Record>]) -> bool {
+    match opts.vector_index {
+        IndexKind::Ivf => true,
+        IndexKind::Auto if opts.quantization == Quantization::None => {
+            let largest = shards
+                .iter()
+                .map(|records| records.iter().filter(|r| r.vector.is_some()).count())
+                .max()
+                .unwrap_or(0);
+            largest >= ivf::AUTO_MIN_ROWS
+        }
+        _ => false,
+    }
+}
+
 /// What the records' vectors are, for writing shards.
 #[derive(Clone, Copy)]
 struct ShardVectors {
@@ -409,7 +427,7 @@ fn write_shards(
         metric: opts.metric,
         dot,
         kv: opts.vector_only.is_none(),
-        ivf: opts.vector_index == IndexKind::Ivf,
+        ivf: ivf_for(opts, shards),
         binary_codes: opts.quantization == Quantization::Binary,
     });
     let lance_layout = lance_layout(opts, dim, shards)?;

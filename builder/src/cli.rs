@@ -385,9 +385,10 @@ pub struct BuildArgs {
     /// shard beside the SQLite KV file; needs a build with --features lancedb).
     #[arg(long, value_enum, default_value = "sqlite-vec")]
     pub vector_backend: VectorBackendKind,
-    /// Vector index per shard. sqlite-vec: flat (exact; the default) or ivf (k-means cells
-    /// inside each shard: a search reads only the cells it probes, --nprobes). LanceDB: auto
-    /// (flat below 5,000 rows, IVF_HNSW_SQ above), flat, ivf-hnsw-sq or ivf-pq.
+    /// Vector index per shard. sqlite-vec: auto (flat below 5,000 vectors in the largest shard,
+    /// ivf above; flat with --quantization binary), flat (exact) or ivf (k-means cells inside
+    /// each shard: a search reads only the cells it probes, --nprobes). LanceDB: auto (flat
+    /// below 5,000 rows, IVF_HNSW_SQ above), flat, ivf-hnsw-sq or ivf-pq.
     #[arg(long, value_enum, default_value = "auto")]
     pub vector_index: IndexKind,
     /// sqlite-vec shards: compact codes written beside each shard (`shard.codes`) that a

@@ -22,7 +22,9 @@ pub const ROWS_PER_PARTITION: usize = 32_768;
 /// `--vector-index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum IndexKind {
-    /// Flat below the threshold, IVF_HNSW_SQ above.
+    /// LanceDB: flat below [`FLAT_MAX_ROWS`], IVF_HNSW_SQ above. sqlite-vec: flat below
+    /// `shared::ivf::AUTO_MIN_ROWS` vectors in the largest shard, IVF above (flat with
+    /// `--quantization binary`).
     #[default]
     Auto,
     /// No index: exact search.

@@ -25,6 +25,13 @@ pub fn cells_for_rows(rows: usize) -> usize {
     ((rows as f64).sqrt().round() as usize).clamp(1, MAX_CELLS)
 }
 
+/// `--vector-index auto` on sqlite-vec gives shards the IVF index when the largest shard holds
+/// at least this many vectors, else none (exact). Measured on the Debian set (docs/benchmarks.md):
+/// at ~1,960 vectors per shard the index already searched 3x faster than the exact scan but its
+/// default recall@10 was 0.951, a thin margin; at ~7,830 it was 0.959 at 4x the speed. Below a
+/// few thousand vectors an exact scan costs a millisecond or two per shard, so exactness wins.
+pub const AUTO_MIN_ROWS: usize = 5_000;
+
 /// The most cells a shard gets (and a reader accepts).
 pub const MAX_CELLS: usize = 65_536;
 

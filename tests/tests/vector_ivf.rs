@@ -371,3 +371,39 @@ fn the_cli_takes_ivf_nprobes_and_exact_and_refuses_what_does_not_fit() {
     .unwrap_err();
     assert!(err.contains("LanceDB"), "{err}");
 }
+
+/// `--vector-index auto` on sqlite-vec: exact (flat) while the largest shard holds fewer than
+/// `AUTO_MIN_ROWS` vectors, IVF from there, flat when binary codes are asked for.
+#[test]
+fn auto_indexes_large_shards_only() {
+    use edgeshard_builder::build::Quantization;
+    use edgeshard_shared::ivf::AUTO_MIN_ROWS;
+    let dir = temp_dir();
+    let mut rng = rng(31);
+    for (rows, quantization, want) in [
+        (AUTO_MIN_ROWS - 1, Quantization::None, "flat"),
+        (AUTO_MIN_ROWS, Quantization::None, "ivf"),
+        (AUTO_MIN_ROWS, Quantization::Binary, "flat"),
+    ] {
+        let input = dir.path().join(format!("v{rows}{quantization:?}.jsonl"));
+        let out = dir.path().join(format!("snap{rows}{quantization:?}"));
+        write_jsonl(
+            &input,
+            (0..rows).map(
+                |i| json!({"id": i, "value": "v", "emb": vector_json(&random_vector(&mut rng, 4))}),
+            ),
+        );
+        let mut opts = build_options(&input, &out);
+        opts.fields.vector_field = Some("emb".into());
+        opts.shards = 1;
+        opts.vector_index = IndexKind::Auto;
+        opts.quantization = quantization;
+        build(&opts).expect("build");
+        let snap = Snapshot::open(out.to_str().unwrap()).unwrap();
+        let vector = snap.info().vector.expect("custom.vector");
+        assert_eq!(
+            vector["index_type"], want,
+            "{rows} rows, {quantization:?}: {vector}"
+        );
+    }
+}
