@@ -427,3 +427,44 @@ fn bad_codes_files_are_errors() {
         .search(&query, 10, None)
         .is_ok());
 }
+
+/// The codes are a file beside the shard, never a change to it: the same records and run id
+/// give byte-identical `shard.db` files with and without `--quantization binary`, so every
+/// reader that ignores the codes (shardyfusion's) reads exactly the flat shard it always did.
+#[test]
+fn shard_files_are_unchanged_by_codes() {
+    let dir = temp_dir();
+    let input = dir.path().join("v.jsonl");
+    let mut rng = rng(61);
+    write_jsonl(
+        &input,
+        (0..500).map(
+            |i| json!({"id": i, "value": "x", "emb": vector_json(&random_vector(&mut rng, 16))}),
+        ),
+    );
+    let mut files = Vec::new();
+    for quantization in [Quantization::None, Quantization::Binary] {
+        let out = dir.path().join(format!("{quantization:?}"));
+        let mut opts = build_options(&input, &out);
+        opts.fields.vector_field = Some("emb".into());
+        opts.shards = 2;
+        opts.run_id = Some("same-run".into());
+        opts.quantization = quantization;
+        build(&opts).expect("build");
+        let dbs: Vec<Vec<u8>> = shard_files(&out, "shard.db")
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        assert_eq!(dbs.len(), 2);
+        assert_eq!(
+            shard_files(&out, codes::FILE_NAME).len(),
+            if quantization == Quantization::Binary {
+                2
+            } else {
+                0
+            }
+        );
+        files.push(dbs);
+    }
+    assert!(files[0] == files[1], "shard.db differs with codes");
+}
