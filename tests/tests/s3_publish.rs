@@ -315,3 +315,47 @@ fn a_vector_only_cluster_build_on_s3_publishes_its_centroids() {
         assert_eq!(got, local.search_with(q, &options).unwrap());
     }
 }
+
+/// Binary codes (`--quantization binary`) go up beside their shards, and a search over S3
+/// through them (download and range) answers as the local build does.
+#[test]
+fn binary_codes_are_published_beside_their_shards() {
+    use edgeshard_builder::build::Quantization;
+    let dir = temp_dir();
+    let (input, queries) = write_input(dir.path(), 43);
+    let server = S3Server::start();
+    server.create_bucket("snapshots");
+    let url = "s3://snapshots/codes";
+    let local_root = dir.path().join("local");
+    let mut local_opts = options(&input, local_root.to_str().unwrap(), &server);
+    local_opts.storage_options.clear();
+    local_opts.quantization = Quantization::Binary;
+    build(&local_opts).expect("local build");
+    let mut opts = options(&input, url, &server);
+    opts.quantization = Quantization::Binary;
+    let summary = build(&opts).expect("build to S3");
+    let store = remote(&server, url);
+    let local = Snapshot::open(local_root.to_str().unwrap()).unwrap();
+    for access in [AccessMode::Download, AccessMode::Range] {
+        let snap = open(&server, url, access, &dir.path().join("cache"));
+        for shard in &snap.manifest().shards {
+            let relative = format!(
+                "shards/run_id={}/db={:05}/attempt=00/shard.codes",
+                summary.run_id, shard.db_id
+            );
+            assert!(store.head(&relative).is_ok(), "{relative} missing");
+        }
+        for q in &queries {
+            assert_eq!(
+                snap.search(q, 7, None).unwrap(),
+                local.search(q, 7, None).unwrap(),
+                "{access:?}"
+            );
+        }
+        let checks = snap.verify_shards().unwrap();
+        assert!(
+            checks.iter().all(|c| c.checked.ends_with("codes")),
+            "{checks:?}"
+        );
+    }
+}
