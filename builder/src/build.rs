@@ -580,6 +580,21 @@ fn snapshot_custom(
             }),
         );
     }
+    if stats.iter().flatten().any(|(_, sidecar, _)| {
+        sidecar
+            .as_ref()
+            .is_some_and(|s| s.key_index_bytes.is_some())
+    }) {
+        // edgeshard's extension: readers that know it read a cold lookup's page through
+        // `shard.keyindex` instead of pinning the sidecar; others ignore this key.
+        custom.insert(
+            layout::KEY_INDEX_CUSTOM_KEY.into(),
+            json!({
+                "filename": layout::KEY_INDEX_FILE,
+                "format_version": edgeshard_shared::key_index::VERSION,
+            }),
+        );
+    }
     custom
 }
 

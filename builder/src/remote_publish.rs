@@ -13,7 +13,7 @@
 //! manifest) stay behind unreferenced, for a later cleanup to remove.
 
 use crate::error::{Error, Result};
-use crate::sidecar_writer::{sidecar_path, write_sidecar, SidecarStats};
+use crate::sidecar_writer::{key_index_path, sidecar_path, write_sidecar, SidecarStats};
 use edgeshard_native::remote::{PutMode, RemoteRoot, UpdateVersion};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::{codes, layout};
@@ -90,9 +90,13 @@ impl RemotePublisher {
             return Ok(None);
         };
         let stats = write_sidecar(&path, &etag)?;
-        if stats.is_some() {
+        if let Some(stats) = &stats {
             let sidecar_key = format!("{dir}/{}", layout::SIDECAR_FILE);
             self.root.put_file(&sidecar_key, &sidecar_path(&path))?;
+            if stats.key_index_bytes.is_some() {
+                let index_key = format!("{dir}/{}", layout::KEY_INDEX_FILE);
+                self.root.put_file(&index_key, &key_index_path(&path))?;
+            }
         }
         Ok(stats)
     }

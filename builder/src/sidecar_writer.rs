@@ -32,6 +32,8 @@ pub struct SidecarStats {
     /// Pinned pages and overflow chains.
     pub pages: usize,
     pub chains: usize,
+    /// Size of the `shard.keyindex` written beside it (`None`: the shard has no `kv` rows).
+    pub key_index_bytes: Option<u64>,
 }
 
 /// `shard.sidecar` beside `db_path`.
@@ -83,13 +85,83 @@ fn write_for_image(db_path: &Path, db: &[u8], tag: &str) -> Result<Option<Sideca
     };
     let path = sidecar_path(db_path);
     std::fs::write(&path, &file).map_err(Error::io(path.display()))?;
+    let key_index_bytes = write_key_index(db_path, db)?;
     Ok(Some(SidecarStats {
         tag: tag.to_string(),
         bytes: file.len() as u64,
         body_bytes,
         pages: content.pages.len(),
         chains: content.chains.len(),
+        key_index_bytes,
     }))
+}
+
+/// `shard.keyindex` beside `db_path`.
+pub fn key_index_path(db_path: &Path) -> PathBuf {
+    db_path.with_file_name(layout::KEY_INDEX_FILE)
+}
+
+/// zstd level of key indexes: small files read on every cold open, so worth the best ratio.
+const KEY_INDEX_ZSTD_LEVEL: i32 = 19;
+
+/// Writes the key index of the database `db` (the bytes of `db_path`) beside it, bound to its
+/// content hash and size: no ETag, so it stays valid wherever the file is uploaded. Returns its
+/// size; `None` (and no file) when the shard has no `kv` rows or a key too long to lie whole on
+/// a page (readers then use the sidecar).
+pub fn write_key_index(db_path: &Path, db: &[u8]) -> Result<Option<u64>> {
+    let path = key_index_path(db_path);
+    let Some(file) = encode_key_index(db_path, db)? else {
+        // A stale index from an earlier write of this path must not survive.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(path.display())(e))
+            }
+            _ => {}
+        }
+        return Ok(None);
+    };
+    std::fs::write(&path, &file).map_err(Error::io(path.display()))?;
+    Ok(Some(file.len() as u64))
+}
+
+/// The key index file of `db` (the bytes of the database at `db_path`), or `None` (see
+/// [`write_key_index`]).
+pub fn encode_key_index(db_path: &Path, db: &[u8]) -> Result<Option<Vec<u8>>> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(Error::sqlite(db_path.display()))?;
+    let root: Option<u32> = conn
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'kv'",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(Error::sqlite(db_path.display()))?;
+    drop(conn);
+    let Some(root) = root else {
+        return Ok(None);
+    };
+    let Some(content) = edgeshard_shared::key_index::analyze(db, root)? else {
+        return Ok(None);
+    };
+    let body = content.encode_body();
+    let frame = compress_at(&body, KEY_INDEX_ZSTD_LEVEL)
+        .map_err(Error::io("the key index body (in memory)"))?;
+    let file = edgeshard_shared::key_index::assemble(
+        db.len() as u64,
+        content.page_size,
+        &integrity::content_hash(db),
+        body.len() as u64,
+        &frame,
+    )?;
+    Ok(Some(file))
 }
 
 /// The sidecar file of `content` bound to `tag` (the body compressed as one zstd frame with its
@@ -107,7 +179,12 @@ pub fn encode_sidecar(content: &SidecarContent, tag: &str) -> Result<Option<(Vec
 
 /// One zstd frame with its content checksum.
 fn compress(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = zstd::stream::Encoder::new(Vec::with_capacity(body.len() / 2), ZSTD_LEVEL)?;
+    compress_at(body, ZSTD_LEVEL)
+}
+
+/// [`compress`] at `level`.
+fn compress_at(body: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut encoder = zstd::stream::Encoder::new(Vec::with_capacity(body.len() / 2), level)?;
     encoder.include_checksum(true)?;
     encoder.include_contentsize(true)?;
     encoder.set_pledged_src_size(Some(body.len() as u64))?;
@@ -203,6 +280,76 @@ mod tests {
         .unwrap();
         drop(conn);
         path
+    }
+
+    /// Every key (leaf and interior cells, an overflowing value) is placed on the page that
+    /// holds it and read back; absent keys read as absent; a damaged or foreign index is refused.
+    #[test]
+    fn key_index_places_every_key_and_refuses_a_foreign_or_damaged_file() {
+        use edgeshard_shared::key_index::{
+            find_in_page, overflow_part, record_value, KeyIndex, PageAnswer,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = small_db(dir.path());
+        let image = std::fs::read(&path).unwrap();
+        let written = write_key_index(&path, &image).unwrap().unwrap();
+        let bytes = std::fs::read(key_index_path(&path)).unwrap();
+        assert_eq!(bytes.len() as u64, written);
+        let index = KeyIndex::parse(&bytes).unwrap();
+        let hash = integrity::content_hash(&image);
+        index.check_bound(image.len() as u64, Some(&hash)).unwrap();
+        assert!(index.check_bound(image.len() as u64, Some("00")).is_err());
+        assert!(index
+            .check_bound(image.len() as u64 + 1, Some(&hash))
+            .is_err());
+        assert!(index.check_bound(image.len() as u64, None).is_err());
+        assert_eq!(index.first_key, b"00000000");
+        assert_eq!(index.page1, image[..4096]);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT k, v FROM kv")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let page = |n: u32| &image[(n as usize - 1) * 4096..n as usize * 4096];
+        let mut interior_hits = 0;
+        for (key, value) in &rows {
+            let placed = index.place(key);
+            let answer = find_in_page(&placed, page(placed.page), 4096, key).unwrap();
+            let PageAnswer::Found(cell) = answer else {
+                panic!("key {key:?} not found on page {}", placed.page);
+            };
+            interior_hits += usize::from(page(placed.page)[0] == 2);
+            let mut record = cell.local.to_vec();
+            let mut next = cell.overflow.unwrap_or(0);
+            while next != 0 && (record.len() as u64) < cell.payload_len {
+                let (after, part) = overflow_part(page(next), 4096).unwrap();
+                let want = (cell.payload_len as usize - record.len()).min(part.len());
+                record.extend_from_slice(&part[..want]);
+                next = after;
+            }
+            assert_eq!(record_value(&record).unwrap(), value.as_slice());
+        }
+        assert!(interior_hits > 0, "no key sat on an interior page");
+        for absent in [&b"0"[..], b"00000000x", b"00001500a", b"fe", b"\xff\x00"] {
+            let placed = index.place(absent);
+            let answer = find_in_page(&placed, page(placed.page), 4096, absent).unwrap();
+            assert_eq!(answer, PageAnswer::Absent, "{absent:?}");
+        }
+        // A page the index does not describe is an error, not "absent".
+        let placed = index.place(b"00001500");
+        let wrong = index.place(b"00000010").page;
+        assert_ne!(placed.page, wrong);
+        assert!(find_in_page(&placed, page(wrong), 4096, b"00001500").is_err());
+        // Any flipped byte, or a cut, is refused.
+        for at in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(KeyIndex::parse(&bad).is_err(), "flip at {at}");
+        }
+        assert!(KeyIndex::parse(&bytes[..bytes.len() - 9]).is_err());
     }
 
     #[test]

@@ -14,18 +14,18 @@ pub(crate) fn page_base(number: u32) -> usize {
     }
 }
 
-fn be16(page: &[u8], at: usize) -> Option<usize> {
+pub(crate) fn be16(page: &[u8], at: usize) -> Option<usize> {
     page.get(at..at + 2)
         .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
 }
 
-fn be32(page: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn be32(page: &[u8], at: usize) -> Option<u32> {
     page.get(at..at + 4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// SQLite varint at `at`: (value, bytes used).
-fn varint(page: &[u8], at: usize) -> Option<(u64, usize)> {
+pub(crate) fn varint(page: &[u8], at: usize) -> Option<(u64, usize)> {
     let mut value: u64 = 0;
     for i in 0..9 {
         let byte = *page.get(at + i)?;
@@ -41,7 +41,7 @@ fn varint(page: &[u8], at: usize) -> Option<(u64, usize)> {
 }
 
 /// The cell offsets of a B-tree page and its type, or `None` for a page that is not one.
-fn cells(number: u32, page: &[u8]) -> Option<(u8, Vec<usize>)> {
+pub(crate) fn cells(number: u32, page: &[u8]) -> Option<(u8, Vec<usize>)> {
     let base = page_base(number);
     let kind = *page.get(base)?;
     let header = match kind {

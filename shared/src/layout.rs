@@ -21,6 +21,11 @@ pub const SHARDS_DIR: &str = "shards";
 pub const SHARD_DB_FILE: &str = "shard.db";
 /// File name of a shard's page-cache sidecar, beside `shard.db` ([`crate::sidecar`]).
 pub const SIDECAR_FILE: &str = "shard.sidecar";
+/// File name of a shard's key index, beside `shard.db` ([`crate::key_index`]; edgeshard's
+/// extension, announced in the manifest's `custom.edgeshard_key_index`).
+pub const KEY_INDEX_FILE: &str = "shard.keyindex";
+/// `custom` key of the manifest announcing key indexes.
+pub const KEY_INDEX_CUSTOM_KEY: &str = "edgeshard_key_index";
 /// Vector routing artifacts of vector-only snapshots.
 pub const VECTOR_META_DIR: &str = "vector_meta";
 /// The cluster routing centroids (one row per shard slot), under [`VECTOR_META_DIR`].

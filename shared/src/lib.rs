@@ -16,6 +16,7 @@ pub mod ivf;
 pub mod json;
 pub mod kernels;
 pub mod key;
+pub mod key_index;
 pub mod layout;
 pub mod manifest;
 pub mod merge;

@@ -85,21 +85,27 @@ impl Sidecar {
 
 /// Decodes one zstd frame, verifying its checksum when present and its exact size.
 fn decompress(frame: &[u8], expected: u64) -> Result<Vec<u8>> {
+    zstd_frame(frame, expected).map_err(bad)
+}
+
+/// Decodes one zstd frame of exactly `expected` bytes that carries its checksum (checked); the
+/// error says what is wrong. Shared with [`crate::key_index`].
+pub(crate) fn zstd_frame(frame: &[u8], expected: u64) -> std::result::Result<Vec<u8>, String> {
     let mut source = frame;
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(&mut source)
-        .map_err(|e| bad(format!("zstd frame: {e}")))?;
+        .map_err(|e| format!("zstd frame: {e}"))?;
     let mut out = Vec::with_capacity(expected as usize);
     (&mut decoder)
         .take(expected + 1)
         .read_to_end(&mut out)
-        .map_err(|e| bad(format!("zstd data: {e}")))?;
+        .map_err(|e| format!("zstd data: {e}"))?;
     let frame_decoder = decoder.into_frame_decoder();
     // The frame header's content size is not covered by the checksum: hold it to the prefix.
     let declared = frame_decoder.content_size();
     if declared != 0 && declared != expected {
-        return Err(bad(format!(
+        return Err(format!(
             "zstd frame declares {declared} bytes, the prefix says {expected}"
-        )));
+        ));
     }
     // The format writes the frame checksum; a frame without one, or with a wrong one, is refused.
     match (
@@ -107,14 +113,14 @@ fn decompress(frame: &[u8], expected: u64) -> Result<Vec<u8>> {
         frame_decoder.get_calculated_checksum(),
     ) {
         (Some(stored), Some(computed)) if stored == computed => {}
-        (Some(_), Some(_)) => return Err(bad("zstd checksum mismatch")),
-        _ => return Err(bad("zstd frame carries no checksum")),
+        (Some(_), Some(_)) => return Err("zstd checksum mismatch".into()),
+        _ => return Err("zstd frame carries no checksum".into()),
     }
     if out.len() as u64 != expected {
-        return Err(bad(format!(
+        return Err(format!(
             "body is {} bytes, the prefix says {expected}",
             out.len()
-        )));
+        ));
     }
     Ok(out)
 }
