@@ -592,6 +592,74 @@ pub fn find_in_page<'a>(
     })
 }
 
+/// What a lookup through the index needs next (see [`KeyIndex::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Read these pages (together, one round), then ask again.
+    Need(Vec<u32>),
+    /// The key's value.
+    Found(Vec<u8>),
+    /// The shard does not hold the key.
+    Absent,
+    /// The index cannot answer for this key (a value that is not a BLOB, a cell it cannot
+    /// parse): the reader asks SQLite, which decides what such a row means.
+    Unsupported,
+}
+
+impl KeyIndex {
+    /// One step of a lookup of `key`, over the pages at hand (`page(n)`: page `n` if the reader
+    /// holds it, already checked against the shard's page checksums). Asks first for the page
+    /// the index places the key on, then, for a value that overflows, for the rest of its chain
+    /// in one go: a chain written by one insert usually runs on consecutive pages, so the pages
+    /// after its head are asked for together and a gap only costs one more step. A reader
+    /// loops: fetch what [`Lookup::Need`] lists, call again.
+    pub fn lookup(
+        &self,
+        key: &[u8],
+        usable: u32,
+        page: impl Fn(u32) -> Option<std::sync::Arc<[u8]>>,
+    ) -> Result<Lookup> {
+        let placement = self.place(key);
+        let Some(leaf) = page(placement.page) else {
+            return Ok(Lookup::Need(vec![placement.page]));
+        };
+        let cell = match find_in_page(&placement, &leaf, usable, key)? {
+            PageAnswer::Found(cell) => cell,
+            PageAnswer::Absent => return Ok(Lookup::Absent),
+            PageAnswer::Unsupported => return Ok(Lookup::Unsupported),
+        };
+        let mut record = cell.local.to_vec();
+        let mut next = cell.overflow.unwrap_or(0);
+        let page_count = self.db_len.div_ceil(self.page_size as u64);
+        let per_page = (usable as u64).saturating_sub(4).max(1);
+        let mut steps = 0u64;
+        while (record.len() as u64) < cell.payload_len {
+            steps += 1;
+            if next < 2 || next as u64 > page_count || steps > page_count {
+                return Err(bad(format!(
+                    "the value of a key on page {} continues on page {next}, outside pages \
+                     2..={page_count} (a broken overflow chain)",
+                    placement.page
+                )));
+            }
+            let Some(overflow) = page(next) else {
+                let left = (cell.payload_len - record.len() as u64).div_ceil(per_page);
+                let last = (next as u64 + left - 1).min(page_count) as u32;
+                return Ok(Lookup::Need((next..=last).collect()));
+            };
+            let (after, part) = overflow_part(&overflow, usable)
+                .ok_or_else(|| bad(format!("overflow page {next} is shorter than a page")))?;
+            let want = (cell.payload_len as usize - record.len()).min(part.len());
+            record.extend_from_slice(&part[..want]);
+            next = after;
+        }
+        Ok(match record_value(&record) {
+            Some(value) => Lookup::Found(value.to_vec()),
+            None => Lookup::Unsupported,
+        })
+    }
+}
+
 /// Column `v` of a whole `kv` record: `None` when it is not a BLOB (readers then answer
 /// through SQLite, which decides what such a value means).
 pub fn record_value(record: &[u8]) -> Option<&[u8]> {

@@ -186,6 +186,11 @@ pub struct PageStats {
     pub pinned_hits: AtomicU64,
     /// Retried requests (transient errors, pages that failed their checksums).
     pub retries: AtomicU64,
+    /// Keys looked up through a shard's key index (one page each, no B-tree descent).
+    pub key_index_lookups: AtomicU64,
+    /// Key indexes passed over (missing, damaged, or bound to another file): those shards were
+    /// read through their sidecar instead, with the same answers.
+    pub key_index_fallbacks: AtomicU64,
 }
 
 impl PageStats {
@@ -209,6 +214,8 @@ impl PageStats {
             cache_hits: load(&self.cache_hits),
             pinned_hits: load(&self.pinned_hits),
             retries: load(&self.retries),
+            key_index_lookups: load(&self.key_index_lookups),
+            key_index_fallbacks: load(&self.key_index_fallbacks),
         }
     }
 }
@@ -228,6 +235,10 @@ pub struct StatsSnapshot {
     pub pinned_hits: u64,
     /// A point-in-time [`PageStats::retries`].
     pub retries: u64,
+    /// A point-in-time [`PageStats::key_index_lookups`].
+    pub key_index_lookups: u64,
+    /// A point-in-time [`PageStats::key_index_fallbacks`].
+    pub key_index_fallbacks: u64,
 }
 
 impl std::ops::Sub for StatsSnapshot {
@@ -240,6 +251,8 @@ impl std::ops::Sub for StatsSnapshot {
             cache_hits: self.cache_hits - before.cache_hits,
             pinned_hits: self.pinned_hits - before.pinned_hits,
             retries: self.retries - before.retries,
+            key_index_lookups: self.key_index_lookups - before.key_index_lookups,
+            key_index_fallbacks: self.key_index_fallbacks - before.key_index_fallbacks,
         }
     }
 }

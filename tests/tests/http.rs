@@ -264,11 +264,15 @@ fn a_shard_replaced_mid_read_is_an_error_not_mixed_bytes() {
     }
 }
 
+/// A cold lookup on a shard not yet opened reads the shard's HEAD and its key index together,
+/// then exactly one page: 3 requests, 2 rounds, a few KB. Without key indexes (an older build,
+/// or a shardyfusion one), the sidecar plays that part once it is bound to the host's ETags.
 #[test]
-fn bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http() {
+fn key_indexes_and_bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http() {
     let dir = temp_dir();
     let (root, _) = build_snapshot(dir.path());
     let server = StaticServer::start(&root, ServerMode::Normal);
+    let local = Snapshot::open(root.to_str().unwrap()).unwrap();
     let cold_cost = |key: i64| {
         let remote = open(
             &server.base_url,
@@ -277,14 +281,33 @@ fn bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http() {
         );
         assert_eq!(remote.stats().requests, 2, "open: _CURRENT and manifest");
         let opened = remote.stats();
-        assert!(remote.get(&Key::Int(key)).unwrap().is_some());
+        let value = remote.get(&Key::Int(key)).unwrap();
+        assert_eq!(value, local.get(&Key::Int(key)).unwrap(), "key {key}");
         remote.stats() - opened
     };
-    // Before binding, nginx's ETags are not the MD5 tags written at build time: no sidecar.
+    for key in (0..2000).step_by(111).chain([5000, 1 << 40]) {
+        let cost = cold_cost(key);
+        // HEAD of shard.db and its key index together, then the one page the index names.
+        assert_eq!(cost.requests, 3, "key {key}: {cost:?}");
+        assert_eq!(cost.rounds, 2, "key {key}: {cost:?}");
+        assert_eq!(cost.key_index_lookups, 1, "key {key}: {cost:?}");
+        assert_eq!(cost.key_index_fallbacks, 0, "key {key}: {cost:?}");
+        assert!(cost.bytes <= 24 * 1024, "key {key}: {cost:?}");
+    }
+    // Without key indexes, a sidecar not bound to nginx's ETags is not used either: the header
+    // block is read.
+    let mut removed = 0;
+    for relative in walk(&root) {
+        if relative.ends_with("shard.keyindex") {
+            std::fs::remove_file(root.join(relative)).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 4, "one key index per shard");
     let unbound = cold_cost(3);
     assert!(
-        unbound.bytes >= 65536,
-        "without a sidecar the header block is read: {unbound:?}"
+        unbound.bytes >= 65536 && unbound.key_index_fallbacks == 1,
+        "without a key index or bound sidecar the header block is read: {unbound:?}"
     );
     let out = run_cli(&[
         "sidecar-bind",
@@ -297,10 +320,10 @@ fn bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http() {
     assert_eq!(json_lines(&out).len(), 4, "{out}");
     for key in (0..2000).step_by(111) {
         let cost = cold_cost(key);
-        // HEAD of shard.db, the sidecar, then exactly one ranged read: the leaf.
-        assert_eq!(cost.requests, 3, "key {key}: {cost:?}");
-        // HEAD and sidecar travel together: two dependent rounds in all.
-        assert_eq!(cost.rounds, 2, "key {key}: {cost:?}");
+        // HEAD of shard.db with the (missing) key index, the sidecar, then one ranged read:
+        // the leaf.
+        assert_eq!(cost.requests, 4, "key {key}: {cost:?}");
+        assert_eq!(cost.rounds, 3, "key {key}: {cost:?}");
         assert!(
             cost.pinned_hits > 0 && cost.bytes < 32 * 1024,
             "key {key}: {cost:?}"

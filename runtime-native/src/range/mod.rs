@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use edgeshard_shared::codes::Codes;
 use edgeshard_shared::integrity::PageVerifier;
+use edgeshard_shared::key_index::{KeyIndex, Lookup};
 use edgeshard_shared::pages::{
     header_page_size, PageCache, PageStats, ShardOpening, ShardPages, HEADER_BLOCK, MAX_ROUNDS,
 };
@@ -108,6 +109,9 @@ pub struct RangeShard {
     conn: Connection,
     /// Whether a search already fetched this shard's vector tables.
     vectors_planned: bool,
+    /// The shard's key index when it was opened through one (then without its sidecar): a
+    /// lookup reads the one page the index names ([`RangeShard::lookup`]).
+    key_index: Option<Arc<KeyIndex>>,
 }
 
 impl RangeShard {
@@ -124,15 +128,43 @@ impl RangeShard {
         stats: Arc<RangeStats>,
         verifier: Option<PageVerifier>,
     ) -> Result<Self> {
+        Self::open_with(db_id, source, sidecar, None, cache_pages, stats, verifier)
+    }
+
+    /// Opens shard `db_id` for key lookups through its key index (already checked to be bound
+    /// to this object): no read at all, page 1 comes from the index. Lookups then read one page
+    /// each ([`RangeShard::lookup`]); other statements run without pinned interior pages.
+    pub fn open_with_key_index(
+        db_id: u32,
+        source: Box<dyn RangeSource>,
+        key_index: Arc<KeyIndex>,
+        cache_pages: usize,
+        stats: Arc<RangeStats>,
+        verifier: Option<PageVerifier>,
+    ) -> Result<Self> {
+        let index = Some(key_index);
+        Self::open_with(db_id, source, None, index, cache_pages, stats, verifier)
+    }
+
+    fn open_with(
+        db_id: u32,
+        source: Box<dyn RangeSource>,
+        sidecar: Option<SidecarContent>,
+        key_index: Option<Arc<KeyIndex>>,
+        cache_pages: usize,
+        stats: Arc<RangeStats>,
+        verifier: Option<PageVerifier>,
+    ) -> Result<Self> {
         let len = source.size();
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
             location: source.location(),
             detail,
         };
-        let first_block = match &sidecar {
-            Some(_) => Vec::new(),
-            None => fetch_checked(&*source, &stats, &[(0, HEADER_BLOCK.min(len))])?
+        let first_block = match (&sidecar, &key_index) {
+            (Some(_), _) => Vec::new(),
+            (None, Some(index)) => index.page1.clone(),
+            (None, None) => fetch_checked(&*source, &stats, &[(0, HEADER_BLOCK.min(len))])?
                 .pop()
                 .unwrap_or_default(),
         };
@@ -189,7 +221,66 @@ impl RangeShard {
             stats,
             conn,
             vectors_planned: false,
+            key_index,
         })
+    }
+
+    /// The shard's smallest key, when its key index gives it (no read needed).
+    pub fn first_key_from_index(&self) -> Option<&[u8]> {
+        self.key_index
+            .as_deref()
+            .map(|index| index.first_key.as_slice())
+    }
+
+    /// Whether the shard was opened through its key index, without its sidecar.
+    pub fn opened_by_key_index(&self) -> bool {
+        self.key_index.is_some()
+    }
+
+    /// Looks `keys` up through the shard's key index: each key's page (all keys' pages in one
+    /// round), then the rest of any overflowing value (usually one more round). `None` when the
+    /// shard has no key index; per key, `None` when the index cannot answer for it (the caller
+    /// asks SQLite), else the answer. A page that does not hold what the index says is an error
+    /// naming the shard.
+    pub fn lookup(&self, keys: &[&[u8]]) -> Result<Option<Vec<Option<Lookup>>>> {
+        let Some(index) = &self.key_index else {
+            return Ok(None);
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.begin_call();
+        }
+        let corrupt = |e: edgeshard_shared::Error| self.corrupt(e.detail().to_string());
+        let mut answers: Vec<Option<Lookup>> = vec![None; keys.len()];
+        for _ in 0..MAX_ROUNDS {
+            let mut wanted = Vec::new();
+            for (key, answer) in keys.iter().zip(answers.iter_mut()) {
+                if answer.is_some() {
+                    continue;
+                }
+                let step = index
+                    .lookup(key, self.pages.usable_size, |p| self.pages.peek_page(p))
+                    .map_err(corrupt)?;
+                match step {
+                    Lookup::Need(pages) => wanted.extend(pages),
+                    done => {
+                        PageStats::bump(&self.stats.key_index_lookups);
+                        *answer = Some(done);
+                    }
+                }
+            }
+            if wanted.is_empty() {
+                let answers = answers
+                    .into_iter()
+                    .map(|a| a.filter(|a| *a != Lookup::Unsupported))
+                    .collect();
+                return Ok(Some(answers));
+            }
+            self.pages.want(wanted);
+            self.fetch_round(false)?;
+        }
+        Err(self.corrupt(format!(
+            "a lookup through the key index still missed pages after {MAX_ROUNDS} rounds"
+        )))
     }
 
     /// Size of the object in bytes.

@@ -71,7 +71,7 @@ impl Snapshot {
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         scored.truncate(k);
         self.plan_hit_lookups(shard, &scored)?;
-        let rows: Vec<RawRow> = self.with_conn(shard, Use::Lookup, |conn| {
+        let rows: Vec<RawRow> = self.with_conn(shard, Use::FewPages, |conn| {
             let mut lookup = conn.prepare_cached(search_plan::sql::HIT_LOOKUP)?;
             scored
                 .iter()
@@ -116,7 +116,7 @@ impl Snapshot {
         ordinals: &[u32],
     ) -> Result<Vec<Vec<u8>>> {
         // Opens the shard as a lookup would: a remote shard by range under `auto`.
-        self.with_conn_try(shard, Use::Lookup, |_| Ok(()))?;
+        self.with_conn_try(shard, Use::FewPages, |_| Ok(()))?;
         let guard = shard
             .conn
             .lock()

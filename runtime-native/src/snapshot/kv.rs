@@ -1,6 +1,7 @@
 //! Key lookups: `get`, `multi_get`, and the routing check before a shard's first "not found".
 
 use super::*;
+use edgeshard_shared::key_index::Lookup;
 use edgeshard_shared::shard_schema;
 
 impl Snapshot {
@@ -16,6 +17,17 @@ impl Snapshot {
         let Some(shard) = &self.shards[db_id as usize] else {
             return Ok(None);
         };
+        if let Some(mut answers) = self.lookup_by_key_index(shard, &[&encoded])? {
+            match answers.pop().flatten() {
+                Some(Lookup::Found(value)) => return Ok(Some(value)),
+                Some(_) => {
+                    self.check_routing_on_miss(shard)?;
+                    return Ok(None);
+                }
+                // The index cannot answer for this key: SQLite does.
+                None => {}
+            }
+        }
         let value = self.with_conn(shard, Use::Lookup, |conn| {
             conn.prepare_cached(shard_schema::KV_GET)?
                 .query_row([&encoded], |r| r.get(0))
@@ -36,11 +48,21 @@ impl Snapshot {
         if shard.routing_checked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let first: Option<Vec<u8>> = self.with_conn(shard, Use::Lookup, |conn| {
-            conn.prepare_cached(shard_schema::KV_FIRST_KEY)?
-                .query_row([], |r| r.get(0))
-                .optional()
+        // A shard opened through its key index knows its first key without a read.
+        let indexed = self.with_shard(shard, Use::Lookup, |conn| {
+            Ok(match conn {
+                ShardConn::Range(range) => range.first_key_from_index().map(<[u8]>::to_vec),
+                ShardConn::Whole(_) => None,
+            })
         })?;
+        let first: Option<Vec<u8>> = match indexed {
+            Some(first) => Some(first),
+            None => self.with_conn(shard, Use::Lookup, |conn| {
+                conn.prepare_cached(shard_schema::KV_FIRST_KEY)?
+                    .query_row([], |r| r.get(0))
+                    .optional()
+            })?,
+        };
         if let Some(key) = first {
             self.manifest
                 .check_shard_holds_key(shard.entry.db_id, &key)
@@ -52,6 +74,20 @@ impl Snapshot {
         }
         shard.routing_checked.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Answers for `keys` of one shard from its key index (see [`RangeShard::lookup`]) when the
+    /// shard is read by range through one; `None` otherwise, and per key when the index cannot
+    /// answer for it.
+    fn lookup_by_key_index(
+        &self,
+        shard: &ShardHandle,
+        keys: &[&[u8]],
+    ) -> Result<Option<Vec<Option<Lookup>>>> {
+        self.with_shard(shard, Use::Lookup, |conn| match conn {
+            ShardConn::Range(range) => range.lookup(keys),
+            ShardConn::Whole(_) => Ok(None),
+        })
     }
 
     /// Values for `keys`, in input order; `None` for absent keys. Keys are grouped per shard so
@@ -71,18 +107,35 @@ impl Snapshot {
             if wanted.is_empty() {
                 continue;
             }
-            let found = self.with_conn(shard, Use::Lookup, |conn| {
-                let mut stmt = conn.prepare_cached(shard_schema::KV_GET)?;
-                wanted
-                    .iter()
-                    .map(|(i, k)| Ok((*i, stmt.query_row([k], |r| r.get(0)).optional()?)))
-                    .collect::<rusqlite::Result<Vec<(usize, Option<Vec<u8>>)>>>()
-            })?;
-            if found.iter().any(|(_, value)| value.is_none()) {
-                self.check_routing_on_miss(shard)?;
+            // Through the key index first: every key's page in one round.
+            let keys: Vec<&[u8]> = wanted.iter().map(|(_, k)| k.as_slice()).collect();
+            let mut answered = vec![None; wanted.len()];
+            if let Some(answers) = self.lookup_by_key_index(shard, &keys)? {
+                answered = answers;
             }
-            for (i, value) in found {
-                out[i] = value;
+            let mut missed = false;
+            let mut rest = Vec::new();
+            for ((i, key), answer) in wanted.into_iter().zip(answered) {
+                match answer {
+                    Some(Lookup::Found(value)) => out[i] = Some(value),
+                    Some(_) => missed = true,
+                    None => rest.push((i, key)),
+                }
+            }
+            if !rest.is_empty() {
+                let found = self.with_conn(shard, Use::Lookup, |conn| {
+                    let mut stmt = conn.prepare_cached(shard_schema::KV_GET)?;
+                    rest.iter()
+                        .map(|(i, k)| Ok((*i, stmt.query_row([k], |r| r.get(0)).optional()?)))
+                        .collect::<rusqlite::Result<Vec<(usize, Option<Vec<u8>>)>>>()
+                })?;
+                for (i, value) in found {
+                    missed |= value.is_none();
+                    out[i] = value;
+                }
+            }
+            if missed {
+                self.check_routing_on_miss(shard)?;
             }
         }
         Ok(out)

@@ -11,7 +11,7 @@ mod kv;
 mod search;
 mod shards;
 
-use shards::{cached_file_checks_out, ShardHandle, Use};
+use shards::{cached_file_checks_out, ShardConn, ShardHandle, Use};
 
 use crate::error::{Error, Result};
 use crate::range::{FileSource, RangeShard, RangeSource, RangeStats, StatsSnapshot};

@@ -2,6 +2,8 @@
 //! download into the cache, or page reads by range), with their size and content checks.
 
 use super::*;
+use edgeshard_shared::integrity::PageVerifier;
+use edgeshard_shared::key_index::{self, KeyIndex};
 
 pub(super) struct ShardHandle {
     pub(super) entry: ShardEntry,
@@ -27,10 +29,19 @@ pub(super) struct ShardHandle {
 /// not yet open is opened (see [`Snapshot::mode_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Use {
-    /// Key lookups: a few pages.
+    /// Key lookups: a few pages, found through the shard's key index when it has one.
     Lookup,
+    /// A search that reads a few pages of the shard (binary codes' candidates and hits): by
+    /// range under `auto`, like lookups, with the sidecar's interior pages pinned to plan them.
+    FewPages,
     /// Vector searches: most of the shard's vector pages.
     Scan,
+}
+
+/// What is fetched beside a shard's HEAD when it is opened by range.
+enum Companion {
+    Sidecar(Sidecar),
+    KeyIndex(Vec<u8>),
 }
 
 /// An open shard database: a file SQLite reads itself, or pages read by range.
@@ -59,7 +70,7 @@ impl Snapshot {
     /// to both.
     pub(super) fn mode_for(&self, use_: Use) -> AccessMode {
         match (self.options.access, &self.root, use_) {
-            (AccessMode::Auto, Root::Remote(_), Use::Lookup) => AccessMode::Range,
+            (AccessMode::Auto, Root::Remote(_), Use::Lookup | Use::FewPages) => AccessMode::Range,
             _ => self.mode,
         }
     }
@@ -87,25 +98,42 @@ impl Snapshot {
         use_: Use,
         f: impl FnMut(&Connection) -> Result<T>,
     ) -> Result<T> {
+        self.with_shard(shard, use_, |conn| match conn {
+            ShardConn::Whole(conn) => {
+                let mut f = f;
+                f(conn)
+            }
+            ShardConn::Range(range) => range.run(f),
+        })
+    }
+
+    /// Runs `f` on the shard's open database, opening it on first use (see
+    /// [`Self::with_conn_try`]). A shard open by range through its key index (for lookups) is
+    /// opened again with its sidecar for any other use, so searches can plan their reads.
+    pub(super) fn with_shard<T>(
+        &self,
+        shard: &ShardHandle,
+        use_: Use,
+        f: impl FnOnce(&mut ShardConn) -> Result<T>,
+    ) -> Result<T> {
         let mut guard = shard
             .conn
             .lock()
             .map_err(|_| Error::poisoned(&format!("shard {} connection", shard.entry.db_id)))?;
         let wanted = self.mode_for(use_);
-        let upgrade = matches!(
-            (&*guard, wanted),
-            (Some(ShardConn::Range(_)), AccessMode::Download)
-        );
+        let upgrade = match (&*guard, wanted) {
+            (Some(ShardConn::Range(_)), AccessMode::Download) => true,
+            (Some(ShardConn::Range(range)), _) => {
+                range.opened_by_key_index() && use_ != Use::Lookup
+            }
+            _ => false,
+        };
         if guard.is_none() || upgrade {
             sqlite_vec_ext::register();
-            *guard = Some(self.open_shard(shard, wanted)?);
+            *guard = Some(self.open_shard(shard, wanted, use_)?);
         }
         match guard.as_mut() {
-            Some(ShardConn::Whole(conn)) => {
-                let mut f = f;
-                f(conn)
-            }
-            Some(ShardConn::Range(range)) => range.run(f),
+            Some(conn) => f(conn),
             None => Err(Error::Internal(format!(
                 "shard {}: connection missing after open",
                 shard.entry.db_id
@@ -144,7 +172,16 @@ impl Snapshot {
     /// Opens one shard's database per `mode` (resolved: download or range). Under `auto`, a
     /// range open of a remote shard already in the download cache (and checking out) opens the
     /// cached file.
-    pub(super) fn open_shard(&self, shard: &ShardHandle, mode: AccessMode) -> Result<ShardConn> {
+    /// Opened for [`Use::Lookup`] by range, a shard whose snapshot announces key indexes reads
+    /// its key index instead of its sidecar (16 KB instead of ~275 KB for 125,000 rows); one that
+    /// is missing, damaged or bound to another file is passed over for the sidecar.
+    pub(super) fn open_shard(
+        &self,
+        shard: &ShardHandle,
+        mode: AccessMode,
+        use_: Use,
+    ) -> Result<ShardConn> {
+        let by_key_index = use_ == Use::Lookup && self.key_index_file().is_some();
         let db_id = shard.entry.db_id;
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
@@ -162,6 +199,13 @@ impl Snapshot {
                 self.check_local_size(&path, &shard.entry)
                     .map_err(corrupt)?;
                 let source = FileSource::open(&path)?;
+                if by_key_index {
+                    let file = path.with_file_name(self.key_index_file().unwrap_or_default());
+                    let bytes = std::fs::read(file).ok();
+                    if let Some(index) = self.bound_key_index(shard, bytes, source.size()) {
+                        return self.open_by_key_index(shard, Box::new(source), index);
+                    }
+                }
                 // Local files have no ETag: the sidecar written beside the file is trusted.
                 let sidecar = std::fs::read(sidecar_path(&path))
                     .ok()
@@ -185,14 +229,18 @@ impl Snapshot {
                 ShardConn::Whole(open_local_file(&path, db_id)?)
             }
             (Root::Remote(remote), AccessMode::Range) => {
-                // The shard's ETag and its sidecar are independent: fetch both in one round.
-                let (head, sidecar) = std::thread::scope(|scope| {
-                    let sidecar = scope.spawn(|| self.remote_sidecar(shard));
+                // The shard's ETag and its sidecar (or key index) are independent: fetch both
+                // in one round.
+                let (head, companion) = std::thread::scope(|scope| {
+                    let companion = scope.spawn(|| match by_key_index {
+                        true => self.remote_key_index(shard).map(Companion::KeyIndex),
+                        false => self.remote_sidecar(shard).map(Companion::Sidecar),
+                    });
                     let head = remote.head(&shard.relative);
-                    (head, sidecar.join())
+                    (head, companion.join())
                 });
                 let (size, etag) = head?;
-                let sidecar = sidecar
+                let companion = companion
                     .map_err(|_| Error::Internal("a sidecar fetch thread panicked".into()))?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.stats.rounds.fetch_add(1, Ordering::Relaxed);
@@ -200,6 +248,23 @@ impl Snapshot {
                 // read page by page as if it were this shard.
                 self.check_file_size(&shard.entry, size)
                     .map_err(|e| corrupt(e.to_string()))?;
+                let sidecar = match companion {
+                    _ if by_key_index => {
+                        let bytes = match companion {
+                            Some(Companion::KeyIndex(bytes)) => Some(bytes),
+                            _ => None,
+                        };
+                        if let Some(index) = self.bound_key_index(shard, bytes, size) {
+                            let source = remote.range_source(&shard.relative, size, etag);
+                            return self.open_by_key_index(shard, Box::new(source), index);
+                        }
+                        // Missing or unusable: the sidecar after all (one more round).
+                        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                        self.remote_sidecar(shard)
+                    }
+                    Some(Companion::Sidecar(sidecar)) => Some(sidecar),
+                    _ => None,
+                };
                 let sidecar = sidecar
                     .filter(|s| Some(s.tag.as_str()) == etag.as_deref())
                     .map(|s| s.content);
@@ -225,6 +290,18 @@ impl Snapshot {
         Ok(conn)
     }
 
+    /// The shard's page checker, when its writer recorded page checksums.
+    fn page_verifier(&self, shard: &ShardHandle) -> Result<Option<PageVerifier>> {
+        shard
+            .entry
+            .page_verifier()
+            .map_err(|e| Error::CorruptShard {
+                db_id: shard.entry.db_id,
+                location: shard.location.clone(),
+                detail: e.to_string(),
+            })
+    }
+
     /// Opens a shard page by page; when its writer recorded page checksums, every page is
     /// checked before SQLite sees it.
     pub(super) fn open_range(
@@ -233,18 +310,89 @@ impl Snapshot {
         source: Box<dyn RangeSource>,
         sidecar: Option<SidecarContent>,
     ) -> Result<ShardConn> {
-        let verifier = shard
-            .entry
-            .page_verifier()
-            .map_err(|e| Error::CorruptShard {
-                db_id: shard.entry.db_id,
-                location: shard.location.clone(),
-                detail: e.to_string(),
-            })?;
+        let verifier = self.page_verifier(shard)?;
         let range = RangeShard::open(
             shard.entry.db_id,
             source,
             sidecar,
+            self.options.cache_pages,
+            self.stats.clone(),
+            verifier,
+        )?;
+        Ok(ShardConn::Range(range))
+    }
+
+    /// The file name of the snapshot's key indexes (`custom.edgeshard_key_index`), when it
+    /// announces them in a format version this reader knows.
+    pub(super) fn key_index_file(&self) -> Option<&str> {
+        let config = self
+            .manifest
+            .meta
+            .custom
+            .get(layout::KEY_INDEX_CUSTOM_KEY)?;
+        let version = config.get("format_version").and_then(Value::as_u64)?;
+        if version != key_index::VERSION as u64 {
+            return None;
+        }
+        config.get("filename").and_then(Value::as_str)
+    }
+
+    /// The shard's key index file, fetched (counted as a request of the round of the shard's
+    /// HEAD), when the snapshot announces one.
+    fn remote_key_index(&self, shard: &ShardHandle) -> Option<Vec<u8>> {
+        let relative = format!(
+            "{}/{}",
+            shard_dir_of(&shard.relative),
+            self.key_index_file()?
+        );
+        // A failed read (absent file) is a request too.
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let bytes = self.root.read(&relative).ok()?;
+        self.stats
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Some(bytes)
+    }
+
+    /// `bytes` (the shard's key index file, if it could be read) as a key index of this shard:
+    /// it parses and is bound to a `shard.db` of `size` bytes with the content hash of the
+    /// shard's manifest row. Anything else, a missing file included, is passed over (the sidecar
+    /// serves instead, answers unchanged) and counted in `--stats`.
+    fn bound_key_index(
+        &self,
+        shard: &ShardHandle,
+        bytes: Option<Vec<u8>>,
+        size: u64,
+    ) -> Option<Arc<KeyIndex>> {
+        let bytes = bytes.unwrap_or_default();
+        let index = KeyIndex::parse(&bytes).and_then(|index| {
+            index.check_bound(size, shard.entry.content_hash())?;
+            Ok(index)
+        });
+        match index {
+            Ok(index) => Some(Arc::new(index)),
+            Err(_) => {
+                self.stats
+                    .key_index_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Opens a shard for lookups through its key index: no read (page 1 is in the index). The
+    /// schema is not read here as other opens do: the index is bound to this file's bytes.
+    fn open_by_key_index(
+        &self,
+        shard: &ShardHandle,
+        source: Box<dyn RangeSource>,
+        index: Arc<KeyIndex>,
+    ) -> Result<ShardConn> {
+        let verifier = self.page_verifier(shard)?;
+        let range = RangeShard::open_with_key_index(
+            shard.entry.db_id,
+            source,
+            index,
             self.options.cache_pages,
             self.stats.clone(),
             verifier,
