@@ -84,6 +84,10 @@ export interface Counters {
   pinnedHits: number;
   /** Requests retried after a transient failure. */
   retries: number;
+  /** Keys looked up through a shard's key index (one page each). */
+  keyIndexLookups: number;
+  /** Key indexes passed over (missing, damaged, another file's): read with the sidecar. */
+  keyIndexFallbacks: number;
 }
 
 export interface Stats {
@@ -150,6 +154,8 @@ fn counters_json(c: Counters) -> Value {
         "cacheHits": c.cache_hits,
         "pinnedHits": c.pinned_hits,
         "retries": c.retries,
+        "keyIndexLookups": c.key_index_lookups,
+        "keyIndexFallbacks": c.key_index_fallbacks,
     })
 }
 

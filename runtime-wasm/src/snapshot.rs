@@ -15,6 +15,7 @@ use edgeshard_shared::codes::{self, Codes};
 use edgeshard_shared::current::CurrentPointer;
 use edgeshard_shared::filter::project;
 use edgeshard_shared::ivf::{self, Cells};
+use edgeshard_shared::key_index::{self, KeyIndex, Lookup};
 use edgeshard_shared::manifest::{ShardEntry, Strategy, VectorBackend, VectorSpec};
 use edgeshard_shared::merge::{merge_top_k_distinct, Scored};
 use edgeshard_shared::pages::{
@@ -65,6 +66,8 @@ struct Slot {
     entry: ShardEntry,
     db_url: String,
     sidecar_url: Option<String>,
+    /// The shard's key index (`shard.keyindex`), when the manifest announces key indexes.
+    key_index_url: Option<String>,
     open: RefCell<Option<Rc<OpenShard>>>,
     /// Shards with binary codes: the codes, fetched whole with the shard's open.
     codes: RefCell<Option<Rc<Codes>>>,
@@ -78,6 +81,10 @@ struct OpenShard {
     pages: Arc<ShardPages>,
     conn: Connection,
     has_sidecar: bool,
+    /// Set when the shard was opened for lookups through its key index (then without its
+    /// sidecar): a lookup reads the one page the index names. Any other use opens it again
+    /// with its sidecar.
+    key_index: Option<Rc<KeyIndex>>,
     /// Whether a search already planned this shard's vector reads.
     vectors_planned: Cell<bool>,
     /// IVF shards: the cells' centroids, read on the first search.
@@ -202,6 +209,8 @@ impl Snapshot {
                 db_url: layout::join(&root, &layout::join(&dir, layout::SHARD_DB_FILE)),
                 sidecar_url: sidecar_file
                     .as_ref()
+                    .map(|file| layout::join(&root, &layout::join(&dir, file))),
+                key_index_url: key_index::announced_file(&manifest.meta.custom)
                     .map(|file| layout::join(&root, &layout::join(&dir, file))),
                 open: RefCell::new(None),
                 codes: RefCell::new(None),
@@ -363,10 +372,18 @@ impl Snapshot {
         }
         let ids: BTreeSet<u32> = wanted.iter().map(|(_, db_id, _)| *db_id).collect();
         let shards = self
-            .open_shards_now(&ids.into_iter().collect::<Vec<_>>(), false)
+            .open_shards_now(&ids.into_iter().collect::<Vec<_>>(), false, true)
             .await?;
-        let mut jobs: Vec<Job<'_, Option<Vec<u8>>>> = Vec::with_capacity(wanted.len());
-        for (_, db_id, encoded) in &wanted {
+        // Shards opened through their key index answer from the one page it names; the rest
+        // (and keys an index cannot answer for) through SQLite.
+        let mut found = self.lookup_by_key_index(&wanted, &shards).await?;
+        let mut jobs: Vec<Job<'_, Option<Vec<u8>>>> = Vec::new();
+        let mut asked = Vec::new();
+        for (n, (_, db_id, encoded)) in wanted.iter().enumerate() {
+            if found[n].is_some() {
+                continue;
+            }
+            asked.push(n);
             let shard = shards[db_id].clone();
             jobs.push((
                 shard,
@@ -377,10 +394,14 @@ impl Snapshot {
                 }),
             ));
         }
-        let found = self.run_jobs(jobs).await?;
+        for (n, value) in asked.into_iter().zip(self.run_jobs(jobs).await?) {
+            found[n] = Some(value);
+        }
+        let found: Vec<Option<Vec<u8>>> = found.into_iter().map(Option::flatten).collect();
         // Before a shard's first "not found" is answered: its first stored key must route to
         // it, or the shard file sits under the wrong manifest row (swapped or renumbered rows,
-        // another num_dbs) and every lookup in it would wrongly say "not found".
+        // another num_dbs) and every lookup in it would wrongly say "not found". A key index
+        // knows that key without a read.
         let missed: BTreeSet<u32> = wanted
             .iter()
             .zip(&found)
@@ -388,7 +409,10 @@ impl Snapshot {
             .map(|((_, db_id, _), _)| *db_id)
             .filter(|db_id| !shards[db_id].routing_checked.get())
             .collect();
-        let first_keys: Vec<Job<'_, Option<Vec<u8>>>> = missed
+        let (indexed, unindexed): (Vec<u32>, Vec<u32>) = missed
+            .iter()
+            .partition(|db_id| shards[db_id].key_index.is_some());
+        let first_keys: Vec<Job<'_, Option<Vec<u8>>>> = unindexed
             .iter()
             .map(|db_id| {
                 let job: Statement<'_, Option<Vec<u8>>> = Box::new(|conn: &Connection| {
@@ -399,11 +423,23 @@ impl Snapshot {
                 (shards[db_id].clone(), job)
             })
             .collect();
-        for (db_id, first) in missed.iter().zip(self.run_jobs(first_keys).await?) {
-            let shard = &shards[db_id];
+        let mut firsts: Vec<(u32, Option<Vec<u8>>)> = unindexed
+            .iter()
+            .copied()
+            .zip(self.run_jobs(first_keys).await?)
+            .collect();
+        for db_id in indexed {
+            let first = shards[&db_id]
+                .key_index
+                .as_ref()
+                .map(|i| i.first_key.clone());
+            firsts.push((db_id, first));
+        }
+        for (db_id, first) in firsts {
+            let shard = &shards[&db_id];
             if let Some(key) = first {
                 self.manifest
-                    .check_shard_holds_key(*db_id, &key)
+                    .check_shard_holds_key(db_id, &key)
                     .map_err(|e| shard.corrupt(e.to_string()))?;
             }
             shard.routing_checked.set(true);
@@ -413,6 +449,62 @@ impl Snapshot {
             out[*i] = value;
         }
         Ok(out)
+    }
+
+    /// Answers for `wanted` (`(input index, shard, encoded key)`) from the key indexes of the
+    /// shards opened through one: every key's page, for all shards in one round, then the rest
+    /// of any overflowing value. Per key, `None` when its shard has no key index or the index
+    /// cannot answer for it (SQLite answers those).
+    async fn lookup_by_key_index(
+        &self,
+        wanted: &[(usize, u32, Vec<u8>)],
+        shards: &HashMap<u32, Rc<OpenShard>>,
+    ) -> Result<Vec<Option<Option<Vec<u8>>>>> {
+        let mut answers: Vec<Option<Option<Vec<u8>>>> = vec![None; wanted.len()];
+        let mut pending: Vec<usize> = (0..wanted.len())
+            .filter(|n| shards[&wanted[*n].1].key_index.is_some())
+            .collect();
+        let mut rounds = 0u32;
+        while !pending.is_empty() {
+            let mut waiting = Vec::new();
+            let mut missing: HashMap<u32, Rc<OpenShard>> = HashMap::new();
+            for n in pending {
+                let (_, db_id, key) = &wanted[n];
+                let shard = &shards[db_id];
+                let Some(index) = &shard.key_index else {
+                    continue;
+                };
+                let step = index
+                    .lookup(key, shard.pages.usable_size, |p| shard.pages.peek_page(p))
+                    .map_err(|e| shard.corrupt(e.detail().to_string()))?;
+                match step {
+                    Lookup::Need(pages) => {
+                        shard.pages.want(pages);
+                        missing.insert(*db_id, shard.clone());
+                        waiting.push(n);
+                    }
+                    Lookup::Found(value) => answers[n] = Some(Some(value)),
+                    Lookup::Absent => answers[n] = Some(None),
+                    Lookup::Unsupported => {}
+                }
+                if answers[n].is_some() {
+                    PageStats::bump(&self.counters.key_index_lookups);
+                }
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                return Err(Error::TooManyRounds(format!(
+                    "a lookup through a key index still missed pages after {MAX_ROUNDS} rounds"
+                )));
+            }
+            let shards: Vec<Rc<OpenShard>> = missing.into_values().collect();
+            self.fetch_missing(&shards, false).await?;
+            pending = waiting;
+        }
+        Ok(answers)
     }
 
     /// The stored vector of id `key` in a unified snapshot (where a record's vector id is its
@@ -432,7 +524,7 @@ impl Snapshot {
                 return Ok(None);
             }
             let with_codes = codes::in_use(spec, &Default::default(), false);
-            let shards = self.open_shards_now(&[db_id], false).await?;
+            let shards = self.open_shards_now(&[db_id], false, false).await?;
             let shard = shards[&db_id].clone();
             match with_codes {
                 // The id map's leaves and the shard's codes in one round; the vector then from
@@ -596,7 +688,7 @@ impl Snapshot {
         // Binary codes: fetched with the shards' open, in the same round.
         let with_codes = codes::in_use(spec, &ann, filter.is_some());
         let (shards, codes_loaded) =
-            futures::join!(self.open_shards_now(&targets, with_codes), async {
+            futures::join!(self.open_shards_now(&targets, with_codes, false), async {
                 match with_codes {
                     true => self.load_codes(&targets, spec).await,
                     false => Ok(()),
@@ -968,15 +1060,21 @@ impl Snapshot {
         &self,
         ids: &[u32],
         defer_chains: bool,
+        for_lookups: bool,
     ) -> Result<HashMap<u32, Rc<OpenShard>>> {
+        // A shard opened through its key index has no sidecar: any use but lookups opens it
+        // again with one.
         let cold: Vec<&Slot> = ids
             .iter()
             .filter_map(|id| self.slots.get(*id as usize).and_then(Option::as_ref))
-            .filter(|slot| slot.open.borrow().is_none())
+            .filter(|slot| match slot.open.borrow().as_ref() {
+                None => true,
+                Some(open) => open.key_index.is_some() && !for_lookups,
+            })
             .collect();
         if !cold.is_empty() {
             PageStats::bump(&self.counters.rounds);
-            let opened = join_all(cold.iter().map(|slot| self.open_shard(slot))).await;
+            let opened = join_all(cold.iter().map(|slot| self.open_shard(slot, for_lookups))).await;
             let mut fresh = Vec::new();
             for (slot, shard) in cold.iter().zip(opened) {
                 let shard = Rc::new(shard?);
@@ -988,9 +1086,11 @@ impl Snapshot {
                 self.fetch_missing(&fresh, true).await?;
             }
             // Reading the schema turns "not a database" into an error now, with the shard
-            // named. With a sidecar this reads pinned pages only.
+            // named. With a sidecar this reads pinned pages only. A shard opened through its
+            // key index is bound to its file's bytes by it: nothing to check, nothing to read.
             let checks: Vec<Job<'_, i64>> = fresh
                 .iter()
+                .filter(|shard| shard.key_index.is_none())
                 .map(|shard| {
                     let job: Statement<'_, i64> = Box::new(|conn: &Connection| {
                         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
@@ -1011,10 +1111,44 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// One shard's open for lookups when the manifest announces key indexes: its key index and
+    /// the first page of `shard.db` (its size, ETag and page 1), fetched together. `None` when
+    /// the index is missing, damaged or bound to another file (counted; the caller opens the
+    /// shard with its sidecar instead, answers unchanged).
+    async fn open_by_key_index(&self, slot: &Slot, url: &str) -> Result<Option<OpenShard>> {
+        let (index, probe) = futures::join!(
+            self.fetcher.get_whole(url, "shard key index"),
+            // One byte: the size and ETag of shard.db (page 1 is in the index).
+            self.fetcher.get_range(&slot.db_url, "shard database", 0, 1)
+        );
+        let probe = probe?;
+        let index = index.map_err(|e| e.to_string()).and_then(|whole| {
+            let index = KeyIndex::parse(&whole.bytes).map_err(|e| e.to_string())?;
+            index
+                .check_bound(probe.total, slot.entry.content_hash())
+                .map_err(|e| e.to_string())?;
+            Ok(index)
+        });
+        let Ok(index) = index else {
+            PageStats::bump(&self.counters.key_index_fallbacks);
+            return Ok(None);
+        };
+        let page1 = index.page1.clone();
+        self.open_with(slot, &probe, &page1, None, Some(Rc::new(index)))
+            .map(Some)
+    }
+
     /// One shard's open: its sidecar (when the manifest announces one) and the first block of
-    /// `shard.db` (for its size, its ETag and page 1), fetched together.
-    async fn open_shard(&self, slot: &Slot) -> Result<OpenShard> {
-        let db_id = slot.entry.db_id;
+    /// `shard.db` (for its size, its ETag and page 1), fetched together. For lookups, through
+    /// its key index when it has one.
+    async fn open_shard(&self, slot: &Slot, for_lookups: bool) -> Result<OpenShard> {
+        if let (true, Some(url)) = (for_lookups, &slot.key_index_url) {
+            if let Some(open) = self.open_by_key_index(slot, url).await? {
+                return Ok(open);
+            }
+            // The sidecar after all: one more round.
+            PageStats::bump(&self.counters.rounds);
+        }
         let probe_len = if slot.sidecar_url.is_some() {
             PROBE_BLOCK
         } else {
@@ -1031,6 +1165,28 @@ impl Snapshot {
             .get_range(&slot.db_url, "shard database", 0, probe_len);
         let (sidecar, probe) = futures::join!(sidecar_fetch, probe_fetch);
         let probe = probe?;
+        // A sidecar is used only when bound to the object being read (spec section 8); any
+        // other answer (absent, malformed, another tag) means plain page reads.
+        let sidecar = match sidecar {
+            Some(Ok(whole)) => Sidecar::parse(&whole.bytes)
+                .ok()
+                .filter(|s| probe.etag.as_deref() == Some(s.tag.as_str())),
+            _ => None,
+        };
+        self.open_with(slot, &probe, &probe.bytes, sidecar, None)
+    }
+
+    /// A shard ready for reads from what its open fetched: `probe` (a range answer giving the
+    /// object's size and ETag), its first bytes, and its sidecar or key index.
+    fn open_with(
+        &self,
+        slot: &Slot,
+        probe: &Ranged,
+        first_block: &[u8],
+        sidecar: Option<Sidecar>,
+        key_index: Option<Rc<KeyIndex>>,
+    ) -> Result<OpenShard> {
+        let db_id = slot.entry.db_id;
         let url = slot.db_url.clone();
         let corrupt = |detail: String| Error::CorruptShard {
             db_id,
@@ -1046,14 +1202,6 @@ impl Snapshot {
                 ),
             });
         }
-        // A sidecar is used only when bound to the object being read (spec section 8); any
-        // other answer (absent, malformed, another tag) means plain page reads.
-        let sidecar = match sidecar {
-            Some(Ok(whole)) => Sidecar::parse(&whole.bytes)
-                .ok()
-                .filter(|s| probe.etag.as_deref() == Some(s.tag.as_str())),
-            _ => None,
-        };
         let has_sidecar = sidecar.is_some();
         // Pages of a shard whose writer recorded page checksums are all checked: the sidecar's
         // before they are pinned, fetched ones before they are stored.
@@ -1067,7 +1215,7 @@ impl Snapshot {
                 len: probe.total,
                 verifier,
                 sidecar: sidecar.map(|s| s.content),
-                first_block: &probe.bytes,
+                first_block,
             },
             self.cache.clone(),
             self.counters.clone(),
@@ -1085,10 +1233,11 @@ impl Snapshot {
         Ok(OpenShard {
             db_id,
             url,
-            etag: probe.etag,
+            etag: probe.etag.clone(),
             pages,
             conn,
             has_sidecar,
+            key_index,
             vectors_planned: Cell::new(false),
             cells: std::cell::OnceCell::new(),
             routing_checked: Cell::new(provenance_checked),

@@ -39,6 +39,18 @@ fn bad(why: impl Into<String>) -> Error {
     Error::Integrity(format!("invalid key index: {}", why.into()))
 }
 
+/// The file name of a snapshot's key indexes, from its manifest's `custom` object
+/// (`custom.edgeshard_key_index`), when it announces them in the format version this crate
+/// reads; `None` otherwise (readers then use the sidecar).
+pub fn announced_file(custom: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    let config = custom.get(crate::layout::KEY_INDEX_CUSTOM_KEY)?;
+    let version = config.get("format_version")?.as_u64()?;
+    if version != VERSION as u64 {
+        return None;
+    }
+    config.get("filename")?.as_str()
+}
+
 /// What a key index says about one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyIndex {

@@ -322,19 +322,9 @@ impl Snapshot {
         Ok(ShardConn::Range(range))
     }
 
-    /// The file name of the snapshot's key indexes (`custom.edgeshard_key_index`), when it
-    /// announces them in a format version this reader knows.
+    /// The file name of the snapshot's key indexes, when it announces them.
     pub(super) fn key_index_file(&self) -> Option<&str> {
-        let config = self
-            .manifest
-            .meta
-            .custom
-            .get(layout::KEY_INDEX_CUSTOM_KEY)?;
-        let version = config.get("format_version").and_then(Value::as_u64)?;
-        if version != key_index::VERSION as u64 {
-            return None;
-        }
-        config.get("filename").and_then(Value::as_str)
+        key_index::announced_file(&self.manifest.meta.custom)
     }
 
     /// The shard's key index file, fetched (counted as a request of the round of the shard's

@@ -1,0 +1,166 @@
+//! Cold key lookups over HTTP for docs/benchmarks.md (issue 12): a KV snapshot (default
+//! 1,000,000 rows of 100-byte values, 8 shards) served by nginx on 127.0.0.1, read by
+//! runtime-native through its key indexes, through bound sidecars only (key indexes removed),
+//! and under `--access auto`, directly and through a proxy adding 20 ms to every request.
+//!
+//! ```text
+//! cargo run --release -p edgeshard-tests --example kv_cold_bench -- [ROWS] [SHARDS] [KEYS]
+//! ```
+//! Per reader: KEYS cold lookups (default 50), each on a fresh snapshot handle (so it opens the
+//! key's shard; the snapshot's own open, `_CURRENT` and the manifest, is reported apart), then
+//! 200 lookups of other keys on one handle whose shards are all open. Requests, rounds and
+//! bytes are the reader's own counters; "wire" is what the proxy saw (headers included).
+
+use edgeshard_builder::build::build;
+use edgeshard_native::{AccessMode, Snapshot};
+use edgeshard_shared::Key;
+use edgeshard_tests::http_server::{ServerMode, StaticServer};
+use edgeshard_tests::proxy::DelayProxy;
+use edgeshard_tests::{build_options, open_snapshot_ok, rng, run_cli, walk};
+use rand::Rng;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("ROWS SHARDS KEYS are numbers"))
+        .collect();
+    let rows = args.first().copied().unwrap_or(1_000_000);
+    let shards = args.get(1).copied().unwrap_or(8) as u32;
+    let cold_keys = args.get(2).copied().unwrap_or(50) as usize;
+    let work = tempfile::tempdir().expect("temp dir");
+    let input = work.path().join("kv.jsonl");
+    let mut rng = rng(12);
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("input"));
+        for id in 0..rows {
+            let value: String = (0..100)
+                .map(|_| rng.random_range(b'a'..=b'z') as char)
+                .collect();
+            writeln!(out, r#"{{"id": {id}, "value": "{value}"}}"#).expect("write input");
+        }
+    }
+    let root = work.path().join("snap");
+    let mut opts = build_options(&input, &root);
+    opts.shards = shards;
+    opts.threads = None;
+    let summary = build(&opts).expect("build");
+    let files = walk(&root);
+    let size_of = |suffix: &str| -> Vec<u64> {
+        files
+            .iter()
+            .filter(|f| f.ends_with(suffix))
+            .map(|f| std::fs::metadata(root.join(f)).expect("stat").len())
+            .collect()
+    };
+    let (dbs, sidecars, indexes) = (
+        size_of("shard.db"),
+        size_of("shard.sidecar"),
+        size_of("shard.keyindex"),
+    );
+    println!(
+        "snapshot: {} rows, {shards} shards of {:.1} MB; sidecar {:.1}-{:.1} KB, key index \
+         {:.1}-{:.1} KB per shard",
+        summary.rows,
+        dbs.iter().sum::<u64>() as f64 / shards as f64 / 1e6,
+        *sidecars.iter().min().unwrap_or(&0) as f64 / 1e3,
+        *sidecars.iter().max().unwrap_or(&0) as f64 / 1e3,
+        *indexes.iter().min().unwrap_or(&0) as f64 / 1e3,
+        *indexes.iter().max().unwrap_or(&0) as f64 / 1e3,
+    );
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    run_cli(&[
+        "sidecar-bind",
+        "--root",
+        root.to_str().unwrap(),
+        "--host",
+        &server.base_url,
+    ])
+    .expect("sidecar-bind");
+    let port: u16 = server
+        .base_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("server port");
+    let keys: Vec<Key> = (0..cold_keys + 200)
+        .map(|_| Key::Int(rng.random_range(0..rows as i64)))
+        .collect();
+    let local = Snapshot::open(root.to_str().unwrap()).expect("open local");
+    println!(
+        "| reader | link | snapshot open: requests / bytes | cold lookup: requests / rounds / \
+         bytes (median, max) / wire bytes median | ms median | lookup on an open shard: \
+         requests / bytes (mean) | ms mean |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for reader in ["key index", "bound sidecar", "auto (key index)"] {
+        if reader == "bound sidecar" {
+            for f in files.iter().filter(|f| f.ends_with("shard.keyindex")) {
+                std::fs::rename(root.join(f), root.join(format!("{f}.off"))).expect("hide");
+            }
+        } else {
+            for f in files.iter().filter(|f| f.ends_with("shard.keyindex")) {
+                let _ = std::fs::rename(root.join(format!("{f}.off")), root.join(f));
+            }
+        }
+        let access = match reader {
+            "auto (key index)" => AccessMode::Auto,
+            _ => AccessMode::Range,
+        };
+        for (link, delay) in [("loopback", 0), ("+20 ms", 20)] {
+            let proxy = DelayProxy::start(port, Duration::from_millis(delay));
+            let cache = work.path().join("cache");
+            let (mut requests, mut rounds, mut bytes, mut wire, mut ms) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            let mut open_cost = None;
+            for key in &keys[..cold_keys] {
+                let _ = std::fs::remove_dir_all(&cache);
+                let traffic = proxy.traffic();
+                let snap = open_snapshot_ok(&proxy.endpoint, access, &cache, Vec::new());
+                open_cost.get_or_insert((snap.stats().requests, proxy.traffic() - traffic));
+                let (before, traffic) = (snap.stats(), proxy.traffic());
+                let start = Instant::now();
+                let value = snap.get(key).expect("get");
+                ms.push(start.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
+                let cost = snap.stats() - before;
+                requests.push(cost.requests as f64);
+                rounds.push(cost.rounds as f64);
+                bytes.push(cost.bytes as f64);
+                wire.push((proxy.traffic() - traffic).bytes_down as f64);
+            }
+            let snap = open_snapshot_ok(&proxy.endpoint, access, &cache, Vec::new());
+            for key in &keys[..cold_keys] {
+                snap.get(key).expect("warm-up get");
+            }
+            let (before, start) = (snap.stats(), Instant::now());
+            let others = &keys[cold_keys..];
+            for key in others {
+                snap.get(key).expect("get");
+            }
+            let open_ms = start.elapsed().as_secs_f64() * 1e3 / others.len() as f64;
+            let open = snap.stats() - before;
+            let n = others.len() as f64;
+            let (open_requests, open_traffic) = open_cost.unwrap_or_default();
+            println!(
+                "| {reader} | {link} | {open_requests} / {} | {} / {} / {} ({}) / {} | {:.1} | \
+                 {:.2} / {:.0} | {open_ms:.2} |",
+                open_traffic.bytes_down,
+                median(&mut requests),
+                median(&mut rounds),
+                median(&mut bytes),
+                bytes.iter().cloned().fold(0f64, f64::max),
+                median(&mut wire),
+                median(&mut ms),
+                open.requests as f64 / n,
+                open.bytes as f64 / n,
+            );
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
