@@ -16,7 +16,7 @@ use edgeshard_native::{AccessMode, Snapshot};
 use edgeshard_shared::Key;
 use edgeshard_tests::http_server::{ServerMode, StaticServer};
 use edgeshard_tests::proxy::DelayProxy;
-use edgeshard_tests::{build_options, open_snapshot_ok, rng, run_cli, walk};
+use edgeshard_tests::{build_options, open_snapshot_ok, rng, sidecar_bind, walk};
 use rand::Rng;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -70,14 +70,7 @@ fn main() {
         *indexes.iter().max().unwrap_or(&0) as f64 / 1e3,
     );
     let server = StaticServer::start(&root, ServerMode::Normal);
-    run_cli(&[
-        "sidecar-bind",
-        "--root",
-        root.to_str().unwrap(),
-        "--host",
-        &server.base_url,
-    ])
-    .expect("sidecar-bind");
+    sidecar_bind(&root, &server.base_url);
     let port: u16 = server
         .base_url
         .rsplit(':')

@@ -340,6 +340,19 @@ impl RootState {
     }
 }
 
+/// Binds the sidecars of the local snapshot `root` to the ETags `host` (serving it) reports, as
+/// a deployment does (`edgeshard sidecar-bind`); returns the CLI's output.
+pub fn sidecar_bind(root: &Path, host: &str) -> String {
+    run_cli(&[
+        "sidecar-bind",
+        "--root",
+        root.to_str().expect("utf-8 root"),
+        "--host",
+        host,
+    ])
+    .expect("sidecar-bind")
+}
+
 /// Relative paths of every file and folder below `dir` (empty when it does not exist).
 pub fn walk(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();

@@ -309,14 +309,7 @@ fn key_indexes_and_bound_sidecars_make_a_cold_lookup_one_ranged_read_over_http()
         unbound.bytes >= 65536 && unbound.key_index_fallbacks == 1,
         "without a key index or bound sidecar the header block is read: {unbound:?}"
     );
-    let out = run_cli(&[
-        "sidecar-bind",
-        "--root",
-        root.to_str().unwrap(),
-        "--host",
-        &server.base_url,
-    ])
-    .expect("sidecar-bind");
+    let out = sidecar_bind(&root, &server.base_url);
     assert_eq!(json_lines(&out).len(), 4, "{out}");
     for key in (0..2000).step_by(111) {
         let cost = cold_cost(key);
