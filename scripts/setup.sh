@@ -107,6 +107,7 @@ js_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/runtime-wasm/js"
 js_bin="$js_dir/node_modules/.bin"
 if [ -x "$js_bin/wasm-opt" ] && [ -f "$js_dir/node_modules/playwright-core/package.json" ] \
     && [ -x "$js_bin/workerd" ] && [ -f "$js_dir/node_modules/miniflare/package.json" ] \
+    && [ -f "$js_dir/node_modules/sql.js-httpvfs/package.json" ] \
     && [ ! "$js_dir/package-lock.json" -nt "$js_dir/node_modules/.package-lock.json" ]; then
     log "npm: runtime-wasm/js tooling present"
 else

@@ -4,8 +4,10 @@
 //! and under `--access auto`, directly and through a proxy adding 20 ms to every request.
 //!
 //! ```text
-//! cargo run --release -p edgeshard-tests --example kv_cold_bench -- [ROWS] [SHARDS] [KEYS]
+//! cargo run --release -p edgeshard-tests --example kv_cold_bench -- [ROWS] [SHARDS] [KEYS] [OUT]
 //! ```
+//! With OUT, the snapshot is built in OUT/snap and kept (for runtime-wasm/js/bench-cold-kv.mjs,
+//! the same lookups in Chromium next to sql.js-httpvfs); otherwise in a temp folder.
 //! Per reader: KEYS cold lookups (default 50), each on a fresh snapshot handle (so it opens the
 //! key's shard; the snapshot's own open, `_CURRENT` and the manifest, is reported apart), then
 //! 200 lookups of other keys on one handle whose shards are all open. Requests, rounds and
@@ -22,14 +24,17 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<u64> = raw
+        .iter()
+        .take(3)
         .map(|a| a.parse().expect("ROWS SHARDS KEYS are numbers"))
         .collect();
     let rows = args.first().copied().unwrap_or(1_000_000);
     let shards = args.get(1).copied().unwrap_or(8) as u32;
     let cold_keys = args.get(2).copied().unwrap_or(50) as usize;
     let work = tempfile::tempdir().expect("temp dir");
+    let kept = raw.get(3).map(std::path::PathBuf::from);
     let input = work.path().join("kv.jsonl");
     let mut rng = rng(12);
     {
@@ -41,7 +46,15 @@ fn main() {
             writeln!(out, r#"{{"id": {id}, "value": "{value}"}}"#).expect("write input");
         }
     }
-    let root = work.path().join("snap");
+    let root = match &kept {
+        Some(out) => {
+            std::fs::create_dir_all(out).expect("create OUT");
+            let root = out.join("snap");
+            assert!(!root.exists(), "{} exists: give an empty OUT", root.display());
+            root
+        }
+        None => work.path().join("snap"),
+    };
     let mut opts = build_options(&input, &root);
     opts.shards = shards;
     opts.threads = None;
