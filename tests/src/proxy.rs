@@ -18,6 +18,7 @@ use std::time::Duration;
 struct Counters {
     requests: AtomicU64,
     bytes_down: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// Requests and response bytes seen so far (see [`DelayProxy::traffic`]).
@@ -25,6 +26,8 @@ struct Counters {
 pub struct Traffic {
     pub requests: u64,
     pub bytes_down: u64,
+    /// TCP connections the clients opened (a reader that reuses connections opens few).
+    pub connections: u64,
 }
 
 impl std::ops::Sub for Traffic {
@@ -33,6 +36,7 @@ impl std::ops::Sub for Traffic {
         Traffic {
             requests: self.requests - earlier.requests,
             bytes_down: self.bytes_down - earlier.bytes_down,
+            connections: self.connections - earlier.connections,
         }
     }
 }
@@ -64,6 +68,7 @@ impl DelayProxy {
                     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                         continue;
                     };
+                    counters.connections.fetch_add(1, Ordering::SeqCst);
                     let counters = counters.clone();
                     thread::spawn(move || relay(client, server, delay, counters));
                 }
@@ -81,6 +86,7 @@ impl DelayProxy {
         Traffic {
             requests: self.counters.requests.load(Ordering::SeqCst),
             bytes_down: self.counters.bytes_down.load(Ordering::SeqCst),
+            connections: self.counters.connections.load(Ordering::SeqCst),
         }
     }
 }

@@ -8,6 +8,7 @@ use edgeshard_builder::build::build;
 use edgeshard_native::{AccessMode, Snapshot};
 use edgeshard_shared::Key;
 use edgeshard_tests::http_server::{ServerMode, StaticServer};
+use edgeshard_tests::proxy::DelayProxy;
 use edgeshard_tests::*;
 use rand::Rng;
 use serde_json::json;
@@ -180,4 +181,30 @@ fn a_cold_lookup_over_http_is_two_rounds_and_an_open_shard_one() {
         overflow_rounds.iter().all(|r| *r <= 3),
         "{overflow_rounds:?}"
     );
+}
+
+/// Range reads reuse their HTTP connections (keep-alive): 300 lookups, cold and warm, over every
+/// shard of one handle open a handful of TCP connections, not one per request.
+#[test]
+fn range_reads_reuse_connections() {
+    let dir = temp_dir();
+    let (root, keys) = build_snapshot(dir.path());
+    let server = StaticServer::start(&root, ServerMode::Normal);
+    let port: u16 = server
+        .base_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let proxy = DelayProxy::start(port, std::time::Duration::ZERO);
+    let cache = dir.path().join("c4");
+    let snap = open_snapshot_ok(&proxy.endpoint, AccessMode::Range, &cache, Vec::new());
+    for key in keys.iter().step_by(13).take(300) {
+        snap.get(&Key::Str(key.clone())).unwrap();
+    }
+    let traffic = proxy.traffic();
+    assert!(traffic.requests > 150, "{traffic:?}");
+    // The shards' opens fetch HEAD and key index in parallel, so a few connections are open at
+    // once; after that they are reused.
+    assert!(traffic.connections <= 2 * SHARDS as u64, "{traffic:?}");
 }
