@@ -10,7 +10,8 @@
 //! the same lookups in Chromium next to sql.js-httpvfs); otherwise in a temp folder.
 //! Per reader: KEYS cold lookups (default 50), each on a fresh snapshot handle (so it opens the
 //! key's shard; the snapshot's own open, `_CURRENT` and the manifest, is reported apart), then
-//! 200 lookups of other keys on one handle whose shards are all open. Requests, rounds and
+//! 200 lookups of other keys on one handle whose shards are all open. Then the cold lookups from
+//! S3 (moto on 127.0.0.1; counts only). Requests, rounds and
 //! bytes are the reader's own counters; "wire" is what the proxy saw (headers included).
 
 use edgeshard_builder::build::build;
@@ -18,6 +19,7 @@ use edgeshard_native::{AccessMode, Snapshot};
 use edgeshard_shared::Key;
 use edgeshard_tests::http_server::{ServerMode, StaticServer};
 use edgeshard_tests::proxy::DelayProxy;
+use edgeshard_tests::s3_server::S3Server;
 use edgeshard_tests::{build_options, open_snapshot_ok, rng, sidecar_bind, walk};
 use rand::Rng;
 use std::io::Write;
@@ -163,6 +165,43 @@ fn main() {
                 open.bytes as f64 / n,
             );
         }
+    }
+    s3_pass(&root, &keys, cold_keys, &local);
+}
+
+/// The same cold lookups from S3 (moto on 127.0.0.1: request, round and byte counts are the
+/// reader's and do not depend on the server; its latency does, so none is reported).
+fn s3_pass(root: &std::path::Path, keys: &[Key], cold_keys: usize, local: &Snapshot) {
+    let s3 = S3Server::start();
+    s3.create_bucket("bench");
+    s3.upload_dir(root, "bench", "kv");
+    let work = tempfile::tempdir().expect("temp dir");
+    for (reader, access) in [
+        ("S3 (moto), range, key index", AccessMode::Range),
+        ("S3 (moto), auto", AccessMode::Auto),
+    ] {
+        let (mut requests, mut rounds, mut bytes) = (vec![], vec![], vec![]);
+        let mut open = 0;
+        for key in &keys[..cold_keys] {
+            let cache = work.path().join("cache");
+            let _ = std::fs::remove_dir_all(&cache);
+            let snap = open_snapshot_ok("s3://bench/kv", access, &cache, s3.storage_options());
+            open = snap.stats().requests;
+            let before = snap.stats();
+            let value = snap.get(key).expect("get");
+            assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
+            let cost = snap.stats() - before;
+            requests.push(cost.requests as f64);
+            rounds.push(cost.rounds as f64);
+            bytes.push(cost.bytes as f64);
+        }
+        println!(
+            "| {reader} | - | {open} / - | {} / {} / {} ({}) / - | - | - | - |",
+            median(&mut requests),
+            median(&mut rounds),
+            median(&mut bytes),
+            bytes.iter().cloned().fold(0f64, f64::max),
+        );
     }
 }
 
