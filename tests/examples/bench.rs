@@ -63,6 +63,15 @@ fn main() -> BoxResult<()> {
             let dim = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(384);
             bench_scan(rows, dim)
         }
+        Some("synthetic") => {
+            let rows = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1_000_000);
+            let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
+            bench_synthetic(rows, shards)
+        }
         Some("debian") => {
             let dir = PathBuf::from(args.get(1).ok_or("debian needs the data set folder")?);
             let shards = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
@@ -70,7 +79,7 @@ fn main() -> BoxResult<()> {
         }
         _ => Err(
             "usage: bench kv [ROWS] [SHARDS] | bench debian DIR [SHARDS] | bench debian-ivf DIR \
-             [SHARDS] | bench scan [ROWS] [DIM]"
+             [SHARDS] | bench scan [ROWS] [DIM] | bench synthetic [ROWS] [SHARDS]"
                 .into(),
         ),
     }
@@ -491,6 +500,93 @@ fn bench_scan(rows: usize, dim: usize) -> BoxResult<()> {
             theirs_s / ours_s,
             ids == expected
         );
+    }
+    Ok(())
+}
+
+/// sqlite-vec at scale: ROWS x 384 clustered synthetic vectors (`edgeshard_tests::synthetic`,
+/// the generator of lance_bench's run), l2, built flat (exact), IVF and flat with binary codes
+/// in one run; warm latency and recall@10 of 100 fresh queries against brute force.
+fn bench_synthetic(rows: usize, shards: u32) -> BoxResult<()> {
+    use edgeshard_builder::build::Quantization;
+    use edgeshard_builder::vector_index::IndexKind;
+    use edgeshard_shared::vector::AnnParams;
+    use edgeshard_tests::synthetic::{brute_force_l2, recall_hits, synthetic_parquet};
+    let work = tempfile::tempdir()?;
+    let input = work.path().join("synthetic.parquet");
+    let t = Instant::now();
+    let queries = synthetic_parquet(&input, rows, 384)?;
+    eprintln!("wrote {rows} vectors in {:.1} s", t.elapsed().as_secs_f64());
+    let truth = brute_force_l2(&input, &queries)?;
+    println!("| index | build | size | nprobes / refine | recall@10 | warm p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, index, quantization) in [
+        ("flat (exact)", IndexKind::Flat, Quantization::None),
+        ("ivf", IndexKind::Ivf, Quantization::None),
+        ("flat + binary codes", IndexKind::Flat, Quantization::Binary),
+    ] {
+        let out = work.path().join(label.replace([' ', '(', ')', '+'], ""));
+        let fields = FieldMapping {
+            key_field: "id".into(),
+            value_field: None,
+            vector_field: Some("embedding".into()),
+            payload_fields: vec![],
+        };
+        let mut opts = options(input.clone(), &out, fields, shards, Metric::L2);
+        opts.input_format = Some(InputFormat::Parquet);
+        opts.vector_index = index;
+        opts.quantization = quantization;
+        let t = Instant::now();
+        let summary = build(&opts)?;
+        let build_s = t.elapsed().as_secs_f64();
+        let snap = Snapshot::open(&out.display().to_string())?;
+        let sweep: Vec<AnnParams> = match (index, quantization) {
+            (IndexKind::Ivf, _) => [None, Some(8), Some(32)]
+                .into_iter()
+                .map(|nprobes| AnnParams {
+                    nprobes,
+                    ..AnnParams::default()
+                })
+                .collect(),
+            (_, Quantization::Binary) => [None, Some(10)]
+                .into_iter()
+                .map(|refine_factor| AnnParams {
+                    refine_factor,
+                    ..AnnParams::default()
+                })
+                .collect(),
+            _ => vec![AnnParams::default()],
+        };
+        for ann in sweep {
+            let options = SearchOptions {
+                k: 10,
+                ann,
+                payload_fields: Some(Vec::new()),
+                ..SearchOptions::default()
+            };
+            for q in queries.iter().take(10) {
+                snap.search_with(q, &options)?; // warm-up
+            }
+            let (mut timings, mut hits) = (Vec::new(), 0usize);
+            for (q, top10) in queries.iter().zip(&truth) {
+                let t = Instant::now();
+                let response = snap.search_with(q, &options)?;
+                timings.push(t.elapsed().as_secs_f64() * 1e3);
+                let ids: Vec<VectorId> = response.results.into_iter().map(|h| h.id).collect();
+                hits += recall_hits(&ids, top10);
+            }
+            let (p50, p99, _) = percentiles(&mut timings);
+            let knob = match (ann.nprobes, ann.refine_factor) {
+                (Some(n), _) => format!("nprobes {n}"),
+                (_, Some(r)) => format!("refine {r}"),
+                _ => "default".into(),
+            };
+            println!(
+                "| {label} | {build_s:.0} s | {:.0} MB | {knob} | {:.4} | {p50:.1} ms | {p99:.1} ms |",
+                summary.bytes as f64 / 1e6,
+                hits as f64 / (queries.len() * 10) as f64,
+            );
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod http_server;
 pub mod net;
 pub mod proxy;
 pub mod s3_server;
+pub mod synthetic;
 
 use arrow_array::builder::{BinaryBuilder, FixedSizeListBuilder, Float32Builder, StringBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
