@@ -6,13 +6,15 @@
 #          protobuf-compiler + libprotobuf-dev (LanceDB's build runs protoc, which needs the
 #          well-known types such as google/protobuf/empty.proto from libprotobuf-dev),
 #          nginx-light (the real static HTTP server, with Range, that HTTP tests run on 127.0.0.1),
-#          chromium (the headless browser the wasm package's page/worker tests drive)
+#          chromium (the headless browser the wasm package's page/worker tests drive),
+#          wrk (the HTTP load generator of the server benchmark, tests/examples/server_bench.rs)
 #   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1)
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli, exactly the version runtime-wasm pins (wasm-bindgen and the CLI must match)
 #   - npm (runtime-wasm/js, from its package-lock.json): binaryen (wasm-opt; Debian's is too old
 #     and produces modules that fail to instantiate), playwright-core (drives /usr/bin/chromium;
-#     it never downloads a browser), miniflare (runs workerd, the Cloudflare Workers runtime)
+#     it never downloads a browser), miniflare (runs workerd, the Cloudflare Workers runtime),
+#     sql.js-httpvfs (the reader runtime-wasm/js/bench-cold-kv.mjs compares cold lookups with)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -34,7 +36,8 @@ as_root() {
 # package:command pairs; a package counts as present when dpkg says so or its command is on PATH
 # (an empty command: dpkg alone decides).
 missing=()
-for entry in clang:clang protobuf-compiler:protoc libprotobuf-dev: nginx-light:nginx chromium:chromium; do
+for entry in clang:clang protobuf-compiler:protoc libprotobuf-dev: nginx-light:nginx chromium:chromium \
+    wrk:wrk; do
     pkg=${entry%%:*}
     cmd=${entry#*:}
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \

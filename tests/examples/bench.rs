@@ -541,14 +541,14 @@ fn bench_synthetic(rows: usize, shards: u32) -> BoxResult<()> {
         let build_s = t.elapsed().as_secs_f64();
         let snap = Snapshot::open(&out.display().to_string())?;
         let sweep: Vec<AnnParams> = match (index, quantization) {
-            (IndexKind::Ivf, _) => [None, Some(8), Some(32)]
+            (IndexKind::Ivf, _) => [None, Some(2), Some(4), Some(8), Some(16)]
                 .into_iter()
                 .map(|nprobes| AnnParams {
                     nprobes,
                     ..AnnParams::default()
                 })
                 .collect(),
-            (_, Quantization::Binary) => [None, Some(10)]
+            (_, Quantization::Binary) => [None, Some(10), Some(50)]
                 .into_iter()
                 .map(|refine_factor| AnnParams {
                     refine_factor,

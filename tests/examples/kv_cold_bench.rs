@@ -52,7 +52,11 @@ fn main() {
         Some(out) => {
             std::fs::create_dir_all(out).expect("create OUT");
             let root = out.join("snap");
-            assert!(!root.exists(), "{} exists: give an empty OUT", root.display());
+            assert!(
+                !root.exists(),
+                "{} exists: give an empty OUT",
+                root.display()
+            );
             root
         }
         None => work.path().join("snap"),

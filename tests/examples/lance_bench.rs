@@ -22,10 +22,10 @@ use edgeshard_native::{AccessMode, OpenOptions, SearchOptions, Snapshot, VectorI
 use edgeshard_shared::vector::AnnParams;
 use edgeshard_shared::{Key, KeyEncoding, Metric};
 use edgeshard_tests::build_options;
-use edgeshard_tests::synthetic::{brute_force_l2, recall_hits, synthetic_parquet};
 use edgeshard_tests::debian::{brute_force_dot, percentiles, read_queries, BoxResult, Query};
 use edgeshard_tests::proxy::DelayProxy;
 use edgeshard_tests::s3_server::S3Server;
+use edgeshard_tests::synthetic::{brute_force_l2, recall_hits, synthetic_parquet};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,7 +80,6 @@ fn truth(q: &Query, metric: Metric) -> &[String] {
         Metric::DotProduct => &q.gt_dot[..10],
     }
 }
-
 
 /// Recall@10 and warm latency (p50, p99 in ms) of `queries` with `ann`.
 fn measure(

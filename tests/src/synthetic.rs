@@ -100,7 +100,6 @@ pub fn brute_force_l2(path: &Path, queries: &[Vec<f32>]) -> BoxResult<Vec<Vec<St
         .collect())
 }
 
-
 /// Hits of the true top 10 among the returned ids.
 pub fn recall_hits(returned: &[VectorId], truth: &[String]) -> usize {
     returned

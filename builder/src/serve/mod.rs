@@ -103,6 +103,9 @@ pub(crate) struct App {
     pub(crate) limits: Limits,
     /// Permits for reads on the blocking pool (see `api::read`).
     pub(crate) reads: Arc<Semaphore>,
+    /// On a local root (reads are CPU work on mapped files): one permit per core for reads on
+    /// the blocking pool, and lookups run inline (see `api::read`). `None` on a remote root.
+    pub(crate) local_cores: Option<Arc<Semaphore>>,
     /// The bearer token, when `--auth-token-file` is given.
     token: Option<Vec<u8>>,
 }
@@ -161,6 +164,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_keys: args.max_keys,
         },
         reads: Arc::new(Semaphore::new(args.max_concurrency)),
+        local_cores: matches!(
+            edgeshard_native::Root::parse(&args.store.root),
+            Ok(edgeshard_native::Root::Local(_))
+        )
+        .then(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Arc::new(Semaphore::new(cores))
+        }),
         token,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
