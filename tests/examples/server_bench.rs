@@ -232,7 +232,7 @@ fn library_rate(
 /// Every key of the local snapshot at `dir`, read from its shard files.
 fn all_keys(dir: &std::path::Path) -> Vec<String> {
     let mut keys = Vec::new();
-    for entry in edgeshard_tests::walk(&dir) {
+    for entry in edgeshard_tests::walk(dir) {
         if !entry.ends_with("shard.db") {
             continue;
         }
