@@ -26,7 +26,6 @@ use edgeshard_tests::debian::{brute_force_dot, percentiles, read_queries, BoxRes
 use edgeshard_tests::proxy::DelayProxy;
 use edgeshard_tests::s3_server::S3Server;
 use edgeshard_tests::synthetic::{brute_force_l2, recall_hits, synthetic_parquet};
-use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
