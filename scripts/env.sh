@@ -11,6 +11,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeshard-target}"
 # shared dependencies (tokio, arrow, object_store), so in one directory each build would
 # invalidate the other's artifacts. Use as `CARGO_TARGET_DIR="$EDGESHARD_LANCE_TARGET_DIR" cargo ...`.
 export EDGESHARD_LANCE_TARGET_DIR="${EDGESHARD_LANCE_TARGET_DIR:-$HOME/.cache/edgeshard-target-lance}"
+# Tools installed by scripts/setup.sh outside the system's packages (Python venvs), kept between
+# runs like the build directories.
+export EDGESHARD_TOOLS_DIR="${EDGESHARD_TOOLS_DIR:-$HOME/.cache/edgeshard-tools}"
 
 # rustup's cargo and `cargo install`ed tools (wasm-bindgen, wasm-bindgen-test-runner).
 case ":${PATH}:" in

@@ -8,7 +8,8 @@
 #          nginx-light (the real static HTTP server, with Range, that HTTP tests run on 127.0.0.1),
 #          chromium (the headless browser the wasm package's page/worker tests drive),
 #          wrk (the HTTP load generator of the server benchmark, tests/examples/server_bench.rs)
-#   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1)
+#   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1); schemathesis,
+#     pinned, in its own venv under $EDGESHARD_TOOLS_DIR (scripts/test-server-schema.sh)
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli, exactly the version runtime-wasm pins (wasm-bindgen and the CLI must match)
 #   - npm (runtime-wasm/js, from its package-lock.json): binaryen (wasm-opt; Debian's is too old
@@ -60,6 +61,18 @@ if python3 -c "import moto.server, flask" >/dev/null 2>&1; then
 else
     log "pip: installing moto[server]"
     python3 -m pip install -q "moto[server]>=5" >&2
+fi
+
+# --- schemathesis: fuzzes `edgeshard serve` against its OpenAPI document (test-server-schema.sh) --
+# In its own venv (its dependencies must not move moto's), pinned.
+schemathesis_version=4.32.5
+schemathesis_venv="${EDGESHARD_TOOLS_DIR:-$HOME/.cache/edgeshard-tools}/schemathesis"
+if "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+    log "pip: schemathesis $schemathesis_version present"
+else
+    log "pip: installing schemathesis $schemathesis_version (venv $schemathesis_venv)"
+    python3 -m venv "$schemathesis_venv" >&2
+    "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version" >&2
 fi
 
 # --- Rust wasm target ---------------------------------------------------------------------------
