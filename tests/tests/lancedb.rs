@@ -574,3 +574,107 @@ fn shardyfusion_style_lancedb_snapshots_are_read() {
         );
     }
 }
+
+/// `edgeshard serve` over a LanceDB snapshot (SQLite KV + a LanceDB table per shard), started
+/// in this process on 127.0.0.1 (the thread ends with the test process): gets and searches
+/// (default, `nprobes`/`refine`, filtered and projected) answer as the CLI's.
+#[test]
+fn the_server_answers_a_lancedb_snapshot_as_the_cli() {
+    let dir = temp_dir();
+    let root = dir.path().join("snap");
+    let root_text = root.to_str().unwrap().to_string();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/debian-sample");
+    run_cli(&[
+        "build",
+        "--input",
+        &format!("{sample}/packages.parquet"),
+        "--key-field",
+        "id",
+        "--value-field",
+        "text",
+        "--vector-field",
+        "embedding",
+        "--payload-fields",
+        "section,priority",
+        "--vector-backend",
+        "lancedb",
+        "--shards",
+        "2",
+        "--out",
+        &root_text,
+        "--quiet",
+    ])
+    .expect("build");
+    let port = edgeshard_tests::net::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    {
+        let (root_text, listen) = (root_text.clone(), listen.clone());
+        std::thread::spawn(move || run_cli(&["serve", "--root", &root_text, "--listen", &listen]));
+    }
+    edgeshard_tests::net::wait_for_port(port, std::time::Duration::from_secs(60), "serve");
+    let http = |method: &str, path: &str, body: &str| -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&listen).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {listen}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    };
+    // Ready once a snapshot is open.
+    let started = std::time::Instant::now();
+    while http("GET", "/readyz", "").0 != 200 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the server never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let without_latency = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("latency_ms");
+        v
+    };
+    let queries = std::fs::read_to_string(format!("{sample}/text_queries.jsonl")).unwrap();
+    let file = dir.path().join("query.json");
+    for line in queries.lines().take(6) {
+        let vector = serde_json::from_str::<Value>(line).unwrap()["vector"].clone();
+        std::fs::write(&file, vector.to_string()).unwrap();
+        for (flags, mut body) in [
+            (vec![], json!({})),
+            (
+                vec!["--nprobes", "1", "--refine", "2", "--k", "20"],
+                json!({"nprobes": 1, "refine": 2, "k": 20}),
+            ),
+            (
+                vec!["--filter", "section=utils", "--fields", "section"],
+                json!({"filter": ["section=utils"], "fields": ["section"]}),
+            ),
+        ] {
+            let mut args = vec!["search", "--root", &root_text, "--vector-file"];
+            args.push(file.to_str().unwrap());
+            args.extend_from_slice(&flags);
+            let want = without_latency(json_lines(&run_cli(&args).expect("cli search")).remove(0));
+            body["vector"] = vector.clone();
+            let (status, got) = http("POST", "/v1/search", &body.to_string());
+            assert_eq!(status, 200, "{got}");
+            let got = without_latency(got);
+            assert_eq!(got, want, "{flags:?}");
+            assert!(!got["results"].as_array().unwrap().is_empty(), "{flags:?}");
+        }
+    }
+    let (status, got) = http("POST", "/v1/get", r#"{"keys": ["surf", "vim", "nope"]}"#);
+    assert_eq!(status, 200);
+    let cli = run_cli(&["get", "--root", &root_text, "surf", "vim", "nope"]).expect("cli get");
+    assert_eq!(got, json!({"results": json_lines(&cli)}));
+}
