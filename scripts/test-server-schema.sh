@@ -10,11 +10,11 @@
 # documented statuses and content types, responses matching their schemas, schema-invalid
 # requests refused.
 #
-# Usage: scripts/test-server-schema.sh [SECONDS]   (time budget of the fuzzing, default 45)
+# Usage: scripts/test-server-schema.sh [SECONDS]   (time budget of the fuzzing, default 20)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
-budget=${1:-45}
+budget=${1:-20}
 schemathesis="$EDGESHARD_TOOLS_DIR/schemathesis/bin/schemathesis"
 if [ ! -x "$schemathesis" ]; then
     echo "test-server-schema: $schemathesis is missing: run scripts/setup.sh" >&2

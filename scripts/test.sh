@@ -108,9 +108,9 @@ test_lance() {
 }
 step "LanceDB backend tests" test_lance
 
-# `edgeshard serve` fuzzed against its OpenAPI document by schemathesis, bounded (45 s of
+# `edgeshard serve` fuzzed against its OpenAPI document by schemathesis, bounded (20 s of
 # generated requests).
-step "schemathesis: edgeshard serve vs /openapi.json" bash scripts/test-server-schema.sh 45
+step "schemathesis: edgeshard serve vs /openapi.json" bash scripts/test-server-schema.sh 20
 
 test_wasm() {
     bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
