@@ -28,7 +28,7 @@ case "${1:-}" in
         ;;
 esac
 
-bash scripts/setup.sh
+bash scripts/setup-bench.sh
 data=../shared/data/debian-minilm
 started=$SECONDS
 

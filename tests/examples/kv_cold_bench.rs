@@ -11,7 +11,7 @@
 //! Per reader: KEYS cold lookups (default 50), each on a fresh snapshot handle (so it opens the
 //! key's shard; the snapshot's own open, `_CURRENT` and the manifest, is reported apart), then
 //! 200 lookups of other keys on one handle whose shards are all open. Then the cold lookups from
-//! S3 (moto on 127.0.0.1; counts only). Requests, rounds and
+//! S3 (edgeshard-s3-server on 127.0.0.1, scripts/setup-bench.sh). Requests, rounds and
 //! bytes are the reader's own counters; "wire" is what the proxy saw (headers included).
 
 use edgeshard_builder::build::build;
@@ -173,39 +173,51 @@ fn main() {
     s3_pass(&root, &keys, cold_keys, &local);
 }
 
-/// The same cold lookups from S3 (moto on 127.0.0.1: request, round and byte counts are the
-/// reader's and do not depend on the server; its latency does, so none is reported).
+/// The same cold lookups from S3: edgeshard-s3-server (tests/s3-server, scripts/setup-bench.sh)
+/// on 127.0.0.1, directly and through a proxy adding 20 ms to each request.
 fn s3_pass(root: &std::path::Path, keys: &[Key], cold_keys: usize, local: &Snapshot) {
-    let s3 = S3Server::start();
+    let s3 = S3Server::start_fast();
     s3.create_bucket("bench");
     s3.upload_dir(root, "bench", "kv");
     let work = tempfile::tempdir().expect("temp dir");
     for (reader, access) in [
-        ("S3 (moto), range, key index", AccessMode::Range),
-        ("S3 (moto), auto", AccessMode::Auto),
+        ("S3, range, key index", AccessMode::Range),
+        ("S3, auto", AccessMode::Auto),
     ] {
-        let (mut requests, mut rounds, mut bytes) = (vec![], vec![], vec![]);
-        let mut open = 0;
-        for key in &keys[..cold_keys] {
-            let cache = work.path().join("cache");
-            let _ = std::fs::remove_dir_all(&cache);
-            let snap = open_snapshot_ok("s3://bench/kv", access, &cache, s3.storage_options());
-            open = snap.stats().requests;
-            let before = snap.stats();
-            let value = snap.get(key).expect("get");
-            assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
-            let cost = snap.stats() - before;
-            requests.push(cost.requests as f64);
-            rounds.push(cost.rounds as f64);
-            bytes.push(cost.bytes as f64);
+        for (link, delay) in [("loopback", 0), ("+20 ms", 20)] {
+            let proxy = DelayProxy::start(s3.port(), Duration::from_millis(delay));
+            let mut options = s3.storage_options();
+            for (key, value) in options.iter_mut() {
+                if key == "aws_endpoint" {
+                    *value = proxy.endpoint.clone();
+                }
+            }
+            let (mut requests, mut rounds, mut bytes, mut ms) = (vec![], vec![], vec![], vec![]);
+            let mut open = 0;
+            for key in &keys[..cold_keys] {
+                let cache = work.path().join("cache");
+                let _ = std::fs::remove_dir_all(&cache);
+                let snap = open_snapshot_ok("s3://bench/kv", access, &cache, options.clone());
+                open = snap.stats().requests;
+                let before = snap.stats();
+                let start = Instant::now();
+                let value = snap.get(key).expect("get");
+                ms.push(start.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
+                let cost = snap.stats() - before;
+                requests.push(cost.requests as f64);
+                rounds.push(cost.rounds as f64);
+                bytes.push(cost.bytes as f64);
+            }
+            println!(
+                "| {reader} | {link} | {open} / - | {} / {} / {} ({}) / - | {:.1} | - | - |",
+                median(&mut requests),
+                median(&mut rounds),
+                median(&mut bytes),
+                bytes.iter().cloned().fold(0f64, f64::max),
+                median(&mut ms),
+            );
         }
-        println!(
-            "| {reader} | - | {open} / - | {} / {} / {} ({}) / - | - | - | - |",
-            median(&mut requests),
-            median(&mut rounds),
-            median(&mut bytes),
-            bytes.iter().cloned().fold(0f64, f64::max),
-        );
     }
 }
 

@@ -1,5 +1,8 @@
-//! A real S3-compatible server for tests: moto's server mode (from PyPI, installed by
-//! scripts/setup.sh) on 127.0.0.1, one per test, stopped when dropped.
+//! S3-compatible servers for tests and benchmarks on 127.0.0.1, one per use, stopped when
+//! dropped: moto's server mode (PyPI, scripts/setup.sh), which the correctness tests use, and
+//! edgeshard-s3-server (tests/s3-server: s3s-fs with TCP_NODELAY, scripts/setup-bench.sh), which
+//! the benchmarks that measure latency use ([`S3Server::start_fast`]): moto takes ~5 ms per
+//! request on this machine, edgeshard-s3-server ~1.5 ms.
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
@@ -15,7 +18,13 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     port: u16,
+    /// edgeshard-s3-server's data folder (buckets are its subfolders); `None` for moto.
+    data: Option<tempfile::TempDir>,
 }
+
+/// The access key and secret every server here is started with (moto accepts any).
+const ACCESS_KEY: &str = "test";
+const SECRET_KEY: &str = "test-secret";
 
 impl S3Server {
     /// Starts moto. Panics with a clear message when it is missing (run scripts/setup.sh).
@@ -43,6 +52,42 @@ impl S3Server {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
+            data: None,
+        }
+    }
+
+    /// Starts edgeshard-s3-server over a fresh temporary folder: the server for measuring
+    /// latency. Objects must be uploaded through it (it then keeps their ETags; files placed in
+    /// its folder directly would be hashed on every request). Panics with a clear message when
+    /// it is not installed (run scripts/setup-bench.sh).
+    pub fn start_fast() -> Self {
+        let tools = std::env::var("EDGESHARD_TOOLS_DIR").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/edgeshard-tools",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let binary = format!("{tools}/s3-server/bin/edgeshard-s3-server");
+        let data = tempfile::tempdir().expect("temp dir for edgeshard-s3-server");
+        let port = crate::net::free_port();
+        let child = Command::new(&binary)
+            .args(["--port", &port.to_string(), "--access-key", ACCESS_KEY])
+            .args(["--secret-key", SECRET_KEY])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary} ({e}): run scripts/setup-bench.sh"));
+        crate::net::wait_for_port(
+            port,
+            Duration::from_secs(30),
+            "edgeshard-s3-server did not start (scripts/setup-bench.sh)",
+        );
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            data: Some(data),
         }
     }
 
@@ -51,12 +96,12 @@ impl S3Server {
         self.port
     }
 
-    /// Storage options for edgeshard's `OpenOptions` (moto accepts any credentials).
+    /// Storage options for edgeshard's `OpenOptions` (the server's credentials).
     pub fn storage_options(&self) -> Vec<(String, String)> {
         [
             ("aws_endpoint", self.endpoint.as_str()),
-            ("aws_access_key_id", "test"),
-            ("aws_secret_access_key", "test"),
+            ("aws_access_key_id", ACCESS_KEY),
+            ("aws_secret_access_key", SECRET_KEY),
             ("aws_region", "us-east-1"),
         ]
         .into_iter()
@@ -64,8 +109,13 @@ impl S3Server {
         .collect()
     }
 
-    /// Creates a bucket (a plain `PUT /bucket`; moto does not check signatures).
+    /// Creates a bucket: a folder for edgeshard-s3-server, a plain `PUT /bucket` for moto (which
+    /// does not check signatures).
     pub fn create_bucket(&self, bucket: &str) {
+        if let Some(data) = &self.data {
+            std::fs::create_dir_all(data.path().join(bucket)).expect("create the bucket folder");
+            return;
+        }
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
         write!(
             stream,
@@ -90,8 +140,8 @@ impl S3Server {
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
             .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
             .build()
             .expect("S3 client");
         let runtime = tokio::runtime::Builder::new_current_thread()
