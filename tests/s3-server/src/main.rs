@@ -16,7 +16,10 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "An S3-compatible server over a directory (s3s-fs, TCP_NODELAY)")]
+#[command(
+    version,
+    about = "An S3-compatible server over a directory (s3s-fs, TCP_NODELAY)"
+)]
 struct Opt {
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1")]
