@@ -511,13 +511,13 @@ fn bench_synthetic(rows: usize, shards: u32) -> BoxResult<()> {
     use edgeshard_builder::build::Quantization;
     use edgeshard_builder::vector_index::IndexKind;
     use edgeshard_shared::vector::AnnParams;
-    use edgeshard_tests::synthetic::{brute_force_l2, recall_hits, synthetic_parquet};
+    use edgeshard_tests::synthetic::{prepare, recall_hits, SyntheticSet};
     let work = tempfile::tempdir()?;
-    let input = work.path().join("synthetic.parquet");
-    let t = Instant::now();
-    let queries = synthetic_parquet(&input, rows, 384)?;
-    eprintln!("wrote {rows} vectors in {:.1} s", t.elapsed().as_secs_f64());
-    let truth = brute_force_l2(&input, &queries)?;
+    let SyntheticSet {
+        input,
+        queries,
+        truth,
+    } = prepare(work.path(), rows)?;
     println!("| index | build | size | nprobes / refine | recall@10 | warm p50 | p99 |");
     println!("|---|---|---|---|---|---|---|");
     for (label, index, quantization) in [

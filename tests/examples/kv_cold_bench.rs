@@ -125,22 +125,23 @@ fn main() {
             let cache = work.path().join("cache");
             let (mut requests, mut rounds, mut bytes, mut wire, mut ms) =
                 (vec![], vec![], vec![], vec![], vec![]);
-            let mut open_cost = None;
+            // The snapshot's own open (_CURRENT + manifest), once, to tell it from the lookups.
+            let _ = std::fs::remove_dir_all(&cache);
+            let traffic = proxy.traffic();
+            let open_requests = open_snapshot_ok(&proxy.endpoint, access, &cache, Vec::new())
+                .stats()
+                .requests;
+            let open_traffic = proxy.traffic() - traffic;
             for key in &keys[..cold_keys] {
-                let _ = std::fs::remove_dir_all(&cache);
                 let traffic = proxy.traffic();
-                let snap = open_snapshot_ok(&proxy.endpoint, access, &cache, Vec::new());
-                open_cost.get_or_insert((snap.stats().requests, proxy.traffic() - traffic));
-                let (before, traffic) = (snap.stats(), proxy.traffic());
-                let start = Instant::now();
-                let value = snap.get(key).expect("get");
-                ms.push(start.elapsed().as_secs_f64() * 1e3);
-                assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
-                let cost = snap.stats() - before;
-                requests.push(cost.requests as f64);
-                rounds.push(cost.rounds as f64);
-                bytes.push(cost.bytes as f64);
-                wire.push((proxy.traffic() - traffic).bytes_down as f64);
+                let cold = cold_lookup(&proxy.endpoint, access, Vec::new(), key, &local, &cache);
+                let lookup_traffic = proxy.traffic() - traffic;
+                assert_eq!(cold.open_requests, open_requests);
+                ms.push(cold.ms);
+                requests.push(cold.cost.requests as f64);
+                rounds.push(cold.cost.rounds as f64);
+                bytes.push(cold.cost.bytes as f64);
+                wire.push((lookup_traffic.bytes_down - open_traffic.bytes_down) as f64);
             }
             let snap = open_snapshot_ok(&proxy.endpoint, access, &cache, Vec::new());
             for key in &keys[..cold_keys] {
@@ -154,7 +155,6 @@ fn main() {
             let open_ms = start.elapsed().as_secs_f64() * 1e3 / others.len() as f64;
             let open = snap.stats() - before;
             let n = others.len() as f64;
-            let (open_requests, open_traffic) = open_cost.unwrap_or_default();
             println!(
                 "| {reader} | {link} | {open_requests} / {} | {} / {} / {} ({}) / {} | {:.1} | \
                  {:.2} / {:.0} | {open_ms:.2} |",
@@ -196,18 +196,13 @@ fn s3_pass(root: &std::path::Path, keys: &[Key], cold_keys: usize, local: &Snaps
             let mut open = 0;
             for key in &keys[..cold_keys] {
                 let cache = work.path().join("cache");
-                let _ = std::fs::remove_dir_all(&cache);
-                let snap = open_snapshot_ok("s3://bench/kv", access, &cache, options.clone());
-                open = snap.stats().requests;
-                let before = snap.stats();
-                let start = Instant::now();
-                let value = snap.get(key).expect("get");
-                ms.push(start.elapsed().as_secs_f64() * 1e3);
-                assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
-                let cost = snap.stats() - before;
-                requests.push(cost.requests as f64);
-                rounds.push(cost.rounds as f64);
-                bytes.push(cost.bytes as f64);
+                let cold =
+                    cold_lookup("s3://bench/kv", access, options.clone(), key, local, &cache);
+                open = cold.open_requests;
+                ms.push(cold.ms);
+                requests.push(cold.cost.requests as f64);
+                rounds.push(cold.cost.rounds as f64);
+                bytes.push(cold.cost.bytes as f64);
             }
             println!(
                 "| {reader} | {link} | {open} / - | {} / {} / {} ({}) / - | {:.1} | - | - |",
@@ -218,6 +213,38 @@ fn s3_pass(root: &std::path::Path, keys: &[Key], cold_keys: usize, local: &Snaps
                 median(&mut ms),
             );
         }
+    }
+}
+
+/// What one cold lookup cost: the snapshot's open (requests), then the lookup itself.
+struct ColdLookup {
+    open_requests: u64,
+    cost: edgeshard_native::StatsSnapshot,
+    ms: f64,
+}
+
+/// A fresh handle on `url` (empty download cache at `cache`), then `get(key)`, checked against
+/// the local whole-file answer.
+fn cold_lookup(
+    url: &str,
+    access: AccessMode,
+    storage: Vec<(String, String)>,
+    key: &Key,
+    local: &Snapshot,
+    cache: &std::path::Path,
+) -> ColdLookup {
+    let _ = std::fs::remove_dir_all(cache);
+    let snap = open_snapshot_ok(url, access, cache, storage);
+    let open_requests = snap.stats().requests;
+    let before = snap.stats();
+    let start = Instant::now();
+    let value = snap.get(key).expect("get");
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(value, local.get(key).expect("local get"), "{key:?}");
+    ColdLookup {
+        open_requests,
+        cost: snap.stats() - before,
+        ms,
     }
 }
 

@@ -9,7 +9,8 @@
 //! 2, so each shard is large enough to be indexed) for cosine, l2 and dot_product; recall@10
 //! against exact ground truth and warm latency, at the manifest's default ANN parameters and
 //! a sweep of `nprobes` / `ef` / `refine`. Also the flat/indexed crossover on one shard.
-//! `s3`: the cosine snapshot on a local S3 server (moto on 127.0.0.1) behind a proxy adding
+//! `s3`: the cosine snapshot on a local S3 server (edgeshard-s3-server on 127.0.0.1, built by
+//! scripts/setup-bench.sh) behind a proxy adding
 //! DELAY_MS (default 0 and 20) to every request: open, cold and warm search and get latency,
 //! requests and bytes per query, for LanceDB and for sqlite-vec (range reads).
 //! `synthetic`: ROWS (default 1,000,000) x 384-d clustered vectors, built as LanceDB and as
@@ -25,7 +26,7 @@ use edgeshard_tests::build_options;
 use edgeshard_tests::debian::{brute_force_dot, percentiles, read_queries, BoxResult, Query};
 use edgeshard_tests::proxy::DelayProxy;
 use edgeshard_tests::s3_server::S3Server;
-use edgeshard_tests::synthetic::{brute_force_l2, recall_hits, synthetic_parquet};
+use edgeshard_tests::synthetic::{prepare, recall_hits, SyntheticSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -239,7 +240,7 @@ fn subset_parquet(dir: &Path, rows: usize) -> BoxResult<tempfile::NamedTempFile>
 /// One reader configuration on S3: open, first (cold) search, warm searches, gets.
 fn bench_s3(dir: &Path, delays: &[u64]) -> BoxResult<()> {
     let queries = read_queries(&dir.join("queries.parquet"))?;
-    let server = S3Server::start();
+    let server = S3Server::start_fast();
     server.create_bucket("bench");
     let work = tempfile::tempdir()?;
     // LanceDB is read in place (range mode for the KV half). A sqlite-vec search scans every
@@ -360,17 +361,11 @@ fn bench_s3(dir: &Path, delays: &[u64]) -> BoxResult<()> {
 
 fn bench_synthetic(rows: usize, shards: u32) -> BoxResult<()> {
     let work = tempfile::tempdir()?;
-    let input = work.path().join("synthetic.parquet");
-    let t = Instant::now();
-    let queries = synthetic_parquet(&input, rows, 384)?;
-    eprintln!("wrote {rows} vectors in {:.1} s", t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    let truth = brute_force_l2(&input, &queries)?;
-    eprintln!(
-        "brute force for {} queries in {:.1} s",
-        queries.len(),
-        t.elapsed().as_secs_f64()
-    );
+    let SyntheticSet {
+        input,
+        queries,
+        truth,
+    } = prepare(work.path(), rows)?;
     println!("| backend | rows, shards | build (index) | size | ANN parameters | recall@10 | warm p50 | p99 |");
     println!("|---|---|---|---|---|---|---|---|");
     for (name, backend) in [

@@ -4,7 +4,39 @@
 use crate::debian::BoxResult;
 use edgeshard_native::VectorId;
 use rand::{Rng, SeedableRng};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A synthetic set ready to benchmark (see [`prepare`]).
+pub struct SyntheticSet {
+    /// The Parquet file (`id`, `embedding`).
+    pub input: PathBuf,
+    /// 100 fresh queries from the same distribution.
+    pub queries: Vec<Vec<f32>>,
+    /// Each query's exact top 10 ids by l2.
+    pub truth: Vec<Vec<String>>,
+}
+
+/// `rows` x 384-d vectors written to `dir/synthetic.parquet` ([`synthetic_parquet`]), with 100
+/// queries and their exact neighbours ([`brute_force_l2`]); the time of each step on stderr.
+pub fn prepare(dir: &Path, rows: usize) -> BoxResult<SyntheticSet> {
+    let input = dir.join("synthetic.parquet");
+    let t = Instant::now();
+    let queries = synthetic_parquet(&input, rows, 384)?;
+    eprintln!("wrote {rows} vectors in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let truth = brute_force_l2(&input, &queries)?;
+    eprintln!(
+        "brute force for {} queries in {:.1} s",
+        queries.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(SyntheticSet {
+        input,
+        queries,
+        truth,
+    })
+}
 
 /// `rows` x 384-d vectors around 1,000 random centres (real embeddings are clustered; uniform
 /// random vectors have no neighbours worth finding), written as Parquet with int ids.
