@@ -41,8 +41,19 @@ bench kv 100000 8
 bench kv 1000000 8
 echo "== remote_bench (nginx + moto on 127.0.0.1)" >&2
 cargo run --release -q -p edgeshard-tests --example remote_bench
+echo "== kv_cold_bench (1M KV rows: nginx, S3 on tests/s3-server; then Chromium vs sql.js-httpvfs)" >&2
+kv_out="$(mktemp -d)"
+cargo run --release -q -p edgeshard-tests --example kv_cold_bench -- 1000000 8 50 "$kv_out"
+cargo build --release -q -p edgeshard-builder
+bash scripts/build-wasm-pkg.sh
+EDGESHARD_CLI="$CARGO_TARGET_DIR/release/edgeshard" \
+    node runtime-wasm/js/bench-cold-kv.mjs "$kv_out/snap" 1000000 50
+rm -rf "$kv_out"
+bench synthetic 1000000 8
 if [ -d "$data" ]; then
     bench debian "$data" 8
+    echo "== server_bench (edgeshard serve under wrk, the Debian set)" >&2
+    cargo run --release -q -p edgeshard-tests --example server_bench -- "$data" 10
 else
     echo "skipping the Debian benchmarks: $data is absent" >&2
 fi
