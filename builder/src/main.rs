@@ -9,8 +9,9 @@ fn main() -> ExitCode {
     let changes_current = cli.changes_current();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    // Stdin is not locked for the whole run: `build --input -` reads it through its own handle,
+    // and a lock held here would make that read wait forever. `Stdin` locks per read.
+    let mut input = std::io::BufReader::new(std::io::stdin());
     let result = run(cli, &mut out, &mut input);
     let flushed = out.flush();
     // Messages go through `warn`, which never panics: `eprintln!` does when stderr is full or

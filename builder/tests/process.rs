@@ -442,3 +442,70 @@ fn a_published_build_exits_zero_even_when_its_summary_cannot_be_printed() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `build --input -` reads JSONL from stdin and publishes (it used to wait forever: the binary
+/// held stdin's lock while the input reader asked for it again); `multiget` reads its keys from
+/// stdin too.
+#[test]
+fn build_reads_its_input_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snap");
+    let mut child = Command::new(BIN)
+        .args(["build", "--input", "-", "--input-format", "jsonl"])
+        .args([
+            "--key-field",
+            "id",
+            "--value-field",
+            "value",
+            "--shards",
+            "2",
+            "--quiet",
+        ])
+        .args(["--out", root.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..100 {
+            writeln!(stdin, "{{\"id\": {i}, \"value\": \"v{i}\"}}").unwrap();
+        }
+    }
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("build --input - did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = Snapshot::open(root.to_str().unwrap()).unwrap();
+    assert_eq!(snap.get(&Key::Int(42)).unwrap(), Some(b"v42".to_vec()));
+    assert_eq!(snap.get(&Key::Int(100)).unwrap(), None);
+    let mut multiget = Command::new(BIN)
+        .args(["multiget", "--root", root.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    multiget
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"7\n99\n")
+        .unwrap();
+    let out = multiget.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"v7\"") && text.contains("\"v99\""),
+        "{text}"
+    );
+}
