@@ -9,7 +9,8 @@
 #          chromium (the headless browser the wasm package's page/worker tests drive),
 #          wrk (the HTTP load generator of the server benchmark, tests/examples/server_bench.rs)
 #   - pip: moto[server] (the S3-compatible server S3 tests run on 127.0.0.1); schemathesis,
-#     pinned, in its own venv under $EDGESHARD_TOOLS_DIR (scripts/test-server-schema.sh)
+#     pinned, in its own venv under $EDGESHARD_TOOLS_DIR (scripts/test-server-schema.sh);
+#     maturin, pytest and numpy, pinned, in a venv there (scripts/test-python.sh)
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli, exactly the version runtime-wasm pins (wasm-bindgen and the CLI must match)
 #   - npm (runtime-wasm/js, from its package-lock.json): binaryen (wasm-opt; Debian's is too old
@@ -73,6 +74,18 @@ else
     log "pip: installing schemathesis $schemathesis_version (venv $schemathesis_venv)"
     python3 -m venv "$schemathesis_venv" >&2
     "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version" >&2
+fi
+
+# --- the Python package's build and test tools (scripts/test-python.sh), pinned, own venv ------
+pyvenv="${EDGESHARD_TOOLS_DIR:-$HOME/.cache/edgeshard-tools}/pyvenv"
+py_tools=("maturin==1.16.0" "pytest==8.4.2" "numpy==2.2.6")
+if [ -x "$pyvenv/bin/maturin" ] && [ "$(cat "$pyvenv/.edgeshard-tools" 2>/dev/null)" = "${py_tools[*]}" ]; then
+    log "pip: ${py_tools[*]} present"
+else
+    log "pip: installing ${py_tools[*]} (venv $pyvenv)"
+    python3 -m venv "$pyvenv" >&2
+    "$pyvenv/bin/pip" install -q "${py_tools[@]}" >&2
+    echo "${py_tools[*]}" >"$pyvenv/.edgeshard-tools"
 fi
 
 # --- Rust wasm target ---------------------------------------------------------------------------

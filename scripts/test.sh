@@ -112,6 +112,12 @@ step "LanceDB backend tests" test_lance
 # generated requests).
 step "schemathesis: edgeshard serve vs /openapi.json" bash scripts/test-server-schema.sh 20
 
+# The Python package (python/): built into its venv with maturin, tested with pytest.
+test_python() {
+    bash scripts/test-python.sh 2>&1 | tee -a "$results"
+}
+step "Python package (maturin, pytest)" test_python
+
 test_wasm() {
     bash scripts/test-wasm.sh 2>&1 | tee -a "$results"
 }
