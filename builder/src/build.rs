@@ -1310,6 +1310,12 @@ fn writer_info(
     };
     if let Some(sidecar) = sidecar {
         map.insert("sidecar_tag".into(), sidecar.tag.clone().into());
+        if let Some(hash) = &sidecar.key_index_hash {
+            map.insert(
+                edgeshard_shared::key_index::HASH_KEY.into(),
+                hash.clone().into(),
+            );
+        }
     }
     if let Some(hash) = content_hash {
         map.insert(integrity::CONTENT_HASH_KEY.into(), hash.into());

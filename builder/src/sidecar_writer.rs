@@ -9,6 +9,7 @@
 //! [`Sidecar::parse`]: edgeshard_shared::sidecar::Sidecar::parse
 
 use crate::error::{Error, Result};
+use edgeshard_shared::key_index::KeyIndexContent;
 use edgeshard_shared::sidecar::{analyze, assemble, SidecarContent};
 use edgeshard_shared::{integrity, layout};
 use md5::{Digest, Md5};
@@ -34,6 +35,8 @@ pub struct SidecarStats {
     pub chains: usize,
     /// Size of the `shard.keyindex` written beside it (`None`: the shard has no `kv` rows).
     pub key_index_bytes: Option<u64>,
+    /// Its xxh3-128, recorded in the shard's `writer_info` (`key_index::HASH_KEY`).
+    pub key_index_hash: Option<String>,
 }
 
 /// `shard.sidecar` beside `db_path`.
@@ -85,14 +88,15 @@ fn write_for_image(db_path: &Path, db: &[u8], tag: &str) -> Result<Option<Sideca
     };
     let path = sidecar_path(db_path);
     std::fs::write(&path, &file).map_err(Error::io(path.display()))?;
-    let key_index_bytes = write_key_index(db_path, db)?;
+    let key_index = write_key_index(db_path, db)?;
     Ok(Some(SidecarStats {
         tag: tag.to_string(),
         bytes: file.len() as u64,
         body_bytes,
         pages: content.pages.len(),
         chains: content.chains.len(),
-        key_index_bytes,
+        key_index_bytes: key_index.as_ref().map(|(bytes, _)| *bytes),
+        key_index_hash: key_index.map(|(_, hash)| hash),
     }))
 }
 
@@ -106,9 +110,9 @@ const KEY_INDEX_ZSTD_LEVEL: i32 = 19;
 
 /// Writes the key index of the database `db` (the bytes of `db_path`) beside it, bound to its
 /// content hash and size: no ETag, so it stays valid wherever the file is uploaded. Returns its
-/// size; `None` (and no file) when the shard has no `kv` rows or a key too long to lie whole on
-/// a page (readers then use the sidecar).
-pub fn write_key_index(db_path: &Path, db: &[u8]) -> Result<Option<u64>> {
+/// size and xxh3-128; `None` (and no file) when the shard has no `kv` rows or a key too long to
+/// lie whole on a page (readers then use the sidecar).
+pub fn write_key_index(db_path: &Path, db: &[u8]) -> Result<Option<(u64, String)>> {
     let path = key_index_path(db_path);
     let Some(file) = encode_key_index(db_path, db)? else {
         // A stale index from an earlier write of this path must not survive.
@@ -121,7 +125,7 @@ pub fn write_key_index(db_path: &Path, db: &[u8]) -> Result<Option<u64>> {
         return Ok(None);
     };
     std::fs::write(&path, &file).map_err(Error::io(path.display()))?;
-    Ok(Some(file.len() as u64))
+    Ok(Some((file.len() as u64, integrity::content_hash(&file))))
 }
 
 /// The key index file of `db` (the bytes of the database at `db_path`), or `None` (see
@@ -151,17 +155,22 @@ pub fn encode_key_index(db_path: &Path, db: &[u8]) -> Result<Option<Vec<u8>>> {
     let Some(content) = edgeshard_shared::key_index::analyze(db, root)? else {
         return Ok(None);
     };
+    encode_key_index_content(&content, db).map(Some)
+}
+
+/// The key index file holding `content`, bound to the database `db` (its size and content
+/// hash), compressed and checksummed.
+pub fn encode_key_index_content(content: &KeyIndexContent, db: &[u8]) -> Result<Vec<u8>> {
     let body = content.encode_body();
     let frame = compress_at(&body, KEY_INDEX_ZSTD_LEVEL)
         .map_err(Error::io("the key index body (in memory)"))?;
-    let file = edgeshard_shared::key_index::assemble(
+    Ok(edgeshard_shared::key_index::assemble(
         db.len() as u64,
         content.page_size,
         &integrity::content_hash(db),
         body.len() as u64,
         &frame,
-    )?;
-    Ok(Some(file))
+    )?)
 }
 
 /// The sidecar file of `content` bound to `tag` (the body compressed as one zstd frame with its
@@ -294,7 +303,7 @@ mod tests {
         let image = std::fs::read(&path).unwrap();
         let written = write_key_index(&path, &image).unwrap().unwrap();
         let bytes = std::fs::read(key_index_path(&path)).unwrap();
-        assert_eq!(bytes.len() as u64, written);
+        assert_eq!((bytes.len() as u64, integrity::content_hash(&bytes)), written);
         let index = KeyIndex::parse(&bytes).unwrap();
         let hash = integrity::content_hash(&image);
         index.check_bound(image.len() as u64, Some(&hash)).unwrap();

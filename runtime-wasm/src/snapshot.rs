@@ -1122,14 +1122,10 @@ impl Snapshot {
             self.fetcher.get_range(&slot.db_url, "shard database", 0, 1)
         );
         let probe = probe?;
-        let index = index.map_err(|e| e.to_string()).and_then(|whole| {
-            let index = KeyIndex::parse(&whole.bytes).map_err(|e| e.to_string())?;
-            index
-                .check_bound(probe.total, slot.entry.content_hash())
-                .map_err(|e| e.to_string())?;
-            Ok(index)
-        });
-        let Ok(index) = index else {
+        let index = index
+            .ok()
+            .and_then(|whole| key_index::load(&slot.entry, &whole.bytes, probe.total).ok());
+        let Some(index) = index else {
             PageStats::bump(&self.counters.key_index_fallbacks);
             return Ok(None);
         };

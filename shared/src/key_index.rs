@@ -39,6 +39,33 @@ fn bad(why: impl Into<String>) -> Error {
     Error::Integrity(format!("invalid key index: {}", why.into()))
 }
 
+/// `writer_info` key of a shard row: the xxh3-128 (hex) of the shard's key index file. The
+/// file's own checksums catch damage, not a file rewritten and resealed (a segment left out
+/// would send its keys to the previous page and read "not found"); the manifest, the root of
+/// trust, pins its exact bytes.
+pub const HASH_KEY: &str = "key_index_xxh3_128";
+
+/// The key index of the shard of `entry`, from the bytes of its file: they must hash to the
+/// row's [`HASH_KEY`], parse, and describe a `shard.db` of `db_len` bytes with the row's content
+/// hash. Any mismatch is an error (readers then use the shard's sidecar).
+pub fn load(entry: &crate::manifest::ShardEntry, bytes: &[u8], db_len: u64) -> Result<KeyIndex> {
+    let recorded = entry.writer_info.get(HASH_KEY).and_then(|v| v.as_str());
+    let actual = crate::integrity::content_hash(bytes);
+    match recorded {
+        Some(hash) if hash == actual => {}
+        Some(hash) => {
+            return Err(bad(format!(
+                "its bytes hash to {actual}, the manifest row records {hash} (rewritten or \
+                 another shard's)"
+            )))
+        }
+        None => return Err(bad(format!("the manifest row records no {HASH_KEY}"))),
+    }
+    let index = KeyIndex::parse(bytes)?;
+    index.check_bound(db_len, entry.content_hash())?;
+    Ok(index)
+}
+
 /// The file name of a snapshot's key indexes, from its manifest's `custom` object
 /// (`custom.edgeshard_key_index`), when it announces them in the format version this crate
 /// reads; `None` otherwise (readers then use the sidecar).

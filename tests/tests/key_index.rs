@@ -208,3 +208,52 @@ fn range_reads_reuse_connections() {
     // once; after that they are reused.
     assert!(traffic.connections <= 2 * SHARDS as u64, "{traffic:?}");
 }
+
+/// A key index rewritten with one leaf segment left out, its checksums and binding to shard.db
+/// all recomputed, would place that leaf's keys on the previous leaf and answer "not found":
+/// the manifest row's hash of the key index refuses it, and the sidecar answers.
+#[test]
+fn a_key_index_resealed_without_a_segment_is_refused() {
+    use edgeshard_builder::sidecar_writer::encode_key_index_content;
+    use edgeshard_shared::key_index::analyze;
+    let dir = temp_dir();
+    let (root, keys) = build_snapshot(dir.path());
+    let files = key_index_files(&root);
+    let db_path = files[0].with_file_name("shard.db");
+    let db = std::fs::read(&db_path).unwrap();
+    let kv_root: u32 = rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'kv'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut content = analyze(&db, kv_root).unwrap().unwrap();
+    // A leaf segment in the middle (first == last only for interior cells).
+    let victim = (content.segments.len() / 2..content.segments.len())
+        .find(|&i| content.segments[i].first != content.segments[i].last)
+        .unwrap();
+    let removed = content.segments.remove(victim);
+    std::fs::write(&files[0], encode_key_index_content(&content, &db).unwrap()).unwrap();
+    let whole = Snapshot::open(root.to_str().unwrap()).unwrap();
+    let ranged = open_snapshot_ok(
+        root.to_str().unwrap(),
+        AccessMode::Range,
+        &dir.path().join("c5"),
+        vec![],
+    );
+    let key = Key::Str(String::from_utf8(removed.first.clone()).unwrap());
+    assert!(keys
+        .iter()
+        .any(|k| k.as_bytes() == removed.first.as_slice()));
+    let want = whole.get(&key).unwrap();
+    assert!(want.is_some());
+    assert_eq!(ranged.get(&key).unwrap(), want);
+    assert_eq!(
+        ranged.stats().key_index_fallbacks,
+        1,
+        "{:?}",
+        ranged.stats()
+    );
+}

@@ -345,9 +345,10 @@ impl Snapshot {
     }
 
     /// `bytes` (the shard's key index file, if it could be read) as a key index of this shard:
-    /// it parses and is bound to a `shard.db` of `size` bytes with the content hash of the
-    /// shard's manifest row. Anything else, a missing file included, is passed over (the sidecar
-    /// serves instead, answers unchanged) and counted in `--stats`.
+    /// its bytes hash to what the shard's manifest row records, and it describes a `shard.db` of
+    /// `size` bytes with the row's content hash ([`key_index::load`]). Anything else, a missing
+    /// file included, is passed over (the sidecar serves instead, answers unchanged) and counted
+    /// in `--stats`.
     fn bound_key_index(
         &self,
         shard: &ShardHandle,
@@ -355,10 +356,7 @@ impl Snapshot {
         size: u64,
     ) -> Option<Arc<KeyIndex>> {
         let bytes = bytes.unwrap_or_default();
-        let index = KeyIndex::parse(&bytes).and_then(|index| {
-            index.check_bound(size, shard.entry.content_hash())?;
-            Ok(index)
-        });
+        let index = key_index::load(&shard.entry, &bytes, size);
         match index {
             Ok(index) => Some(Arc::new(index)),
             Err(_) => {
