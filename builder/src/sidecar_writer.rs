@@ -303,7 +303,10 @@ mod tests {
         let image = std::fs::read(&path).unwrap();
         let written = write_key_index(&path, &image).unwrap().unwrap();
         let bytes = std::fs::read(key_index_path(&path)).unwrap();
-        assert_eq!((bytes.len() as u64, integrity::content_hash(&bytes)), written);
+        assert_eq!(
+            (bytes.len() as u64, integrity::content_hash(&bytes)),
+            written
+        );
         let index = KeyIndex::parse(&bytes).unwrap();
         let hash = integrity::content_hash(&image);
         index.check_bound(image.len() as u64, Some(&hash)).unwrap();

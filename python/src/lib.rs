@@ -11,7 +11,7 @@ use edgeshard_shared::{routing, ErrorKind, Key, KeyEncoding};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -135,7 +135,18 @@ fn to_key(py: Python<'_>, encoding: KeyEncoding, key: &Bound<'_, PyAny>) -> PyRe
             KeyEncoding::Raw => Key::Bytes(text.into_bytes()),
             _ => Key::Str(text),
         }
-    } else if let Ok(int) = key.extract::<i64>() {
+    } else if key.is_instance_of::<PyBool>() {
+        return Err(invalid(
+            py,
+            "a key must be an int, str or bytes, got bool".into(),
+        ));
+    } else if key.is_instance_of::<PyInt>() {
+        let int = key.extract::<i64>().map_err(|_| {
+            invalid(
+                py,
+                format!("integer key {key} is out of range (-2^63..2^63-1)"),
+            )
+        })?;
         Key::Int(int)
     } else {
         return Err(invalid(

@@ -118,6 +118,12 @@ def test_bad_inputs_raise_errors_by_kind(root, tmp_path):
         snap.get(42)  # this snapshot's keys are strings
     with pytest.raises(edgeshard.InvalidInputError):
         snap.get(1.5)
+    with pytest.raises(edgeshard.InvalidInputError, match="bool"):
+        snap.get(True)
+    with pytest.raises(edgeshard.InvalidInputError, match="out of range"):
+        edgeshard.route([2**70], 8)
+    with pytest.raises(edgeshard.InvalidInputError, match="NaN"):
+        snap.search([float("nan")] * 384)
     with pytest.raises(edgeshard.InvalidInputError):
         snap.search([0.0] * 384, exact=True, nprobes=2)
     with pytest.raises(edgeshard.InvalidInputError):
