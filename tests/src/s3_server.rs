@@ -29,31 +29,22 @@ const SECRET_KEY: &str = "test-secret";
 impl S3Server {
     /// Starts moto. Panics with a clear message when it is missing (run scripts/setup.sh).
     pub fn start() -> Self {
-        let port = crate::net::free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto (python3 -m moto.server); run scripts/setup.sh");
-        crate::net::wait_for_port(
-            port,
-            Duration::from_secs(30),
-            "moto did not start: is moto[server] installed? (scripts/setup.sh)",
-        );
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            port,
-            data: None,
-        }
+        Self::spawn(
+            None,
+            "moto (python3 -m moto.server): run scripts/setup.sh",
+            |port| {
+                let mut command = Command::new("python3");
+                command.args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ]);
+                command
+            },
+        )
     }
 
     /// Starts edgeshard-s3-server over a fresh temporary folder: the server for measuring
@@ -62,32 +53,46 @@ impl S3Server {
     /// it is not installed (run scripts/setup-bench.sh).
     pub fn start_fast() -> Self {
         let tools = std::env::var("EDGESHARD_TOOLS_DIR").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/edgeshard-tools",
-                std::env::var("HOME").unwrap_or_default()
-            )
+            let home = std::env::var("HOME").unwrap_or_default();
+            format!("{home}/.cache/edgeshard-tools")
         });
         let binary = format!("{tools}/s3-server/bin/edgeshard-s3-server");
         let data = tempfile::tempdir().expect("temp dir for edgeshard-s3-server");
+        let folder = data.path().to_path_buf();
+        let what = format!("{binary}: run scripts/setup-bench.sh");
+        Self::spawn(Some(data), &what, |port| {
+            let mut command = Command::new(&binary);
+            command
+                .args(["--port", &port.to_string(), "--access-key", ACCESS_KEY])
+                .args(["--secret-key", SECRET_KEY])
+                .arg(&folder);
+            command
+        })
+    }
+
+    /// Starts the server `command(port)` makes on a free port and waits until it listens;
+    /// `what` names it (and what to run) when it does not start.
+    fn spawn(
+        data: Option<tempfile::TempDir>,
+        what: &str,
+        command: impl FnOnce(u16) -> Command,
+    ) -> Self {
         let port = crate::net::free_port();
-        let child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--access-key", ACCESS_KEY])
-            .args(["--secret-key", SECRET_KEY])
-            .arg(data.path())
+        let child = command(port)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {binary} ({e}): run scripts/setup-bench.sh"));
+            .unwrap_or_else(|e| panic!("start {what} ({e})"));
         crate::net::wait_for_port(
             port,
             Duration::from_secs(30),
-            "edgeshard-s3-server did not start (scripts/setup-bench.sh)",
+            &format!("{what} did not start"),
         );
         Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
-            data: Some(data),
+            data,
         }
     }
 

@@ -39,9 +39,10 @@ pub(super) enum Use {
 }
 
 /// What is fetched beside a shard's HEAD when it is opened by range.
+/// (Each is `None` when it could not be fetched or parsed.)
 enum Companion {
-    Sidecar(Sidecar),
-    KeyIndex(Vec<u8>),
+    Sidecar(Option<Sidecar>),
+    KeyIndex(Option<Vec<u8>>),
 }
 
 /// An open shard database: a file SQLite reads itself, or pages read by range.
@@ -233,8 +234,8 @@ impl Snapshot {
                 // in one round.
                 let (head, companion) = std::thread::scope(|scope| {
                     let companion = scope.spawn(|| match by_key_index {
-                        true => self.remote_key_index(shard).map(Companion::KeyIndex),
-                        false => self.remote_sidecar(shard).map(Companion::Sidecar),
+                        true => Companion::KeyIndex(self.remote_key_index(shard)),
+                        false => Companion::Sidecar(self.remote_sidecar(shard)),
                     });
                     let head = remote.head(&shard.relative);
                     (head, companion.join())
@@ -249,11 +250,7 @@ impl Snapshot {
                 self.check_file_size(&shard.entry, size)
                     .map_err(|e| corrupt(e.to_string()))?;
                 let sidecar = match companion {
-                    _ if by_key_index => {
-                        let bytes = match companion {
-                            Some(Companion::KeyIndex(bytes)) => Some(bytes),
-                            _ => None,
-                        };
+                    Companion::KeyIndex(bytes) => {
                         if let Some(index) = self.bound_key_index(shard, bytes, size) {
                             let source = remote.range_source(&shard.relative, size, etag);
                             return self.open_by_key_index(shard, Box::new(source), index);
@@ -262,8 +259,7 @@ impl Snapshot {
                         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
                         self.remote_sidecar(shard)
                     }
-                    Some(Companion::Sidecar(sidecar)) => Some(sidecar),
-                    _ => None,
+                    Companion::Sidecar(sidecar) => sidecar,
                 };
                 let sidecar = sidecar
                     .filter(|s| Some(s.tag.as_str()) == etag.as_deref())
